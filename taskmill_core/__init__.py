@@ -1,0 +1,58 @@
+"""taskmill_core: a persistent, IO-aware priority task scheduler (the library behind the sidecar)."""
+
+from __future__ import annotations
+
+from taskmill_core.clock import Clock, FakeClock, SystemClock
+from taskmill_core.errors import (
+    DuplicateRejected,
+    InvalidParams,
+    InvalidState,
+    PayloadTooLarge,
+    PermanentError,
+    RetryableError,
+    ShuttingDown,
+    StorageError,
+    TaskmillError,
+    TaskNotFound,
+)
+from taskmill_core.types import (
+    Backoff,
+    ErrorInfo,
+    IoBytes,
+    IoConfig,
+    IoStatus,
+    Progress,
+    SchedulerConfig,
+    SubmitResult,
+    TaskInfo,
+    TaskSpec,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Backoff",
+    "Clock",
+    "DuplicateRejected",
+    "ErrorInfo",
+    "FakeClock",
+    "InvalidParams",
+    "InvalidState",
+    "IoBytes",
+    "IoConfig",
+    "IoStatus",
+    "PayloadTooLarge",
+    "PermanentError",
+    "Progress",
+    "RetryableError",
+    "SchedulerConfig",
+    "ShuttingDown",
+    "StorageError",
+    "SubmitResult",
+    "SystemClock",
+    "TaskInfo",
+    "TaskNotFound",
+    "TaskSpec",
+    "TaskmillError",
+    "__version__",
+]

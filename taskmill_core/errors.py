@@ -1,0 +1,109 @@
+"""Exceptions of the core. Each carries a stable camelCase ``kind`` (the wire's ``data.kind``).
+
+The sidecar maps them to JSON-RPC error codes; Python callers catch them by class.
+Executors raise :class:`RetryableError` or :class:`PermanentError`; any other exception
+from an executor counts as retryable.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = [
+    "DuplicateRejected",
+    "ExecutorError",
+    "InvalidParams",
+    "InvalidState",
+    "PayloadTooLarge",
+    "PermanentError",
+    "RetryableError",
+    "ShuttingDown",
+    "StorageError",
+    "TaskNotFound",
+    "TaskmillError",
+    "NotATaskmillDatabase",
+]
+
+
+class TaskmillError(Exception):
+    """Base of the errors the core reports to callers."""
+
+    kind = "internal"
+
+    def __init__(self, message: str, **data: Any) -> None:
+        super().__init__(message)
+        self.message = message
+        self.data: dict[str, Any] = data
+
+
+class InvalidParams(TaskmillError):
+    """Bad input. ``data['path']`` names the offending field, e.g. ``$.tasks[3].priority``."""
+
+    kind = "invalidParams"
+
+    def __init__(self, message: str, path: str = "$", **data: Any) -> None:
+        super().__init__(message, path=path, **data)
+        self.path = path
+
+
+class TaskNotFound(TaskmillError):
+    kind = "taskNotFound"
+
+
+class InvalidState(TaskmillError):
+    kind = "invalidState"
+
+
+class DuplicateRejected(TaskmillError):
+    kind = "duplicateRejected"
+
+    def __init__(self, message: str, existing_id: int, **data: Any) -> None:
+        super().__init__(message, existingId=existing_id, **data)
+        self.existing_id = existing_id
+
+
+class PayloadTooLarge(TaskmillError):
+    kind = "payloadTooLarge"
+
+
+class ShuttingDown(TaskmillError):
+    kind = "shuttingDown"
+
+
+class StorageError(TaskmillError):
+    kind = "storage"
+
+
+class NotATaskmillDatabase(TaskmillError):
+    """The file exists but is not a taskmill database (or is corrupt); it was not modified."""
+
+    kind = "storage"
+
+
+class ExecutorError(Exception):
+    """Base for errors an executor raises on purpose."""
+
+    kind = "error"
+    retryable = True
+
+    def __init__(self, message: str = "", *, kind: str | None = None) -> None:
+        super().__init__(message)
+        if kind is not None:
+            self.kind = kind
+
+
+class RetryableError(ExecutorError):
+    """Try again later; ``retry_after`` (seconds) overrides the task's backoff."""
+
+    def __init__(
+        self, message: str = "", *, retry_after: float | None = None, kind: str | None = None
+    ) -> None:
+        super().__init__(message, kind=kind)
+        self.retry_after = retry_after
+
+
+class PermanentError(ExecutorError):
+    """Retrying cannot help: the task ends ``failed``."""
+
+    kind = "permanent"
+    retryable = False

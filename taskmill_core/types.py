@@ -1,0 +1,348 @@
+"""The data model: every value that crosses a boundary is one of these msgspec Structs.
+
+They are the single source of truth for the wire protocol (field names are camelCase on the
+wire, snake_case in Python), the generated JSON Schemas and the TypeScript types. Constraints
+declared here with ``Meta`` are enforced whenever a value is decoded or converted; the core
+runs ``TaskSpec`` through :func:`validate_spec` so that the Python API enforces the same rules.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, ClassVar, Literal
+
+import msgspec
+from msgspec import Meta, Struct
+
+__all__ = [
+    "ACTIVE_STATES",
+    "FINAL_STATES",
+    "PRIORITY_NAMES",
+    "Backoff",
+    "ErrorInfo",
+    "Event",
+    "IoBytes",
+    "IoConfig",
+    "IoPressure",
+    "IoStatus",
+    "Outcome",
+    "Progress",
+    "Retention",
+    "SchedulerConfig",
+    "SchedulerPaused",
+    "SchedulerResumed",
+    "State",
+    "SubmitResult",
+    "TaskCancelled",
+    "TaskCompleted",
+    "TaskExpired",
+    "TaskFailed",
+    "TaskInfo",
+    "TaskPreempted",
+    "TaskProgress",
+    "TaskSpec",
+    "TaskStarted",
+    "TaskSubmitted",
+    "TaskSuperseded",
+    "TaskUpdated",
+]
+
+State = Literal[
+    "pending",
+    "running",
+    "paused",
+    "waiting",
+    "blocked",
+    "completed",
+    "failed",
+    "deadLetter",
+    "cancelled",
+    "superseded",
+    "expired",
+]
+ACTIVE_STATES: tuple[str, ...] = ("pending", "running", "paused", "waiting", "blocked")
+FINAL_STATES: tuple[str, ...] = (
+    "completed",
+    "failed",
+    "deadLetter",
+    "cancelled",
+    "superseded",
+    "expired",
+)
+
+Outcome = Literal["inserted", "duplicate", "upgraded", "requeued", "superseded"]
+
+PRIORITY_NAMES: dict[str, int] = {
+    "realtime": 0,
+    "high": 64,
+    "normal": 128,
+    "background": 192,
+    "idle": 255,
+}
+
+TaskType = Annotated[str, Meta(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.:-]+$")]
+PriorityValue = Annotated[int, Meta(ge=0, le=255)]
+PriorityName = Literal["realtime", "high", "normal", "background", "idle"]
+NonNegInt = Annotated[int, Meta(ge=0)]
+PositiveInt = Annotated[int, Meta(ge=1)]
+TaskId = Annotated[int, Meta(ge=1)]
+ShortText = Annotated[str, Meta(max_length=256)]
+Label = Annotated[str, Meta(max_length=1024)]
+Tags = Annotated[dict[ShortText, Annotated[str, Meta(max_length=1024)]], Meta(max_length=32)]
+
+
+class IoBytes(Struct, rename="camel", forbid_unknown_fields=True):
+    """Bytes of IO per resource: declared (``ioCost``) or measured (``ioActual``)."""
+
+    disk_read: NonNegInt = 0
+    disk_write: NonNegInt = 0
+    net_rx: NonNegInt = 0
+    net_tx: NonNegInt = 0
+
+    def total(self) -> int:
+        return self.disk_read + self.disk_write + self.net_rx + self.net_tx
+
+
+class Backoff(Struct, rename="camel", forbid_unknown_fields=True, omit_defaults=True):
+    """Delay before retry ``n`` (1-based): constant, linear, exponential or with jitter."""
+
+    kind: Literal["constant", "linear", "exponential", "exponentialJitter"] = "exponentialJitter"
+    initial_ms: NonNegInt = 1000
+    max_ms: NonNegInt = 300_000
+    multiplier: Annotated[float, Meta(ge=1.0, le=100.0)] = 2.0
+
+
+class TaskSpec(Struct, rename="camel", forbid_unknown_fields=True, omit_defaults=True):
+    """What a client submits (``SubmitParams`` on the wire)."""
+
+    type: TaskType
+    payload: Any = None
+    priority: PriorityValue | PriorityName = 128
+    dedup_key: ShortText | bool | None = None
+    on_duplicate: Literal["skip", "supersede", "reject"] = "skip"
+    group: ShortText | None = None
+    tags: Tags = msgspec.field(default_factory=dict)
+    label: Label | None = None
+    io_cost: IoBytes | None = None
+    max_retries: Annotated[int, Meta(ge=0, le=100)] = 3
+    backoff: Backoff | None = None
+    run_at: NonNegInt | None = None
+    delay_ms: NonNegInt | None = None
+    ttl_ms: PositiveInt | None = None
+    timeout_ms: PositiveInt | None = None
+    parent_id: TaskId | None = None
+    depends_on: Annotated[list[TaskId], Meta(max_length=1000)] | None = None
+
+    @property
+    def priority_value(self) -> int:
+        p = self.priority
+        return PRIORITY_NAMES[p] if isinstance(p, str) else p
+
+
+class Progress(Struct, rename="camel", omit_defaults=True):
+    fraction: float
+    estimated: bool
+    bytes_done: int | None = None
+    bytes_total: int | None = None
+    rate_bps: float | None = None
+    eta_ms: int | None = None
+    message: str | None = None
+
+
+class ErrorInfo(Struct, rename="camel"):
+    message: str
+    kind: str
+    retryable: bool
+
+
+class TaskInfo(Struct, rename="camel", omit_defaults=True):
+    """A task as stored, plus live progress while it runs."""
+
+    id: int
+    type: str
+    state: State
+    priority: int
+    payload: Any
+    tags: dict[str, str]
+    io_cost: IoBytes
+    attempt: int
+    max_retries: int
+    created_at: int
+    dedup_key: str | None = None
+    group: str | None = None
+    label: str | None = None
+    io_actual: IoBytes | None = None
+    run_at: int | None = None
+    started_at: int | None = None
+    finished_at: int | None = None
+    duration_ms: int | None = None
+    parent_id: int | None = None
+    progress: Progress | None = None
+    result: Any = None
+    error: ErrorInfo | None = None
+
+
+class SubmitResult(Struct, rename="camel", omit_defaults=True):
+    """What ``submit`` returns; ``task`` is omitted in batch results."""
+
+    id: int
+    outcome: Outcome
+    task: TaskInfo | None = None
+
+
+class Retention(Struct, rename="camel", forbid_unknown_fields=True, omit_defaults=True):
+    """History pruning: keep at most ``max_count`` final tasks, none older than ``max_age_ms``."""
+
+    max_count: NonNegInt | None = 100_000
+    max_age_ms: NonNegInt | None = 30 * 24 * 3600 * 1000
+
+
+class IoConfig(Struct, rename="camel", forbid_unknown_fields=True, omit_defaults=True):
+    disk_read_bps: PositiveInt | None = None
+    disk_write_bps: PositiveInt | None = None
+    net_bps: PositiveInt | None = None
+    auto: bool = True
+    saturation: Annotated[float, Meta(gt=0.0, le=1.0)] = 0.8
+
+
+class IoStatus(Struct, rename="camel"):
+    disk_read_bps: float = 0.0
+    disk_write_bps: float = 0.0
+    net_rx_bps: float = 0.0
+    net_tx_bps: float = 0.0
+    capacity: dict[str, float] = msgspec.field(default_factory=dict)
+    utilization: dict[str, float] = msgspec.field(default_factory=dict)
+    throttling: bool = False
+    deferred: int = 0
+
+
+class SchedulerConfig(Struct, rename="camel", forbid_unknown_fields=True):
+    """Scheduler settings. Values set later with ``configure`` are persisted and win on reopen."""
+
+    max_concurrency: Annotated[int, Meta(ge=1, le=1024)] = 4
+    group_limits: dict[ShortText, Annotated[int, Meta(ge=1)]] = msgspec.field(
+        default_factory=dict
+    )
+    io: IoConfig = msgspec.field(default_factory=IoConfig)
+    progress_hz: Annotated[float, Meta(gt=0.0, le=100.0)] = 4.0
+    retention: Retention = msgspec.field(default_factory=Retention)
+    preempt_priority: PriorityValue = 64
+    min_run_ms: NonNegInt = 1000
+    durability: Literal["normal", "full"] = "normal"
+    cancel_grace_ms: NonNegInt = 5000
+
+
+# --- events -------------------------------------------------------------------------------
+
+
+class _Event(Struct, rename="camel", omit_defaults=True):
+    EVENT: ClassVar[str] = ""
+    LIFECYCLE: ClassVar[bool] = True
+
+
+class TaskSubmitted(_Event):
+    EVENT = "task.submitted"
+    task: TaskInfo
+
+
+class TaskUpdated(_Event):
+    EVENT = "task.updated"
+    task: TaskInfo
+
+
+class TaskStarted(_Event):
+    EVENT = "task.started"
+    id: int
+    type: str
+    attempt: int
+    priority: int
+    started_at: int
+
+
+class TaskProgress(_Event):
+    EVENT = "task.progress"
+    LIFECYCLE = False
+    id: int
+    type: str
+    progress: Progress
+
+
+class TaskCompleted(_Event):
+    EVENT = "task.completed"
+    id: int
+    type: str
+    attempt: int
+    duration_ms: int
+    result: Any = None
+
+
+class TaskFailed(_Event):
+    EVENT = "task.failed"
+    id: int
+    type: str
+    attempt: int
+    error: ErrorInfo
+    will_retry: bool
+    state: State
+    retry_at: int | None = None
+
+
+class TaskCancelled(_Event):
+    EVENT = "task.cancelled"
+    id: int
+    type: str
+
+
+class TaskSuperseded(_Event):
+    EVENT = "task.superseded"
+    id: int
+    type: str
+    by: int
+
+
+class TaskPreempted(_Event):
+    EVENT = "task.preempted"
+    id: int
+    type: str
+    by: int
+
+
+class TaskExpired(_Event):
+    EVENT = "task.expired"
+    id: int
+    type: str
+
+
+class SchedulerPaused(_Event):
+    EVENT = "scheduler.paused"
+    group: str | None = None
+    type: str | None = None
+
+
+class SchedulerResumed(_Event):
+    EVENT = "scheduler.resumed"
+    group: str | None = None
+    type: str | None = None
+
+
+class IoPressure(IoStatus):
+    """``io.pressure``: the params are the ``IoStatus`` itself."""
+
+    EVENT: ClassVar[str] = "io.pressure"
+    LIFECYCLE: ClassVar[bool] = False
+
+
+Event = (
+    TaskSubmitted
+    | TaskUpdated
+    | TaskStarted
+    | TaskProgress
+    | TaskCompleted
+    | TaskFailed
+    | TaskCancelled
+    | TaskSuperseded
+    | TaskPreempted
+    | TaskExpired
+    | SchedulerPaused
+    | SchedulerResumed
+    | IoPressure
+)
