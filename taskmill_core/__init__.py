@@ -1,4 +1,4 @@
-"""taskmill_core: a persistent, IO-aware priority task scheduler (the library behind the sidecar)."""
+"""taskmill_core: the persistent, IO-aware priority task scheduler behind the sidecar."""
 
 from __future__ import annotations
 

@@ -14,6 +14,7 @@ __all__ = [
     "ExecutorError",
     "InvalidParams",
     "InvalidState",
+    "NotATaskmillDatabase",
     "PayloadTooLarge",
     "PermanentError",
     "RetryableError",
@@ -21,7 +22,6 @@ __all__ = [
     "StorageError",
     "TaskNotFound",
     "TaskmillError",
-    "NotATaskmillDatabase",
 ]
 
 

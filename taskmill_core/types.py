@@ -219,9 +219,7 @@ class SchedulerConfig(Struct, rename="camel", forbid_unknown_fields=True):
     """Scheduler settings. Values set later with ``configure`` are persisted and win on reopen."""
 
     max_concurrency: Annotated[int, Meta(ge=1, le=1024)] = 4
-    group_limits: dict[ShortText, Annotated[int, Meta(ge=1)]] = msgspec.field(
-        default_factory=dict
-    )
+    group_limits: dict[ShortText, Annotated[int, Meta(ge=1)]] = msgspec.field(default_factory=dict)
     io: IoConfig = msgspec.field(default_factory=IoConfig)
     progress_hz: Annotated[float, Meta(gt=0.0, le=100.0)] = 4.0
     retention: Retention = msgspec.field(default_factory=Retention)
