@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from taskmill_core.clock import Clock, FakeClock, SystemClock
+from taskmill_core.context import TaskContext
 from taskmill_core.errors import (
     DuplicateRejected,
     InvalidParams,
@@ -15,6 +16,8 @@ from taskmill_core.errors import (
     TaskmillError,
     TaskNotFound,
 )
+from taskmill_core.executors import executor
+from taskmill_core.scheduler import Scheduler
 from taskmill_core.types import (
     Backoff,
     ErrorInfo,
@@ -45,14 +48,17 @@ __all__ = [
     "PermanentError",
     "Progress",
     "RetryableError",
+    "Scheduler",
     "SchedulerConfig",
     "ShuttingDown",
     "StorageError",
     "SubmitResult",
     "SystemClock",
+    "TaskContext",
     "TaskInfo",
     "TaskNotFound",
     "TaskSpec",
     "TaskmillError",
     "__version__",
+    "executor",
 ]

@@ -20,6 +20,7 @@ __all__ = [
     "Backoff",
     "ErrorInfo",
     "Event",
+    "HistoryStats",
     "IoBytes",
     "IoConfig",
     "IoPressure",
@@ -30,6 +31,7 @@ __all__ = [
     "SchedulerConfig",
     "SchedulerPaused",
     "SchedulerResumed",
+    "SchedulerStatus",
     "State",
     "SubmitResult",
     "TaskCancelled",
@@ -37,6 +39,7 @@ __all__ = [
     "TaskExpired",
     "TaskFailed",
     "TaskInfo",
+    "TaskPage",
     "TaskPreempted",
     "TaskProgress",
     "TaskSpec",
@@ -44,6 +47,7 @@ __all__ = [
     "TaskSubmitted",
     "TaskSuperseded",
     "TaskUpdated",
+    "TypeStats",
 ]
 
 State = Literal[
@@ -344,3 +348,35 @@ Event = (
     | SchedulerResumed
     | IoPressure
 )
+
+
+class SchedulerStatus(Struct, rename="camel"):
+    """``scheduler.status``: pauses in force, counts per state, running tasks, IO."""
+
+    paused: bool
+    paused_groups: list[str]
+    paused_types: list[str]
+    counts: dict[str, int]
+    running: list[TaskInfo]
+    max_concurrency: int
+    io: IoStatus
+    executors: list[str]
+
+
+class TypeStats(Struct, rename="camel"):
+    completed: int
+    failed: int
+    avg_duration_ms: float | None
+    p95_duration_ms: float | None
+    avg_io: IoBytes
+
+
+class HistoryStats(Struct, rename="camel"):
+    by_type: dict[str, TypeStats]
+
+
+class TaskPage(Struct, rename="camel", omit_defaults=True):
+    """``task.list``: newest first; pass ``next_cursor`` back as ``cursor`` for the next page."""
+
+    tasks: list[TaskInfo]
+    next_cursor: str | None = None

@@ -1,0 +1,112 @@
+"""TaskContext: everything an executor may do with the scheduler, and nothing more.
+
+Executors are ``async def run(ctx, payload) -> result``. Cancellation (user cancel, preemption,
+pause, shutdown, timeout) arrives as anyio cancellation at the next ``await``; tight loops and
+worker threads can check the cheap ``ctx.cancelled`` flag. The synchronous methods may also be
+called from a worker thread (``anyio.to_thread.run_sync``): they hop to the event loop.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import anyio.from_thread
+
+from taskmill_core.types import IoBytes, SubmitResult, TaskInfo, TaskSpec
+
+if TYPE_CHECKING:
+    from taskmill_core.scheduler import Scheduler, _Run
+
+__all__ = ["TaskContext"]
+
+T = TypeVar("T")
+
+
+class TaskContext:
+    """Handed to an executor for one run of one task."""
+
+    def __init__(self, scheduler: Scheduler, run: _Run) -> None:
+        self._sched = scheduler
+        self._run = run
+        self._thread = threading.get_ident()
+
+    @property
+    def task(self) -> TaskInfo:
+        """The task as it was when this run started."""
+        return self._run.info
+
+    @property
+    def id(self) -> int:
+        return self._run.id
+
+    @property
+    def attempt(self) -> int:
+        """Retries consumed before this run (0 on the first run)."""
+        return self._run.attempt
+
+    @property
+    def resume_state(self) -> Any:
+        """The last state saved with :meth:`checkpoint` in an earlier run, or None."""
+        return self._run.checkpoint
+
+    @property
+    def cancelled(self) -> bool:
+        """True once this run has been asked to stop (cancel, preempt, pause, shutdown...)."""
+        return self._run.stop_reason is not None
+
+    def _call(self, fn: Callable[[], T]) -> T:
+        if threading.get_ident() == self._thread:
+            return fn()
+        return anyio.from_thread.run_sync(fn)
+
+    def progress(
+        self,
+        fraction: float | None = None,
+        *,
+        bytes_done: int | None = None,
+        bytes_total: int | None = None,
+        message: str | None = None,
+    ) -> None:
+        """Report progress: a fraction 0..1 and/or bytes done of a total, and a message."""
+        self._call(
+            lambda: self._sched._report_progress(
+                self._run, fraction, bytes_done, bytes_total, message
+            )
+        )
+
+    def checkpoint(self, state: Any) -> None:
+        """Durably save resumable state; the next run of this task gets it as resume_state."""
+        self._call(lambda: self._sched._save_checkpoint(self._run, state))
+
+    def record_io(
+        self, *, disk_read: int = 0, disk_write: int = 0, net_rx: int = 0, net_tx: int = 0
+    ) -> None:
+        """Add bytes this run moved to the task's measured IO (kept in history)."""
+        io = self._run.io
+
+        def add() -> None:
+            io.disk_read += disk_read
+            io.disk_write += disk_write
+            io.net_rx += net_rx
+            io.net_tx += net_tx
+
+        self._call(add)
+
+    async def submit_child(self, spec: TaskSpec) -> SubmitResult:
+        """Submit a child task; this task completes only after all its children are final."""
+        if spec.parent_id is None:
+            spec.parent_id = self._run.id
+        return await self._sched.submit(spec)
+
+    async def sleep(self, ms: float) -> None:
+        """Sleep on the scheduler's clock (a fake clock in tests)."""
+        await self._sched.clock.sleep(ms)
+
+    @property
+    def io(self) -> IoBytes:
+        return self._run.io
+
+    def __repr__(self) -> str:
+        return f"TaskContext(id={self._run.id}, type={self._run.type!r}, attempt={self.attempt})"

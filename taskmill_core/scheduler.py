@@ -1,0 +1,1025 @@
+"""The scheduler: the async shell that performs what the store records and dispatch decides.
+
+One dispatch loop does all the writing that follows from executors finishing: each wake-up
+runs one *tick* — settle every run that ended since the last tick, expire overdue tasks, ask
+:func:`~taskmill_core.dispatch.decide` what to start and preempt, claim those tasks — all in
+one SQLite transaction (group commit), then publishes the events and starts the runners. The
+loop sleeps until something happens (submit, completion, config change) or the next timer
+(delayed task, retry, expiry, timeout, preemption eligibility); it never polls when idle.
+
+Submits are written synchronously in the caller's task: a short transaction is cheaper than
+any hand-off, and the caller learns the outcome from the database itself.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from collections.abc import AsyncIterator, Sequence
+from contextlib import AsyncExitStack
+from dataclasses import dataclass, field
+from os import PathLike
+from typing import Any
+
+import anyio
+import anyio.lowlevel
+import msgspec
+import structlog
+
+from taskmill_core.clock import Clock, SystemClock
+from taskmill_core.context import TaskContext
+from taskmill_core.dispatch import Candidate, Limits, RunningTask, decide
+from taskmill_core.errors import (
+    ExecutorError,
+    InvalidParams,
+    InvalidState,
+    RetryableError,
+    ShuttingDown,
+    TaskNotFound,
+)
+from taskmill_core.events import EventBus, Subscription
+from taskmill_core.executors import ExecutorFn, Registration, Registry
+from taskmill_core.executors.builtin import BUILTINS
+from taskmill_core.progress import DurationModel, RunProgress
+from taskmill_core.retry import DEFAULT_BACKOFF, backoff_delay_ms
+from taskmill_core.store import Follow, Prepared, SqliteStore, Started, Submitted, prepare
+from taskmill_core.types import (
+    ErrorInfo,
+    Event,
+    HistoryStats,
+    IoBytes,
+    IoStatus,
+    SchedulerConfig,
+    SchedulerPaused,
+    SchedulerResumed,
+    SchedulerStatus,
+    SubmitResult,
+    TaskCancelled,
+    TaskCompleted,
+    TaskExpired,
+    TaskFailed,
+    TaskInfo,
+    TaskPage,
+    TaskPreempted,
+    TaskProgress,
+    TaskSpec,
+    TaskStarted,
+    TaskSubmitted,
+    TaskSuperseded,
+    TaskUpdated,
+    TypeStats,
+)
+
+__all__ = ["MAX_BATCH", "Scheduler"]
+
+log = structlog.get_logger("taskmill.scheduler")
+
+MAX_BATCH = 10_000
+PRUNE_EVERY = 1000
+PRUNE_BATCH = 500
+_PAUSES_KEY = "pauses"
+_CONFIG_KEY = "config"
+_decode_backoff = msgspec.json.Decoder(DEFAULT_BACKOFF.__class__).decode
+
+
+class _Pauses(msgspec.Struct):
+    paused: bool = False
+    groups: list[str] = msgspec.field(default_factory=list)
+    types: list[str] = msgspec.field(default_factory=list)
+
+
+def _validation_path(exc: msgspec.ValidationError) -> str:
+    text = str(exc)
+    marker = " - at `"
+    if marker in text:
+        return text.rsplit(marker, 1)[1].rstrip("`")
+    return "$"
+
+
+def _check_spec(spec: TaskSpec) -> TaskSpec:
+    """Enforce the declared constraints on a spec built in Python (decoding already does)."""
+    try:
+        return msgspec.convert(msgspec.to_builtins(spec), TaskSpec)
+    except msgspec.ValidationError as exc:
+        raise InvalidParams(str(exc).split(" - at `")[0], _validation_path(exc)) from None
+    except (TypeError, msgspec.EncodeError) as exc:
+        raise InvalidParams(f"payload is not JSON-serializable: {exc}", "$.payload") from None
+
+
+@dataclass(eq=False)
+class _Run:
+    """One run of one task, in memory while it lasts."""
+
+    id: int
+    type: str
+    priority: int
+    group: str | None
+    attempt: int
+    max_retries: int
+    backoff: bytes | None
+    timeout_ms: int | None
+    checkpoint: Any
+    payload: Any
+    info: TaskInfo
+    run_started: int
+    progress: RunProgress
+    io: IoBytes = field(default_factory=IoBytes)
+    scope: anyio.CancelScope = field(default_factory=anyio.CancelScope)
+    stop_reason: str | None = None
+    stop_for: int | None = None
+    stop_deadline: int | None = None
+    abandoned: bool = False
+
+    @property
+    def timeout_at(self) -> int | None:
+        return None if self.timeout_ms is None else self.run_started + self.timeout_ms
+
+
+class Scheduler:
+    """A persistent priority task scheduler over one SQLite file.
+
+    Use it as an async context manager; leaving it closes gracefully (running tasks get
+    ``close_grace_ms`` to finish, then are interrupted and go back to ``pending``).
+    """
+
+    def __init__(
+        self,
+        path: str | PathLike[str],
+        config: SchedulerConfig | None = None,
+        *,
+        clock: Clock | None = None,
+        rng: random.Random | None = None,
+        load_entry_points: bool = True,
+        close_grace_ms: int = 5000,
+    ) -> None:
+        self.config = config or SchedulerConfig()
+        self.clock: Clock = clock or SystemClock()
+        self.close_grace_ms = close_grace_ms
+        self._rng = rng or random.Random()
+        self._store = SqliteStore(path, durability=self.config.durability)
+        self._registry = Registry()
+        for reg in BUILTINS:
+            self._registry.add(reg)
+        self._load_entry_points = load_entry_points
+        self._bus = EventBus(on_drained=self._wake)
+        self._running: dict[int, _Run] = {}
+        self._finished: list[tuple[_Run, str, Any]] = []
+        self._pauses = _Pauses()
+        self._durations = DurationModel()
+        self._wake_event = anyio.Event()
+        self._progress_event = anyio.Event()
+        self._dirty_event = anyio.Event()
+        self._runs_empty = anyio.Event()
+        self._idle_waiters: list[tuple[int, anyio.Event]] = []
+        self._tick_no = 0
+        self._next_expiry: int | None = None
+        self._finals_since_prune = 0
+        self._stack: AsyncExitStack | None = None
+        self._tg: anyio.abc.TaskGroup | None = None
+        self._closing = False
+        self._closed = False
+        self.recovered = 0
+
+    # --- lifecycle ---------------------------------------------------------------------
+
+    async def __aenter__(self) -> Scheduler:
+        await self.open()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+    async def open(self) -> None:
+        """Open the database, recover interrupted work and start dispatching."""
+        await self._store.open()
+        try:
+            self._load_settings()
+            if self._load_entry_points:
+                self._registry.load_entry_points()
+            self.recovered = self._store.recover()
+            if self.recovered:
+                log.info("recovered interrupted tasks", count=self.recovered)
+            self._next_expiry = self._store.next_expiry()
+            self._prune_some(self.clock.now_ms())
+        except BaseException:
+            await self._store.close()
+            raise
+        self._stack = AsyncExitStack()
+        self._tg = await self._stack.enter_async_context(anyio.create_task_group())
+        self._tg.start_soon(self._dispatch_loop)
+        self._tg.start_soon(self._progress_loop)
+        self._tg.start_soon(self._maintenance_loop)
+
+    async def close(self, grace_ms: int | None = None) -> None:
+        """Stop dispatching, let running tasks finish for ``grace_ms``, interrupt the rest."""
+        if self._closed or self._stack is None:
+            return
+        self._closing = True
+        grace = self.close_grace_ms if grace_ms is None else grace_ms
+        deadline = self.clock.now_ms() + grace
+        while self._running and self.clock.now_ms() < deadline:
+            self._runs_empty = anyio.Event()
+            await self.clock.wait(self._runs_empty, deadline)
+        for run in list(self._running.values()):
+            self._stop(run, "shutdown")
+        while self._running:
+            self._runs_empty = anyio.Event()
+            self._wake()
+            await self._runs_empty.wait()
+        self._closed = True
+        assert self._tg is not None
+        self._tg.cancel_scope.cancel()
+        await self._stack.aclose()
+        self._bus.close()
+        for _, ev in self._idle_waiters:
+            ev.set()
+        await self._store.close()
+
+    @property
+    def closing(self) -> bool:
+        return self._closing
+
+    # --- settings ----------------------------------------------------------------------
+
+    def _load_settings(self) -> None:
+        raw = self._store.get_setting(_PAUSES_KEY)
+        if raw is not None:
+            self._pauses = msgspec.json.decode(raw, type=_Pauses)
+        raw = self._store.get_setting(_CONFIG_KEY)
+        if raw is not None:
+            stored = msgspec.json.decode(raw)
+            merged = msgspec.to_builtins(self.config)
+            merged.update(stored)
+            # durability is how this process opened the file, not a persisted choice
+            merged["durability"] = self.config.durability
+            self.config = msgspec.convert(merged, SchedulerConfig)
+
+    def _save_pauses(self) -> None:
+        self._store.put_setting(_PAUSES_KEY, msgspec.json.encode(self._pauses))
+
+    async def configure(self, **changes: Any) -> SchedulerConfig:
+        """Change settings (snake_case or camelCase names); persisted, effective at once."""
+        current = msgspec.to_builtins(self.config)
+        persisted = msgspec.json.decode(self._store.get_setting(_CONFIG_KEY) or b"{}")
+        for name, value in changes.items():
+            if value is None:
+                continue
+            key = _camel(name)
+            if key == "durability":
+                raise InvalidParams("durability is chosen when the database is opened", "$")
+            if isinstance(value, msgspec.Struct):
+                value = msgspec.to_builtins(value)
+            if isinstance(value, dict) and isinstance(current.get(key), dict):
+                value = {**current[key], **value}
+            current[key] = value
+            persisted[key] = value
+        try:
+            new = msgspec.convert(current, SchedulerConfig)
+        except msgspec.ValidationError as exc:
+            raise InvalidParams(str(exc).split(" - at `")[0], _validation_path(exc)) from None
+        self.config = new
+        self._store.put_setting(_CONFIG_KEY, msgspec.json.encode(persisted))
+        self._wake()
+        return new
+
+    # --- executors ---------------------------------------------------------------------
+
+    def register(self, task_type: str, fn: ExecutorFn, *, concurrency: int | None = None) -> None:
+        """Run tasks of ``task_type`` with ``fn``; pending tasks of that type become runnable."""
+        self._registry.add(Registration(task_type, fn, concurrency))
+        self._wake()
+
+    def unregister(self, task_type: str) -> None:
+        """Stop dispatching ``task_type``; its pending tasks stay pending."""
+        self._registry.remove(task_type)
+
+    def load_plugin(self, module: str) -> list[str]:
+        """Import ``module`` and register its ``@executor`` functions."""
+        types = self._registry.load_module(module)
+        self._wake()
+        return types
+
+    def executor_types(self) -> list[str]:
+        return self._registry.types()
+
+    def is_builtin(self, task_type: str) -> bool:
+        reg = self._registry.get(task_type)
+        return reg is not None and reg.builtin
+
+    # --- submit ------------------------------------------------------------------------
+
+    def _check_open(self) -> None:
+        if self._closing:
+            raise ShuttingDown("the scheduler is shutting down")
+
+    async def submit(self, spec: TaskSpec, *, validated: bool = False) -> SubmitResult:
+        """Submit one task; returns its id and the dedup outcome (PROTOCOL.md)."""
+        self._check_open()
+        if not validated:
+            spec = _check_spec(spec)
+        now = self.clock.now_ms()
+        p = prepare(spec, now)
+        (res,) = self._store.submit([p], now)
+        self._after_submit([p], [res])
+        info = res.info if res.info is not None else self._store.get(res.id)
+        return SubmitResult(res.id, res.outcome, self._with_progress(info))
+
+    async def submit_batch(
+        self, specs: Sequence[TaskSpec], *, validated: bool = False
+    ) -> list[SubmitResult]:
+        """Submit many tasks in one transaction: all are accepted, or none is."""
+        self._check_open()
+        if len(specs) > MAX_BATCH:
+            raise InvalidParams(f"a batch holds at most {MAX_BATCH} tasks", "$.tasks")
+        now = self.clock.now_ms()
+        prepared: list[Prepared] = []
+        for i, spec in enumerate(specs):
+            try:
+                prepared.append(prepare(spec if validated else _check_spec(spec), now))
+            except InvalidParams as exc:
+                exc.path = exc.data["path"] = f"$.tasks[{i}]" + exc.path[1:]
+                exc.data["index"] = i
+                raise
+            except Exception as exc:
+                if hasattr(exc, "data"):
+                    exc.data["index"] = i
+                raise
+        results = self._store.submit(prepared, now)
+        self._after_submit(prepared, results)
+        return [SubmitResult(r.id, r.outcome) for r in results]
+
+    def _after_submit(self, prepared: Sequence[Prepared], results: Sequence[Submitted]) -> None:
+        for p, res in zip(prepared, results, strict=True):
+            if p.expires_at is not None and (
+                self._next_expiry is None or p.expires_at < self._next_expiry
+            ):
+                self._next_expiry = p.expires_at
+            if res.replaced is not None:
+                old_id, _ = res.replaced
+                run = self._running.get(old_id)
+                if run is not None:
+                    self._stop(run, "superseded")
+                self._bus.publish(TaskSuperseded(id=old_id, type=p.spec.type, by=res.id))
+            if res.outcome in ("inserted", "superseded"):
+                assert res.info is not None
+                self._bus.publish(TaskSubmitted(task=res.info))
+            elif res.outcome in ("upgraded", "requeued"):
+                assert res.info is not None
+                self._bus.publish(TaskUpdated(task=self._with_progress(res.info)))
+        self._wake()
+
+    # --- operations on tasks -----------------------------------------------------------
+
+    def _with_progress(self, info: TaskInfo) -> TaskInfo:
+        run = self._running.get(info.id)
+        if run is not None and run.progress.last is not None and info.state == "running":
+            info.progress = run.progress.last
+        return info
+
+    async def get(self, task_id: int) -> TaskInfo:
+        return self._with_progress(self._store.get(task_id))
+
+    async def list_tasks(
+        self,
+        *,
+        state: str | Sequence[str] | None = None,
+        type: str | None = None,
+        group: str | None = None,
+        tags: dict[str, str] | None = None,
+        limit: int = 100,
+        cursor: str | None = None,
+    ) -> TaskPage:
+        """Tasks, newest first, filtered; page with ``cursor``."""
+        states = [state] if isinstance(state, str) else list(state or [])
+        before = None
+        if cursor is not None:
+            try:
+                before = int(cursor)
+            except ValueError:
+                raise InvalidParams("cursor is not one this server gave out", "$.cursor") from None
+        if not 1 <= limit <= 1000:
+            raise InvalidParams("limit must be between 1 and 1000", "$.limit")
+        rows = await self._store.list_tasks(
+            states=states, task_type=type, group=group, tags=tags, limit=limit + 1,
+            before_id=before,
+        )  # fmt: skip
+        more = len(rows) > limit
+        rows = rows[:limit]
+        return TaskPage(
+            tasks=[self._with_progress(t) for t in rows],
+            next_cursor=str(rows[-1].id) if more else None,
+        )
+
+    async def cancel(self, task_id: int) -> None:
+        """Cancel an active task (and its active children); a running executor is stopped."""
+        follow = Follow()
+        _, cancelled = self._store.cancel(task_id, self.clock.now_ms(), follow)
+        for cid, ctype in cancelled:
+            run = self._running.get(cid)
+            if run is not None:
+                self._stop(run, "cancelled")
+            self._bus.publish(TaskCancelled(id=cid, type=ctype))
+        self._publish_follow(follow)
+        self._wake()
+
+    async def cancel_many(
+        self,
+        *,
+        type: str | None = None,
+        group: str | None = None,
+        tags: dict[str, str] | None = None,
+    ) -> int:
+        if type is None and group is None and not tags:
+            raise InvalidParams("give at least one of type, group, tags", "$")
+        count = 0
+        for task_id in self._store.find_ids(task_type=type, group=group, tags=tags):
+            try:
+                await self.cancel(task_id)
+                count += 1
+            except (InvalidState, TaskNotFound):
+                pass  # a child already cancelled with its parent
+        return count
+
+    async def set_priority(self, task_id: int, priority: int | str) -> TaskInfo:
+        value = _priority(priority)
+        info = self._store.set_priority(task_id, value)
+        run = self._running.get(task_id)
+        if run is not None:
+            run.priority = value
+        info = self._with_progress(info)
+        self._bus.publish(TaskUpdated(task=info))
+        self._wake()
+        return info
+
+    async def pause(self, task_id: int) -> TaskInfo:
+        """Pause one task: a pending one waits, a running one is interrupted (no retry used)."""
+        with self._store.transaction():
+            state = self._store.state_of(task_id)
+            if state == "pending":
+                self._store.pause_pending(task_id)
+            elif state == "running" and task_id in self._running:
+                self._store.interrupt(task_id, "paused")
+            else:
+                raise InvalidState(
+                    f"task {task_id} is {state}; only pending or running tasks can be paused",
+                    id=task_id,
+                    state=state,
+                )
+        run = self._running.get(task_id)
+        if run is not None:
+            self._stop(run, "paused")
+        info = self._store.get(task_id)
+        self._bus.publish(TaskUpdated(task=info))
+        return info
+
+    async def resume(self, task_id: int) -> TaskInfo:
+        info = self._store.resume(task_id)
+        self._bus.publish(TaskUpdated(task=info))
+        self._wake()
+        return info
+
+    async def retry(self, task_id: int) -> SubmitResult:
+        """Run a failed or dead-lettered task again: same id, attempt 0."""
+        self._check_open()
+        new_id, outcome, info = self._store.retry(task_id)
+        if info is not None:
+            self._bus.publish(TaskUpdated(task=info))
+        self._wake()
+        return SubmitResult(new_id, outcome)
+
+    # --- scheduler-wide pauses -----------------------------------------------------------
+
+    async def pause_all(self, *, group: str | None = None, type: str | None = None) -> None:
+        """Pause dispatching globally, or of one group or task type; persisted."""
+        if group is not None and type is not None:
+            raise InvalidParams("pause one scope at a time: group or type", "$")
+        if group is not None:
+            if group not in self._pauses.groups:
+                self._pauses.groups.append(group)
+        elif type is not None:
+            if type not in self._pauses.types:
+                self._pauses.types.append(type)
+        else:
+            self._pauses.paused = True
+        self._save_pauses()
+        self._bus.publish(SchedulerPaused(group=group, type=type))
+
+    async def resume_all(self, *, group: str | None = None, type: str | None = None) -> None:
+        """Lift the pause of exactly that scope."""
+        if group is not None and type is not None:
+            raise InvalidParams("resume one scope at a time: group or type", "$")
+        if group is not None:
+            if group in self._pauses.groups:
+                self._pauses.groups.remove(group)
+        elif type is not None:
+            if type in self._pauses.types:
+                self._pauses.types.remove(type)
+        else:
+            self._pauses.paused = False
+        self._save_pauses()
+        self._bus.publish(SchedulerResumed(group=group, type=type))
+        self._wake()
+
+    # --- status and history -------------------------------------------------------------
+
+    async def status(self) -> SchedulerStatus:
+        counts = await self._store.counts()
+        running = []
+        for run in sorted(self._running.values(), key=lambda r: r.id):
+            try:
+                running.append(self._with_progress(self._store.get(run.id)))
+            except TaskNotFound:
+                continue
+        return SchedulerStatus(
+            paused=self._pauses.paused,
+            paused_groups=list(self._pauses.groups),
+            paused_types=list(self._pauses.types),
+            counts=counts,
+            running=running,
+            max_concurrency=self.config.max_concurrency,
+            io=IoStatus(),
+            executors=self._registry.types(),
+        )
+
+    async def history_stats(self, task_type: str | None = None) -> HistoryStats:
+        rows = await self._store.history(task_type)
+        grouped: dict[str, list[tuple[str, int | None, bytes]]] = {}
+        for t, state, duration, io in rows:
+            grouped.setdefault(t, []).append((state, duration, io))
+        by_type: dict[str, TypeStats] = {}
+        decode_io = msgspec.json.Decoder(IoBytes).decode
+        for t, items in grouped.items():
+            durations = sorted(d for s, d, _ in items if s == "completed" and d is not None)
+            ios = [decode_io(io) for s, _, io in items if s == "completed" and io]
+            n = max(1, len(ios))
+            by_type[t] = TypeStats(
+                completed=sum(1 for s, _, _ in items if s == "completed"),
+                failed=sum(1 for s, _, _ in items if s in ("failed", "deadLetter")),
+                avg_duration_ms=sum(durations) / len(durations) if durations else None,
+                p95_duration_ms=(
+                    float(durations[max(0, math.ceil(0.95 * len(durations)) - 1)])
+                    if durations
+                    else None
+                ),
+                avg_io=IoBytes(
+                    disk_read=sum(i.disk_read for i in ios) // n,
+                    disk_write=sum(i.disk_write for i in ios) // n,
+                    net_rx=sum(i.net_rx for i in ios) // n,
+                    net_tx=sum(i.net_tx for i in ios) // n,
+                ),
+            )
+        return HistoryStats(by_type=by_type)
+
+    async def prune(self, *, older_than_ms: int | None = None, keep: int | None = None) -> int:
+        """Remove final tasks older than ``older_than_ms`` or beyond the newest ``keep``."""
+        if older_than_ms is None and keep is None:
+            retention = self.config.retention
+            older_than_ms, keep = retention.max_age_ms, retention.max_count
+        removed = 0
+        while True:
+            n = self._store.prune(self.clock.now_ms(), keep, older_than_ms, PRUNE_BATCH)
+            removed += n
+            if n < PRUNE_BATCH:
+                return removed
+            await anyio.lowlevel.checkpoint()  # let other work in between batches
+
+    def _prune_some(self, now: int) -> None:
+        r = self.config.retention
+        self._store.prune(now, r.max_count, r.max_age_ms, PRUNE_BATCH)
+
+    # --- events ------------------------------------------------------------------------
+
+    def subscribe(self) -> Subscription:
+        """A queue of every event from now on; iterate it, ``close()`` it when done."""
+        return self._bus.subscribe()
+
+    async def events(self) -> AsyncIterator[Event]:
+        """Every event from now on, as typed Structs (the same events as the wire)."""
+        sub = self._bus.subscribe()
+        try:
+            async for event in sub:
+                yield event
+        finally:
+            sub.close()
+
+    async def wait_idle(self) -> None:
+        """Return when no task is running and none is ready to run now.
+
+        Tasks that cannot run now — delayed, paused, or of a type no executor handles —
+        do not count.
+        """
+        if self._closed:
+            return
+        ev = anyio.Event()
+        self._idle_waiters.append((self._tick_no, ev))
+        self._wake()
+        await ev.wait()
+
+    # --- the dispatch loop ---------------------------------------------------------------
+
+    def _wake(self) -> None:
+        self._wake_event.set()
+
+    async def _dispatch_loop(self) -> None:
+        while True:
+            self._wake_event = anyio.Event()
+            deadline = self._tick()
+            await self.clock.wait(self._wake_event, deadline)
+
+    def _limits(self) -> Limits:
+        c = self.config
+        return Limits(
+            max_concurrency=c.max_concurrency,
+            group_limits=c.group_limits,
+            type_limits=self._registry.limits(),
+            preempt_priority=c.preempt_priority,
+            min_run_ms=c.min_run_ms,
+        )
+
+    def _tick(self) -> int | None:
+        """One step: settle, expire, decide, claim — one transaction. Returns the next timer."""
+        self._tick_no += 1
+        now = self.clock.now_ms()
+        for run in list(self._running.values()):
+            timeout_at = run.timeout_at
+            if run.stop_reason is None and timeout_at is not None and now >= timeout_at:
+                self._stop(run, "timeout")
+            elif run.stop_deadline is not None and now >= run.stop_deadline and not run.abandoned:
+                # The executor ignored cancellation past the hard deadline: free its slot.
+                log.warning("executor did not stop in time; abandoning it", id=run.id)
+                run.abandoned = True
+                self._finished.append((run, "stopped", None))
+        events: list[Event] = []
+        follow = Follow()
+        started: list[Started] = []
+        preempt: list[tuple[int, int]] = []
+        wake_at: int | None = None
+        candidates_found = False
+        with self._store.transaction():
+            finished, self._finished = self._finished, []
+            for run, kind, value in finished:
+                self._settle(run, kind, value, now, follow, events)
+            if self._next_expiry is not None and now >= self._next_expiry:
+                for tid, ttype in self._store.expire_due(now):
+                    events.append(TaskExpired(id=tid, type=ttype))
+                self._next_expiry = self._store.next_expiry()
+            if not self._closing and not self._pauses.paused and not self._bus.saturated:
+                limits = self._limits()
+                want = max(0, limits.max_concurrency - len(self._running)) + 16
+                ready = self._store.ready(
+                    now,
+                    self._registry.types(),
+                    self._pauses.groups,
+                    self._pauses.types,
+                    want + len(self._running),
+                )
+                candidates = [
+                    Candidate(r.id, r.type, r.priority, r.group)
+                    for r in ready
+                    if r.id not in self._running
+                ]
+                candidates_found = bool(candidates)
+                running = [
+                    RunningTask(
+                        r.id,
+                        r.type,
+                        r.priority,
+                        r.group,
+                        r.run_started,
+                        r.stop_reason is not None,
+                        r.stop_for if r.stop_reason == "preempted" else None,
+                    )
+                    for r in self._running.values()
+                ]
+                decision = decide(candidates, running, limits, now)
+                preempt = decision.preempt
+                wake_at = decision.wake_at
+                started = self._store.start([c.id for c in decision.start], now)
+        self._publish_follow(follow, events)
+        for event in events:
+            self._bus.publish(event)
+        for s in started:
+            self._launch(s, now)
+        for victim, for_id in preempt:
+            victim_run = self._running.get(victim)
+            if victim_run is not None:
+                self._stop(victim_run, "preempted", for_id)
+        if not self._running:
+            self._runs_empty.set()
+        if (
+            self._idle_waiters
+            and not self._running
+            and not self._finished
+            and not started
+            and not candidates_found
+        ):
+            waiters, self._idle_waiters = self._idle_waiters, []
+            for n, ev in waiters:
+                if n < self._tick_no:
+                    ev.set()
+                else:
+                    self._idle_waiters.append((n, ev))
+        if finished or started or events:
+            self._dirty_event.set()
+        return self._next_deadline(now, wake_at)
+
+    def _next_deadline(self, now: int, wake_at: int | None) -> int | None:
+        times = [wake_at, self._next_expiry]
+        if not self._pauses.paused:
+            times.append(self._store.next_due(now))
+        for run in self._running.values():
+            times.append(run.timeout_at if run.stop_reason is None else run.stop_deadline)
+        real = [t for t in times if t is not None]
+        return min(real) if real else None
+
+    def _launch(self, s: Started, now: int) -> None:
+        reg = self._registry.get(s.type)
+        run = _Run(
+            id=s.id,
+            type=s.type,
+            priority=s.priority,
+            group=s.group,
+            attempt=s.attempt,
+            max_retries=s.max_retries,
+            backoff=s.backoff,
+            timeout_ms=s.timeout_ms,
+            checkpoint=s.checkpoint,
+            payload=s.payload,
+            info=s.info,
+            run_started=now,
+            progress=RunProgress(now),
+        )
+        self._running[s.id] = run
+        self._bus.publish(
+            TaskStarted(
+                id=s.id, type=s.type, attempt=s.attempt, priority=s.priority, started_at=now
+            )
+        )
+        if not self._durations.known(s.type):
+            self._durations.seed(s.type, self._store.recent_durations(s.type, 20))
+        self._progress_event.set()
+        assert self._tg is not None
+        if reg is None:  # unregistered between claim and launch
+            self._finished.append((run, "stopped", None))
+            run.stop_reason = "shutdown"
+            return
+        self._tg.start_soon(self._execute, run, reg.fn)
+
+    async def _execute(self, run: _Run, fn: ExecutorFn) -> None:
+        ctx = TaskContext(self, run)
+        kind, value = "error", None
+        try:
+            with run.scope:
+                value = await fn(ctx, run.payload)
+                kind = "ok"
+            if kind != "ok":
+                kind = "stopped"
+        except Exception as exc:
+            kind, value = ("stopped", None) if run.stop_reason else ("error", exc)
+        if not run.abandoned:
+            self._finished.append((run, kind, value))
+            self._wake()
+
+    def _stop(self, run: _Run, reason: str, by: int | None = None) -> None:
+        """Ask a run to stop. Cancel and supersede override any earlier reason."""
+        if run.stop_reason is not None and reason not in ("cancelled", "superseded"):
+            return
+        run.stop_reason = reason
+        run.stop_for = by
+        if run.stop_deadline is None:
+            run.stop_deadline = self.clock.now_ms() + self.config.cancel_grace_ms
+        run.scope.cancel()
+        self._wake()
+
+    def _settle(
+        self,
+        run: _Run,
+        kind: str,
+        value: Any,
+        now: int,
+        follow: Follow,
+        events: list[Event],
+    ) -> None:
+        """Record how a run ended (inside the tick's transaction)."""
+        self._running.pop(run.id, None)
+        reason = run.stop_reason
+        if reason in ("cancelled", "superseded"):
+            return  # already final in the database; its result is discarded
+        duration = max(0, now - run.run_started)
+        io = run.io if run.io.total() else None
+        if kind == "ok":
+            state = self._store.complete(
+                run.id, now, result=value, duration_ms=duration, io_actual=io, follow=follow
+            )
+            if state == "completed":
+                self._final(run.type, duration)
+                events.append(
+                    TaskCompleted(
+                        id=run.id,
+                        type=run.type,
+                        attempt=run.attempt,
+                        duration_ms=duration,
+                        result=value,
+                    )
+                )
+            else:
+                events.append(TaskUpdated(task=self._store.get(run.id)))
+            return
+        if kind == "stopped" and reason in ("preempted", "shutdown", "paused"):
+            if reason == "paused":
+                return  # recorded when the pause was asked for
+            self._store.interrupt(run.id, "pending")
+            if reason == "preempted":
+                assert run.stop_for is not None
+                events.append(TaskPreempted(id=run.id, type=run.type, by=run.stop_for))
+            return
+        if kind == "stopped" and reason == "timeout":
+            value = RetryableError(f"timed out after {run.timeout_ms} ms", kind="timeout")
+        self._settle_error(run, value, now, duration, io, follow, events)
+
+    def _settle_error(
+        self,
+        run: _Run,
+        exc: BaseException | None,
+        now: int,
+        duration: int,
+        io: IoBytes | None,
+        follow: Follow,
+        events: list[Event],
+    ) -> None:
+        if isinstance(exc, ExecutorError):
+            kind, retryable = exc.kind, exc.retryable
+            message = str(exc) or exc.__class__.__name__
+        else:
+            kind, retryable = "error", True
+            message = f"{exc.__class__.__name__}: {exc}" if exc else "executor failed"
+            log.warning("executor raised", id=run.id, type=run.type, error=message)
+        error = ErrorInfo(message=message, kind=kind, retryable=retryable)
+        retry_at: int | None = None
+        final_state = "failed"
+        if retryable:
+            if run.attempt < run.max_retries:
+                after = getattr(exc, "retry_after", None)
+                if after is not None:
+                    delay = round(after * 1000)
+                else:
+                    backoff = _decode_backoff(run.backoff) if run.backoff else DEFAULT_BACKOFF
+                    delay = backoff_delay_ms(backoff, run.attempt + 1, self._rng)
+                retry_at = now + delay
+            else:
+                final_state = "deadLetter"
+        state = self._store.fail(
+            run.id,
+            now,
+            error=error,
+            retry_at=retry_at,
+            final_state=final_state,
+            duration_ms=duration,
+            io_actual=io,
+            follow=follow,
+        )
+        if state == "pending" and retry_at is None:
+            events.append(
+                TaskFailed(
+                    id=run.id, type=run.type, attempt=run.attempt, error=error,
+                    will_retry=True, state="pending", retry_at=now,
+                )
+            )  # fmt: skip
+            return
+        if state != "pending":
+            self._final(run.type, None)
+        events.append(
+            TaskFailed(
+                id=run.id,
+                type=run.type,
+                attempt=run.attempt,
+                error=error,
+                will_retry=state == "pending",
+                state=state,  # type: ignore[arg-type]
+                retry_at=retry_at if state == "pending" else None,
+            )
+        )
+
+    def _final(self, task_type: str, duration: int | None) -> None:
+        if duration is not None:
+            self._durations.observe(task_type, duration)
+        self._finals_since_prune += 1
+        if self._finals_since_prune >= PRUNE_EVERY:
+            self._finals_since_prune = 0
+            self._prune_some(self.clock.now_ms())
+
+    def _publish_follow(self, follow: Follow, events: list[Event] | None = None) -> None:
+        out: list[Event] = []
+        for pid, ptype, attempt, result in follow.completed_parents:
+            out.append(
+                TaskCompleted(id=pid, type=ptype, attempt=attempt, duration_ms=0, result=result)
+            )
+        for did, dtype in follow.failed_dependents:
+            out.append(
+                TaskFailed(
+                    id=did,
+                    type=dtype,
+                    attempt=0,
+                    error=ErrorInfo("a task it depends on did not complete", "dependency", False),
+                    will_retry=False,
+                    state="failed",
+                )
+            )
+        for uid in follow.unblocked:
+            out.append(TaskUpdated(task=self._store.get(uid)))
+        if events is not None:
+            events.extend(out)
+        else:
+            for e in out:
+                self._bus.publish(e)
+
+    # --- progress, checkpoints ------------------------------------------------------------
+
+    def _report_progress(
+        self,
+        run: _Run,
+        fraction: float | None,
+        bytes_done: int | None,
+        bytes_total: int | None,
+        message: str | None,
+    ) -> None:
+        if run.id not in self._running or run.stop_reason is not None:
+            return
+        now = self.clock.now_ms()
+        progress = run.progress.report(now, fraction, bytes_done, bytes_total, message)
+        interval = 1000 / self.config.progress_hz
+        last = run.progress.last_sent_ms
+        if last is None or now - last >= interval:
+            self._send_progress(run, progress, now)
+
+    def _send_progress(self, run: _Run, progress: Any, now: int) -> None:
+        run.progress.last_sent_ms = now
+        run.progress.dirty = False
+        self._bus.publish(TaskProgress(id=run.id, type=run.type, progress=progress))
+
+    def _save_checkpoint(self, run: _Run, state: Any) -> None:
+        if run.id in self._running and run.stop_reason not in ("cancelled", "superseded"):
+            self._store.save_checkpoint(run.id, state)
+            run.checkpoint = state
+
+    async def _progress_loop(self) -> None:
+        """While tasks run: flush throttled reports and send estimates at ``progressHz``."""
+        while True:
+            if not self._running:
+                self._progress_event = anyio.Event()
+                await self._progress_event.wait()
+                continue
+            await self.clock.sleep(1000 / self.config.progress_hz)
+            now = self.clock.now_ms()
+            for run in list(self._running.values()):
+                if run.stop_reason is not None:
+                    continue
+                p = run.progress
+                if p.dirty and p.last is not None:
+                    self._send_progress(run, p.last, now)
+                    continue
+                estimate = p.estimate(now, self._durations.expected_ms(run.type))
+                if estimate is not None:
+                    self._send_progress(run, estimate, now)
+
+    async def _maintenance_loop(self) -> None:
+        """Fold the WAL into the database about once a second while there are writes."""
+        while True:
+            self._dirty_event = anyio.Event()
+            await self._dirty_event.wait()
+            await anyio.sleep(1.0)
+            try:
+                await self._store.checkpoint()
+            except Exception as exc:  # a busy checkpoint is retried on the next write
+                log.debug("wal checkpoint skipped", error=str(exc))
+
+    def statistics(self) -> dict[str, Any]:
+        return {
+            "running": len(self._running),
+            "subscribers_backlog": self._bus.backlog(),
+            "events_published": self._bus.published,
+            "ticks": self._tick_no,
+        }
+
+    def __repr__(self) -> str:
+        return (
+            f"Scheduler({str(self._store.path)!r}, running={len(self._running)}, "
+            f"max_concurrency={self.config.max_concurrency})"
+        )
+
+
+def _camel(name: str) -> str:
+    head, *rest = name.split("_")
+    return head + "".join(w.title() for w in rest)
+
+
+def _priority(value: int | str) -> int:
+    from taskmill_core.types import PRIORITY_NAMES
+
+    if isinstance(value, str):
+        if value not in PRIORITY_NAMES:
+            raise InvalidParams(f"unknown priority name {value!r}", "$.priority")
+        return PRIORITY_NAMES[value]
+    if isinstance(value, bool) or not 0 <= value <= 255:
+        raise InvalidParams("priority must be 0..255 or a priority name", "$.priority")
+    return value

@@ -1,0 +1,986 @@
+"""The store: the only module that speaks SQL.
+
+A domain-level interface over one SQLite file (``submit``, ``ready``, ``start``, ``complete``,
+``fail``, ``interrupt``, ``recover``, ...). Time is always passed in; the store never reads a
+clock.
+
+Short writes run synchronously on the event loop through a plain ``sqlite3`` connection: each
+is a fraction of a millisecond, while a thread hop per call (what aiosqlite does) costs more
+than the write itself. Anything that can take long — listing, statistics, WAL checkpoints —
+goes through a second, aiosqlite connection, off the loop. WAL mode lets those readers run
+beside the writer; automatic checkpoints are disabled on the writer so a checkpoint never
+stalls the loop.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import sqlite3
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiosqlite
+import msgspec
+
+from taskmill_core.errors import (
+    DuplicateRejected,
+    InvalidParams,
+    InvalidState,
+    NotATaskmillDatabase,
+    PayloadTooLarge,
+    StorageError,
+    TaskNotFound,
+)
+from taskmill_core.types import (
+    ACTIVE_STATES,
+    FINAL_STATES,
+    ErrorInfo,
+    IoBytes,
+    Outcome,
+    TaskInfo,
+    TaskSpec,
+)
+
+__all__ = ["MAX_PAYLOAD_BYTES", "Prepared", "SqliteStore", "Submitted"]
+
+APPLICATION_ID = 0x544D494C  # "TMIL": marks a file as a taskmill database
+MAX_PAYLOAD_BYTES = 1024 * 1024
+SQLITE_HEADER = b"SQLite format 3\x00"
+
+_encode = msgspec.json.Encoder().encode
+_encode_sorted = msgspec.json.Encoder(order="sorted").encode
+_decode = msgspec.json.decode
+_decode_io = msgspec.json.Decoder(IoBytes).decode
+_decode_error = msgspec.json.Decoder(ErrorInfo).decode
+_decode_tags = msgspec.json.Decoder(dict[str, str]).decode
+
+_ACTIVE_SQL = "('pending','running','paused','waiting','blocked')"
+_FINAL_SQL = "('completed','failed','deadLetter','cancelled','superseded','expired')"
+
+# Forward migrations, applied in order; PRAGMA user_version is the number applied.
+MIGRATIONS: list[str] = [
+    f"""
+    CREATE TABLE tasks (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,  -- AUTOINCREMENT: ids are never reused
+        type TEXT NOT NULL,
+        state TEXT NOT NULL,
+        priority INTEGER NOT NULL,
+        payload BLOB NOT NULL,
+        dedup_key TEXT,
+        grp TEXT,
+        tags BLOB,
+        label TEXT,
+        io_cost BLOB,
+        io_actual BLOB,
+        attempt INTEGER NOT NULL DEFAULT 0,
+        max_retries INTEGER NOT NULL,
+        backoff BLOB,
+        created_at INTEGER NOT NULL,
+        run_at INTEGER,
+        expires_at INTEGER,
+        timeout_ms INTEGER,
+        started_at INTEGER,
+        finished_at INTEGER,
+        duration_ms INTEGER,
+        parent_id INTEGER,
+        checkpoint BLOB,
+        result BLOB,
+        error BLOB,
+        requeue INTEGER NOT NULL DEFAULT 0,
+        requeue_priority INTEGER
+    );
+    -- At most one active task per (type, dedup key): racing submits cannot create two.
+    CREATE UNIQUE INDEX tasks_dedup ON tasks(type, dedup_key)
+        WHERE dedup_key IS NOT NULL AND state IN {_ACTIVE_SQL};
+    -- The queue is this index: dispatch walks it in (priority, id) order.
+    CREATE INDEX tasks_ready ON tasks(priority, id) WHERE state = 'pending';
+    CREATE INDEX tasks_delayed ON tasks(run_at) WHERE state = 'pending' AND run_at IS NOT NULL;
+    CREATE INDEX tasks_expiry ON tasks(expires_at) WHERE expires_at IS NOT NULL;
+    CREATE INDEX tasks_state ON tasks(state, id);
+    CREATE INDEX tasks_parent ON tasks(parent_id) WHERE parent_id IS NOT NULL;
+    CREATE INDEX tasks_history ON tasks(type, finished_at) WHERE state = 'completed';
+    CREATE TABLE task_deps (
+        task_id INTEGER NOT NULL,
+        dep_id INTEGER NOT NULL,
+        PRIMARY KEY (task_id, dep_id)
+    ) WITHOUT ROWID;
+    CREATE INDEX task_deps_dep ON task_deps(dep_id);
+    CREATE TABLE settings (key TEXT PRIMARY KEY, value BLOB NOT NULL) WITHOUT ROWID;
+    """,
+]
+
+_COLUMNS = (
+    "id, type, state, priority, payload, dedup_key, grp, tags, label, io_cost, io_actual, "
+    "attempt, max_retries, created_at, run_at, started_at, finished_at, duration_ms, "
+    "parent_id, result, error"
+)
+
+
+def _row_to_info(row: Sequence[Any]) -> TaskInfo:
+    return TaskInfo(
+        id=row[0],
+        type=row[1],
+        state=row[2],
+        priority=row[3],
+        payload=_decode(row[4]),
+        dedup_key=row[5],
+        group=row[6],
+        tags=_decode_tags(row[7]) if row[7] else {},
+        label=row[8],
+        io_cost=_decode_io(row[9]) if row[9] else IoBytes(),
+        io_actual=_decode_io(row[10]) if row[10] else None,
+        attempt=row[11],
+        max_retries=row[12],
+        created_at=row[13],
+        run_at=row[14],
+        started_at=row[15],
+        finished_at=row[16],
+        duration_ms=row[17],
+        parent_id=row[18],
+        result=_decode(row[19]) if row[19] is not None else None,
+        error=_decode_error(row[20]) if row[20] else None,
+    )
+
+
+@dataclass(slots=True)
+class Prepared:
+    """A validated spec with everything derived that the store needs."""
+
+    spec: TaskSpec
+    payload_json: bytes
+    priority: int
+    dedup_key: str | None
+    run_at: int | None
+    expires_at: int | None
+
+
+@dataclass(slots=True)
+class Submitted:
+    """What one submit did. ``replaced`` is the task a supersede ended (id, its old state)."""
+
+    id: int
+    outcome: Outcome
+    info: TaskInfo | None = None  # the new or changed task (None for a plain duplicate)
+    replaced: tuple[int, str] | None = None
+    changed_priority: bool = False
+
+
+@dataclass(slots=True)
+class Ready:
+    """A dispatch candidate, as read from the ready index."""
+
+    id: int
+    type: str
+    priority: int
+    group: str | None
+
+
+@dataclass(slots=True)
+class Started:
+    id: int
+    type: str
+    priority: int
+    group: str | None
+    payload: Any
+    attempt: int
+    max_retries: int
+    backoff: bytes | None
+    timeout_ms: int | None
+    checkpoint: Any
+    parent_id: int | None
+    info: TaskInfo
+
+
+@dataclass(slots=True)
+class Follow:
+    """Consequences of a task reaching a final state: parents and dependents that moved."""
+
+    completed_parents: list[tuple[int, str, int, Any]] = field(default_factory=list)
+    unblocked: list[int] = field(default_factory=list)
+    failed_dependents: list[tuple[int, str]] = field(default_factory=list)
+
+
+def prepare(spec: TaskSpec, now: int) -> Prepared:
+    """Derive the stored form of a spec (already validated by msgspec)."""
+    try:
+        payload_json = _encode(spec.payload)
+    except (TypeError, msgspec.EncodeError) as exc:
+        raise InvalidParams(f"payload is not JSON-serializable: {exc}", "$.payload") from None
+    if len(payload_json) > MAX_PAYLOAD_BYTES:
+        raise PayloadTooLarge(
+            f"payload is {len(payload_json)} bytes encoded; the limit is {MAX_PAYLOAD_BYTES}",
+            path="$.payload",
+        )
+    key: str | None
+    if spec.dedup_key is True:
+        key = hashlib.sha256(_encode_sorted(spec.payload)).hexdigest()
+    elif spec.dedup_key is False or spec.dedup_key is None:
+        key = None
+    else:
+        key = spec.dedup_key
+    run_at = spec.run_at
+    if spec.delay_ms is not None:
+        run_at = max(run_at or 0, now + spec.delay_ms)
+    expires_at = now + spec.ttl_ms if spec.ttl_ms is not None else None
+    return Prepared(spec, payload_json, spec.priority_value, key, run_at, expires_at)
+
+
+class SqliteStore:
+    """Tasks, dependencies and settings in one SQLite file."""
+
+    def __init__(self, path: str | os.PathLike[str], *, durability: str = "normal") -> None:
+        self.path = Path(path)
+        self.durability = durability
+        self._db: sqlite3.Connection | None = None
+        self._reader: aiosqlite.Connection | None = None
+        self._in_txn = False
+        self._ready_sql: dict[tuple[int, int, int], str] = {}
+
+    # --- opening, migrations, closing ---------------------------------------------------
+
+    def _check_existing(self) -> None:
+        """Refuse a file that is not a taskmill database, without writing to it."""
+        try:
+            size = self.path.stat().st_size
+        except FileNotFoundError:
+            return
+        if size == 0:
+            return
+        with open(self.path, "rb") as f:
+            header = f.read(16)
+        if header != SQLITE_HEADER:
+            raise NotATaskmillDatabase(f"{self.path} is not an SQLite database")
+        try:
+            ro = sqlite3.connect(f"{self.path.resolve().as_uri()}?mode=ro", uri=True)
+            try:
+                app_id = ro.execute("PRAGMA application_id").fetchone()[0]
+                tables = ro.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]
+            finally:
+                ro.close()
+        except sqlite3.DatabaseError as exc:
+            raise NotATaskmillDatabase(f"{self.path} cannot be read: {exc}") from None
+        if app_id != APPLICATION_ID and tables > 0:
+            raise NotATaskmillDatabase(f"{self.path} is an SQLite database of another program")
+
+    async def open(self) -> None:
+        self._check_existing()
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute(f"PRAGMA synchronous={'FULL' if self.durability == 'full' else 'NORMAL'}")
+            db.execute("PRAGMA busy_timeout=5000")
+            # Checkpoints run off the loop (see checkpoint()); none inside a commit.
+            db.execute("PRAGMA wal_autocheckpoint=0")
+            self._db = db
+            self._migrate()
+            self._reader = await aiosqlite.connect(self.path, isolation_level=None)
+            await self._reader.execute("PRAGMA busy_timeout=5000")
+        except sqlite3.DatabaseError as exc:
+            await self.close()
+            raise NotATaskmillDatabase(f"{self.path} cannot be opened: {exc}") from None
+
+    def _migrate(self) -> None:
+        db = self._conn
+        version = db.execute("PRAGMA user_version").fetchone()[0]
+        if version > len(MIGRATIONS):
+            raise NotATaskmillDatabase(
+                f"{self.path} has schema version {version}; this build knows {len(MIGRATIONS)}"
+            )
+        for number in range(version, len(MIGRATIONS)):
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                # Not executescript: it would COMMIT behind our back.
+                for statement in MIGRATIONS[number].split(";"):
+                    if statement.strip():
+                        db.execute(statement)
+                db.execute(f"PRAGMA application_id={APPLICATION_ID}")
+                db.execute(f"PRAGMA user_version={number + 1}")
+                db.execute("COMMIT")
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+
+    async def close(self) -> None:
+        if self._reader is not None:
+            await self._reader.close()
+            self._reader = None
+        if self._db is not None:
+            with suppress(sqlite3.Error):
+                self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            self._db.close()
+            self._db = None
+
+    @property
+    def _conn(self) -> sqlite3.Connection:
+        if self._db is None:
+            raise StorageError("the store is closed")
+        return self._db
+
+    @property
+    def _rd(self) -> aiosqlite.Connection:
+        if self._reader is None:
+            raise StorageError("the store is closed")
+        return self._reader
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction (nested uses join the outer one)."""
+        db = self._conn
+        if self._in_txn:
+            yield db
+            return
+        try:
+            db.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError as exc:
+            raise StorageError(f"cannot write to the database: {exc}") from None
+        self._in_txn = True
+        try:
+            yield db
+            db.execute("COMMIT")
+        except sqlite3.OperationalError as exc:
+            db.execute("ROLLBACK")
+            raise StorageError(f"database write failed: {exc}") from None
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        finally:
+            self._in_txn = False
+
+    async def checkpoint(self) -> None:
+        """Fold the WAL back into the database file, off the event loop."""
+        await self._rd.execute("PRAGMA wal_checkpoint(PASSIVE)")
+
+    # --- settings ----------------------------------------------------------------------
+
+    def get_setting(self, key: str) -> bytes | None:
+        row = self._conn.execute("SELECT value FROM settings WHERE key=?", (key,)).fetchone()
+        return None if row is None else bytes(row[0])
+
+    def put_setting(self, key: str, value: bytes) -> None:
+        with self.transaction() as db:
+            db.execute(
+                "INSERT INTO settings(key, value) VALUES(?, ?) "
+                "ON CONFLICT(key) DO UPDATE SET value=excluded.value",
+                (key, value),
+            )
+
+    # --- submit ------------------------------------------------------------------------
+
+    def submit(self, batch: Sequence[Prepared], now: int) -> list[Submitted]:
+        """Insert or deduplicate every entry in one transaction; all or nothing."""
+        out: list[Submitted] = []
+        with self.transaction() as db:
+            for index, p in enumerate(batch):
+                try:
+                    out.append(self._submit_one(db, p, now))
+                except (DuplicateRejected, InvalidParams) as exc:
+                    if len(batch) > 1:
+                        exc.data["index"] = index
+                        if isinstance(exc, InvalidParams):
+                            exc.path = exc.data["path"] = f"$.tasks[{index}]" + exc.path[1:]
+                    raise
+        return out
+
+    def _submit_one(self, db: sqlite3.Connection, p: Prepared, now: int) -> Submitted:
+        spec = p.spec
+        replaced: tuple[int, str] | None = None
+        if p.dedup_key is not None:
+            row = db.execute(
+                "SELECT id, state, priority, requeue_priority FROM tasks "
+                f"WHERE type=? AND dedup_key=? AND state IN {_ACTIVE_SQL}",
+                (spec.type, p.dedup_key),
+            ).fetchone()
+            if row is not None:
+                old_id, old_state, old_priority, old_requeue = row
+                if spec.on_duplicate == "reject":
+                    raise DuplicateRejected(
+                        f"task {old_id} of type {spec.type!r} already has this dedup key",
+                        existing_id=old_id,
+                    )
+                if spec.on_duplicate == "supersede":
+                    db.execute(
+                        "UPDATE tasks SET state='superseded', finished_at=?, expires_at=NULL "
+                        "WHERE id=?",
+                        (now, old_id),
+                    )
+                    replaced = (old_id, old_state)
+                elif old_state == "running":
+                    prio = min(old_priority, p.priority, old_requeue or 255)
+                    db.execute(
+                        "UPDATE tasks SET requeue=1, requeue_priority=? WHERE id=?",
+                        (prio, old_id),
+                    )
+                    return Submitted(old_id, "requeued", self._get(db, old_id))
+                elif p.priority < old_priority and old_state in ("pending", "paused", "blocked"):
+                    db.execute("UPDATE tasks SET priority=? WHERE id=?", (p.priority, old_id))
+                    return Submitted(
+                        old_id, "upgraded", self._get(db, old_id), changed_priority=True
+                    )
+                else:
+                    return Submitted(old_id, "duplicate")
+        state = "pending"
+        if spec.parent_id is not None:
+            parent = db.execute("SELECT state FROM tasks WHERE id=?", (spec.parent_id,)).fetchone()
+            if parent is None:
+                raise InvalidParams(f"parent task {spec.parent_id} does not exist", "$.parentId")
+            if parent[0] not in ACTIVE_STATES:
+                raise InvalidParams(
+                    f"parent task {spec.parent_id} is already {parent[0]}", "$.parentId"
+                )
+        deps = sorted(set(spec.depends_on or ()))
+        for i, dep in enumerate(deps):
+            dep_row = db.execute("SELECT state FROM tasks WHERE id=?", (dep,)).fetchone()
+            if dep_row is None:
+                raise InvalidParams(f"task {dep} does not exist", f"$.dependsOn[{i}]")
+            if dep_row[0] in FINAL_STATES and dep_row[0] != "completed":
+                raise InvalidParams(
+                    f"task {dep} ended {dep_row[0]}; nothing can depend on it",
+                    f"$.dependsOn[{i}]",
+                )
+            if dep_row[0] != "completed":
+                state = "blocked"
+        io_cost = _encode(spec.io_cost) if spec.io_cost is not None else None
+        cur = db.execute(
+            "INSERT INTO tasks(type, state, priority, payload, dedup_key, grp, tags, label, "
+            "io_cost, max_retries, backoff, created_at, run_at, expires_at, timeout_ms, "
+            "parent_id) VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            (
+                spec.type,
+                state,
+                p.priority,
+                p.payload_json,
+                p.dedup_key,
+                spec.group,
+                _encode(spec.tags) if spec.tags else None,
+                spec.label,
+                io_cost,
+                spec.max_retries,
+                _encode(spec.backoff) if spec.backoff is not None else None,
+                now,
+                p.run_at,
+                p.expires_at,
+                spec.timeout_ms,
+                spec.parent_id,
+            ),
+        )
+        new_id = cur.lastrowid
+        assert new_id is not None
+        if deps:
+            db.executemany(
+                "INSERT INTO task_deps(task_id, dep_id) VALUES(?, ?)",
+                [(new_id, d) for d in deps],
+            )
+        info = TaskInfo(
+            id=new_id,
+            type=spec.type,
+            state=state,  # type: ignore[arg-type]
+            priority=p.priority,
+            payload=spec.payload,
+            tags=spec.tags,
+            io_cost=spec.io_cost or IoBytes(),
+            attempt=0,
+            max_retries=spec.max_retries,
+            created_at=now,
+            dedup_key=p.dedup_key,
+            group=spec.group,
+            label=spec.label,
+            run_at=p.run_at,
+            parent_id=spec.parent_id,
+        )
+        return Submitted(new_id, "superseded" if replaced else "inserted", info, replaced)
+
+    # --- reads -------------------------------------------------------------------------
+
+    def _get(self, db: sqlite3.Connection, task_id: int) -> TaskInfo:
+        row = db.execute(f"SELECT {_COLUMNS} FROM tasks WHERE id=?", (task_id,)).fetchone()
+        if row is None:
+            raise TaskNotFound(f"no task with id {task_id}", id=task_id)
+        return _row_to_info(row)
+
+    def get(self, task_id: int) -> TaskInfo:
+        return self._get(self._conn, task_id)
+
+    def state_of(self, task_id: int) -> str:
+        row = self._conn.execute("SELECT state FROM tasks WHERE id=?", (task_id,)).fetchone()
+        if row is None:
+            raise TaskNotFound(f"no task with id {task_id}", id=task_id)
+        return str(row[0])
+
+    def ready(
+        self,
+        now: int,
+        types: Sequence[str],
+        paused_groups: Sequence[str],
+        paused_types: Sequence[str],
+        limit: int,
+    ) -> list[Ready]:
+        """Due pending tasks in dispatch order, that some executor can run and no pause covers."""
+        if not types:
+            return []
+        shape = (len(types), len(paused_groups), len(paused_types))
+        sql = self._ready_sql.get(shape)
+        if sql is None:
+            sql = (
+                "SELECT id, type, priority, grp FROM tasks INDEXED BY tasks_ready "
+                "WHERE state='pending' AND (run_at IS NULL OR run_at <= ?) "
+                f"AND type IN ({','.join('?' * shape[0])})"
+            )
+            if shape[1]:
+                sql += f" AND (grp IS NULL OR grp NOT IN ({','.join('?' * shape[1])}))"
+            if shape[2]:
+                sql += f" AND type NOT IN ({','.join('?' * shape[2])})"
+            sql += " ORDER BY priority, id LIMIT ?"
+            self._ready_sql[shape] = sql
+        rows = self._conn.execute(
+            sql, (now, *types, *paused_groups, *paused_types, limit)
+        ).fetchall()
+        return [Ready(r[0], r[1], r[2], r[3]) for r in rows]
+
+    def next_due(self, now: int) -> int | None:
+        """The earliest future ``run_at`` of a pending task."""
+        row = self._conn.execute(
+            "SELECT min(run_at) FROM tasks WHERE state='pending' AND run_at > ?", (now,)
+        ).fetchone()
+        return None if row is None or row[0] is None else int(row[0])
+
+    def next_expiry(self) -> int | None:
+        row = self._conn.execute(
+            "SELECT min(expires_at) FROM tasks WHERE expires_at IS NOT NULL"
+        ).fetchone()
+        return None if row is None or row[0] is None else int(row[0])
+
+    def recent_durations(self, task_type: str, n: int) -> list[int]:
+        rows = self._conn.execute(
+            "SELECT duration_ms FROM tasks WHERE state='completed' AND type=? "
+            "AND duration_ms IS NOT NULL ORDER BY finished_at DESC LIMIT ?",
+            (task_type, n),
+        ).fetchall()
+        return [int(r[0]) for r in reversed(rows)]
+
+    def average_io(self, task_type: str, n: int = 20) -> IoBytes | None:
+        rows = self._conn.execute(
+            "SELECT io_actual FROM tasks WHERE state='completed' AND type=? "
+            "AND io_actual IS NOT NULL ORDER BY finished_at DESC LIMIT ?",
+            (task_type, n),
+        ).fetchall()
+        if not rows:
+            return None
+        ios = [_decode_io(r[0]) for r in rows]
+        k = len(ios)
+        return IoBytes(
+            disk_read=sum(i.disk_read for i in ios) // k,
+            disk_write=sum(i.disk_write for i in ios) // k,
+            net_rx=sum(i.net_rx for i in ios) // k,
+            net_tx=sum(i.net_tx for i in ios) // k,
+        )
+
+    async def list_tasks(
+        self,
+        *,
+        states: Sequence[str] = (),
+        task_type: str | None = None,
+        group: str | None = None,
+        tags: dict[str, str] | None = None,
+        limit: int = 100,
+        before_id: int | None = None,
+    ) -> list[TaskInfo]:
+        """Tasks by id descending, off the loop."""
+        where: list[str] = []
+        args: list[Any] = []
+        if states:
+            where.append(f"state IN ({','.join('?' * len(states))})")
+            args.extend(states)
+        if task_type is not None:
+            where.append("type=?")
+            args.append(task_type)
+        if group is not None:
+            where.append("grp=?")
+            args.append(group)
+        for k, v in (tags or {}).items():
+            where.append("json_extract(tags, ?) = ?")
+            args.extend([f'$."{k}"', v])
+        if before_id is not None:
+            where.append("id < ?")
+            args.append(before_id)
+        sql = f"SELECT {_COLUMNS} FROM tasks"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += " ORDER BY id DESC LIMIT ?"
+        args.append(limit)
+        async with self._rd.execute(sql, args) as cur:
+            rows = await cur.fetchall()
+        return [_row_to_info(r) for r in rows]
+
+    async def counts(self) -> dict[str, int]:
+        async with self._rd.execute("SELECT state, count(*) FROM tasks GROUP BY state") as cur:
+            rows = await cur.fetchall()
+        counts = {s: 0 for s in (*ACTIVE_STATES, *FINAL_STATES)}
+        counts.update({str(r[0]): int(r[1]) for r in rows})
+        return counts
+
+    async def history(self, task_type: str | None) -> list[tuple[str, str, int | None, bytes]]:
+        """(type, state, duration, io_actual) of every final task, for statistics."""
+        sql = "SELECT type, state, duration_ms, io_actual FROM tasks WHERE state IN " + _FINAL_SQL
+        args: tuple[Any, ...] = ()
+        if task_type is not None:
+            sql += " AND type=?"
+            args = (task_type,)
+        async with self._rd.execute(sql, args) as cur:
+            rows = await cur.fetchall()
+        return [(str(r[0]), str(r[1]), r[2], r[3]) for r in rows]
+
+    def find_ids(
+        self, *, task_type: str | None, group: str | None, tags: dict[str, str] | None
+    ) -> list[int]:
+        """Active tasks matching every given filter."""
+        where = [f"state IN {_ACTIVE_SQL}"]
+        args: list[Any] = []
+        if task_type is not None:
+            where.append("type=?")
+            args.append(task_type)
+        if group is not None:
+            where.append("grp=?")
+            args.append(group)
+        for k, v in (tags or {}).items():
+            where.append("json_extract(tags, ?) = ?")
+            args.extend([f'$."{k}"', v])
+        rows = self._conn.execute(
+            "SELECT id FROM tasks WHERE " + " AND ".join(where) + " ORDER BY id", args
+        ).fetchall()
+        return [int(r[0]) for r in rows]
+
+    # --- transitions -------------------------------------------------------------------
+
+    def start(self, ids: Sequence[int], now: int) -> list[Started]:
+        """Claim pending tasks: one UPDATE ... RETURNING for the whole set."""
+        if not ids:
+            return []
+        marks = ",".join("?" * len(ids))
+        rows = self._conn.execute(
+            f"UPDATE tasks SET state='running', started_at=?, expires_at=NULL "
+            f"WHERE id IN ({marks}) AND state='pending' "
+            f"RETURNING {_COLUMNS}, backoff, timeout_ms, checkpoint",
+            (now, *ids),
+        ).fetchall()
+        started = []
+        for r in rows:
+            info = _row_to_info(r)
+            started.append(
+                Started(
+                    id=info.id,
+                    type=info.type,
+                    priority=info.priority,
+                    group=info.group,
+                    payload=info.payload,
+                    attempt=info.attempt,
+                    max_retries=info.max_retries,
+                    backoff=r[21],
+                    timeout_ms=r[22],
+                    checkpoint=_decode(r[23]) if r[23] is not None else None,
+                    parent_id=info.parent_id,
+                    info=info,
+                )
+            )
+        started.sort(key=lambda s: (s.priority, s.id))
+        return started
+
+    def save_checkpoint(self, task_id: int, state: Any) -> None:
+        with self.transaction() as db:
+            db.execute("UPDATE tasks SET checkpoint=? WHERE id=?", (_encode(state), task_id))
+
+    def _take_requeue(self, db: sqlite3.Connection, task_id: int) -> int | None:
+        row = db.execute(
+            "SELECT requeue, requeue_priority FROM tasks WHERE id=?", (task_id,)
+        ).fetchone()
+        if row is None or not row[0]:
+            return None
+        return int(row[1])
+
+    def _back_to_pending(
+        self, db: sqlite3.Connection, task_id: int, priority: int, error: ErrorInfo | None
+    ) -> None:
+        db.execute(
+            "UPDATE tasks SET state='pending', priority=?, attempt=0, run_at=NULL, "
+            "started_at=NULL, checkpoint=NULL, requeue=0, requeue_priority=NULL, error=? "
+            "WHERE id=?",
+            (priority, _encode(error) if error else None, task_id),
+        )
+
+    def complete(
+        self,
+        task_id: int,
+        now: int,
+        *,
+        result: Any,
+        duration_ms: int,
+        io_actual: IoBytes | None,
+        follow: Follow,
+    ) -> str:
+        """A run succeeded. Returns the new state: completed, waiting, or pending (requeued)."""
+        db = self._conn
+        requeue = self._take_requeue(db, task_id)
+        if requeue is not None:
+            self._back_to_pending(db, task_id, requeue, None)
+            return "pending"
+        io = _encode(io_actual) if io_actual is not None else None
+        children = db.execute(
+            f"SELECT count(*) FROM tasks WHERE parent_id=? AND state IN {_ACTIVE_SQL}",
+            (task_id,),
+        ).fetchone()[0]
+        state = "waiting" if children else "completed"
+        db.execute(
+            "UPDATE tasks SET state=?, finished_at=?, duration_ms=?, result=?, io_actual=?, "
+            "error=NULL, checkpoint=NULL WHERE id=?",
+            (
+                state,
+                now if state == "completed" else None,
+                duration_ms,
+                _encode(result),
+                io,
+                task_id,
+            ),
+        )
+        if state == "completed":
+            self._after_final(db, task_id, "completed", now, follow)
+        return state
+
+    def fail(
+        self,
+        task_id: int,
+        now: int,
+        *,
+        error: ErrorInfo,
+        retry_at: int | None,
+        final_state: str,
+        duration_ms: int,
+        io_actual: IoBytes | None,
+        follow: Follow,
+    ) -> str:
+        """A run failed. ``retry_at`` set: back to pending with one more attempt consumed.
+
+        A requeue requested while the run was going survives even a permanent failure: the
+        task goes back to ``pending`` with attempt 0 and runs once more.
+        """
+        db = self._conn
+        requeue = self._take_requeue(db, task_id)
+        if requeue is not None:
+            self._back_to_pending(db, task_id, requeue, error)
+            return "pending"
+        io = _encode(io_actual) if io_actual is not None else None
+        if retry_at is not None:
+            db.execute(
+                "UPDATE tasks SET state='pending', attempt=attempt+1, run_at=?, "
+                "started_at=NULL, error=? WHERE id=?",
+                (retry_at, _encode(error), task_id),
+            )
+            return "pending"
+        db.execute(
+            "UPDATE tasks SET state=?, finished_at=?, duration_ms=?, error=?, io_actual=? "
+            "WHERE id=?",
+            (final_state, now, duration_ms, _encode(error), io, task_id),
+        )
+        self._after_final(db, task_id, final_state, now, follow)
+        return final_state
+
+    def interrupt(self, task_id: int, to_state: str) -> None:
+        """A run was interrupted (preempted, paused, shut down): no retry consumed."""
+        self._conn.execute(
+            "UPDATE tasks SET state=?, started_at=NULL WHERE id=? AND state='running'",
+            (to_state, task_id),
+        )
+
+    def cancel(self, task_id: int, now: int, follow: Follow) -> tuple[str, list[tuple[int, str]]]:
+        """Cancel an active task and its active descendants.
+
+        Returns the task's previous state and every (id, type) cancelled, the task first.
+        """
+        with self.transaction() as db:
+            row = db.execute("SELECT state, type FROM tasks WHERE id=?", (task_id,)).fetchone()
+            if row is None:
+                raise TaskNotFound(f"no task with id {task_id}", id=task_id)
+            prev, task_type = row
+            if prev not in ACTIVE_STATES:
+                raise InvalidState(f"task {task_id} is already {prev}", id=task_id, state=prev)
+            cancelled = [(task_id, str(task_type))]
+            self._finalize(db, task_id, "cancelled", now)
+            frontier = [task_id]
+            while frontier:
+                parent = frontier.pop()
+                for cid, ctype in db.execute(
+                    f"SELECT id, type FROM tasks WHERE parent_id=? AND state IN {_ACTIVE_SQL}",
+                    (parent,),
+                ).fetchall():
+                    self._finalize(db, cid, "cancelled", now)
+                    cancelled.append((int(cid), str(ctype)))
+                    frontier.append(cid)
+            for cid, _ in cancelled:
+                self._after_final(db, cid, "cancelled", now, follow)
+        return str(prev), cancelled
+
+    def _finalize(self, db: sqlite3.Connection, task_id: int, state: str, now: int) -> None:
+        db.execute(
+            "UPDATE tasks SET state=?, finished_at=?, expires_at=NULL, requeue=0 WHERE id=?",
+            (state, now, task_id),
+        )
+
+    def _after_final(
+        self, db: sqlite3.Connection, task_id: int, state: str, now: int, follow: Follow
+    ) -> None:
+        """Move the parent and the dependents of a task that just became final."""
+        row = db.execute("SELECT parent_id FROM tasks WHERE id=?", (task_id,)).fetchone()
+        parent_id = row[0] if row else None
+        if parent_id is not None:
+            prow = db.execute(
+                "SELECT state, type, attempt, result FROM tasks WHERE id=?", (parent_id,)
+            ).fetchone()
+            if prow is not None and prow[0] == "waiting":
+                left = db.execute(
+                    f"SELECT count(*) FROM tasks WHERE parent_id=? AND state IN {_ACTIVE_SQL}",
+                    (parent_id,),
+                ).fetchone()[0]
+                if not left:
+                    db.execute(
+                        "UPDATE tasks SET state='completed', finished_at=? WHERE id=?",
+                        (now, parent_id),
+                    )
+                    result = _decode(prow[3]) if prow[3] is not None else None
+                    follow.completed_parents.append((parent_id, prow[1], prow[2], result))
+                    self._after_final(db, parent_id, "completed", now, follow)
+        dependents = db.execute(
+            "SELECT d.task_id, t.type FROM task_deps d JOIN tasks t ON t.id = d.task_id "
+            "WHERE d.dep_id=? AND t.state='blocked'",
+            (task_id,),
+        ).fetchall()
+        for dep_id, dep_type in dependents:
+            if state == "completed":
+                left = db.execute(
+                    "SELECT count(*) FROM task_deps d JOIN tasks t ON t.id = d.dep_id "
+                    "WHERE d.task_id=? AND t.state != 'completed'",
+                    (dep_id,),
+                ).fetchone()[0]
+                if not left:
+                    db.execute("UPDATE tasks SET state='pending' WHERE id=?", (dep_id,))
+                    follow.unblocked.append(int(dep_id))
+            else:
+                err = ErrorInfo(f"task {task_id} it depends on ended {state}", "dependency", False)
+                db.execute(
+                    "UPDATE tasks SET state='failed', finished_at=?, error=? WHERE id=?",
+                    (now, _encode(err), dep_id),
+                )
+                follow.failed_dependents.append((int(dep_id), str(dep_type)))
+                self._after_final(db, dep_id, "failed", now, follow)
+
+    def set_priority(self, task_id: int, priority: int) -> TaskInfo:
+        with self.transaction() as db:
+            state = self.state_of(task_id)
+            if state not in ACTIVE_STATES:
+                raise InvalidState(f"task {task_id} is already {state}", id=task_id, state=state)
+            db.execute("UPDATE tasks SET priority=? WHERE id=?", (priority, task_id))
+            return self._get(db, task_id)
+
+    def pause_pending(self, task_id: int) -> None:
+        self._conn.execute(
+            "UPDATE tasks SET state='paused' WHERE id=? AND state='pending'", (task_id,)
+        )
+
+    def resume(self, task_id: int) -> TaskInfo:
+        with self.transaction() as db:
+            state = self.state_of(task_id)
+            if state != "paused":
+                raise InvalidState(
+                    f"task {task_id} is {state}, not paused", id=task_id, state=state
+                )
+            db.execute("UPDATE tasks SET state='pending' WHERE id=?", (task_id,))
+            return self._get(db, task_id)
+
+    def retry(self, task_id: int) -> tuple[int, Outcome, TaskInfo | None]:
+        """Manual retry of a failed or dead-lettered task (same id, attempt 0)."""
+        with self.transaction() as db:
+            row = db.execute(
+                "SELECT state, type, dedup_key FROM tasks WHERE id=?", (task_id,)
+            ).fetchone()
+            if row is None:
+                raise TaskNotFound(f"no task with id {task_id}", id=task_id)
+            state, task_type, key = row
+            if state not in ("failed", "deadLetter"):
+                raise InvalidState(
+                    f"task {task_id} is {state}; only failed or deadLetter tasks can be retried",
+                    id=task_id,
+                    state=state,
+                )
+            if key is not None:
+                holder = db.execute(
+                    f"SELECT id FROM tasks WHERE type=? AND dedup_key=? AND state IN {_ACTIVE_SQL}",
+                    (task_type, key),
+                ).fetchone()
+                if holder is not None:
+                    return int(holder[0]), "duplicate", None
+            db.execute(
+                "UPDATE tasks SET state='pending', attempt=0, run_at=NULL, started_at=NULL, "
+                "finished_at=NULL, duration_ms=NULL, error=NULL, result=NULL WHERE id=?",
+                (task_id,),
+            )
+            return task_id, "inserted", self._get(db, task_id)
+
+    def expire_due(self, now: int) -> list[tuple[int, str]]:
+        rows = self._conn.execute(
+            "UPDATE tasks SET state='expired', finished_at=?, expires_at=NULL "
+            "WHERE expires_at <= ? AND state IN ('pending','paused','blocked') "
+            "RETURNING id, type",
+            (now, now),
+        ).fetchall()
+        # Expiry only matters before a task starts; drop stale marks of other states.
+        self._conn.execute(
+            "UPDATE tasks SET expires_at=NULL WHERE expires_at <= ? "
+            "AND state NOT IN ('pending','paused','blocked')",
+            (now,),
+        )
+        return [(int(r[0]), str(r[1])) for r in rows]
+
+    def recover(self) -> int:
+        """Crash recovery: interrupted runs go back to pending, keeping checkpoint and attempt."""
+        with self.transaction() as db:
+            cur = db.execute(
+                "UPDATE tasks SET state='pending', started_at=NULL WHERE state='running'"
+            )
+            return cur.rowcount
+
+    def prune(self, now: int, max_count: int | None, max_age_ms: int | None, batch: int) -> int:
+        """Delete up to ``batch`` final tasks that are too old or beyond the newest ``max_count``."""
+        removed = 0
+        with self.transaction() as db:
+            if max_age_ms is not None:
+                ids = db.execute(
+                    f"SELECT id FROM tasks WHERE state IN {_FINAL_SQL} AND finished_at < ? LIMIT ?",
+                    (now - max_age_ms, batch),
+                ).fetchall()
+                removed += self._delete(db, [r[0] for r in ids])
+            if max_count is not None and removed < batch:
+                edge = db.execute(
+                    f"SELECT id FROM tasks WHERE state IN {_FINAL_SQL} "
+                    "ORDER BY id DESC LIMIT 1 OFFSET ?",
+                    (max_count,),
+                ).fetchone()
+                if edge is not None:
+                    ids = db.execute(
+                        f"SELECT id FROM tasks WHERE state IN {_FINAL_SQL} AND id <= ? "
+                        "ORDER BY id LIMIT ?",
+                        (edge[0], batch - removed),
+                    ).fetchall()
+                    removed += self._delete(db, [r[0] for r in ids])
+        return removed
+
+    def _delete(self, db: sqlite3.Connection, ids: list[int]) -> int:
+        if not ids:
+            return 0
+        marks = ",".join("?" * len(ids))
+        db.execute(f"DELETE FROM task_deps WHERE task_id IN ({marks})", ids)
+        return db.execute(f"DELETE FROM tasks WHERE id IN ({marks})", ids).rowcount
+
+    def __repr__(self) -> str:
+        return f"SqliteStore({str(self.path)!r}, durability={self.durability!r})"
