@@ -174,6 +174,7 @@ class Scheduler:
         self._tick_no = 0
         self._next_expiry: int | None = None
         self._finals_since_prune = 0
+        self._pruning = False
         self._stack: AsyncExitStack | None = None
         self._tg: anyio.abc.TaskGroup | None = None
         self._closing = False
@@ -200,7 +201,6 @@ class Scheduler:
             if self.recovered:
                 log.info("recovered interrupted tasks", count=self.recovered)
             self._next_expiry = self._store.next_expiry()
-            self._prune_some(self.clock.now_ms())
         except BaseException:
             await self._store.close()
             raise
@@ -209,6 +209,8 @@ class Scheduler:
         self._tg.start_soon(self._dispatch_loop)
         self._tg.start_soon(self._progress_loop)
         self._tg.start_soon(self._maintenance_loop)
+        self._pruning = True
+        self._tg.start_soon(self._prune_some)
 
     async def close(self, grace_ms: int | None = None) -> None:
         """Stop dispatching, let running tasks finish for ``grace_ms``, interrupt the rest."""
@@ -571,21 +573,30 @@ class Scheduler:
         return HistoryStats(by_type=by_type)
 
     async def prune(self, *, older_than_ms: int | None = None, keep: int | None = None) -> int:
-        """Remove final tasks older than ``older_than_ms`` or beyond the newest ``keep``."""
+        """Remove final tasks older than ``older_than_ms`` or beyond the newest ``keep``.
+
+        Without arguments, the configured retention applies.
+        """
         if older_than_ms is None and keep is None:
             retention = self.config.retention
             older_than_ms, keep = retention.max_age_ms, retention.max_count
         removed = 0
         while True:
-            n = self._store.prune(self.clock.now_ms(), keep, older_than_ms, PRUNE_BATCH)
-            removed += n
-            if n < PRUNE_BATCH:
+            ids = await self._store.prunable(self.clock.now_ms(), keep, older_than_ms, PRUNE_BATCH)
+            removed += self._store.delete_final(ids)
+            if len(ids) < PRUNE_BATCH:
                 return removed
-            await anyio.lowlevel.checkpoint()  # let other work in between batches
 
-    def _prune_some(self, now: int) -> None:
+    async def _prune_some(self) -> None:
+        """Amortized retention: one bounded batch every ``PRUNE_EVERY`` final tasks."""
         r = self.config.retention
-        self._store.prune(now, r.max_count, r.max_age_ms, PRUNE_BATCH)
+        try:
+            ids = await self._store.prunable(
+                self.clock.now_ms(), r.max_count, r.max_age_ms, PRUNE_BATCH
+            )
+            self._store.delete_final(ids)
+        finally:
+            self._pruning = False
 
     # --- events ------------------------------------------------------------------------
 
@@ -904,9 +915,10 @@ class Scheduler:
         if duration is not None:
             self._durations.observe(task_type, duration)
         self._finals_since_prune += 1
-        if self._finals_since_prune >= PRUNE_EVERY:
+        if self._finals_since_prune >= PRUNE_EVERY and not self._pruning and self._tg:
             self._finals_since_prune = 0
-            self._prune_some(self.clock.now_ms())
+            self._pruning = True
+            self._tg.start_soon(self._prune_some)
 
     def _publish_follow(self, follow: Follow, events: list[Event] | None = None) -> None:
         out: list[Event] = []

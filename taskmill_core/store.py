@@ -103,6 +103,7 @@ MIGRATIONS: list[str] = [
     CREATE INDEX tasks_state ON tasks(state, id);
     CREATE INDEX tasks_parent ON tasks(parent_id) WHERE parent_id IS NOT NULL;
     CREATE INDEX tasks_history ON tasks(type, finished_at) WHERE state = 'completed';
+    CREATE INDEX tasks_finished ON tasks(finished_at) WHERE finished_at IS NOT NULL;
     CREATE TABLE task_deps (
         task_id INTEGER NOT NULL,
         dep_id INTEGER NOT NULL,
@@ -544,7 +545,9 @@ class SqliteStore:
     def next_due(self, now: int) -> int | None:
         """The earliest future ``run_at`` of a pending task."""
         row = self._conn.execute(
-            "SELECT min(run_at) FROM tasks WHERE state='pending' AND run_at > ?", (now,)
+            "SELECT min(run_at) FROM tasks INDEXED BY tasks_delayed "
+            "WHERE state='pending' AND run_at IS NOT NULL AND run_at > ?",
+            (now,),
         ).fetchone()
         return None if row is None or row[0] is None else int(row[0])
 
@@ -950,30 +953,42 @@ class SqliteStore:
             )
             return cur.rowcount
 
-    def prune(self, now: int, max_count: int | None, max_age_ms: int | None, batch: int) -> int:
-        """Delete up to ``batch`` final tasks that are too old or beyond the newest ``max_count``."""
-        removed = 0
+    async def prunable(
+        self, now: int, max_count: int | None, max_age_ms: int | None, limit: int
+    ) -> list[int]:
+        """Ids of final tasks too old or beyond the newest ``max_count`` (read off the loop)."""
+        ids: list[int] = []
+        if max_age_ms is not None:
+            async with self._rd.execute(
+                "SELECT id FROM tasks INDEXED BY tasks_finished "
+                f"WHERE finished_at IS NOT NULL AND finished_at < ? AND state IN {_FINAL_SQL} "
+                "LIMIT ?",
+                (now - max_age_ms, limit),
+            ) as cur:
+                ids.extend(int(r[0]) for r in await cur.fetchall())
+        if max_count is not None and len(ids) < limit:
+            async with self._rd.execute(
+                f"SELECT id FROM tasks WHERE state IN {_FINAL_SQL} "
+                "ORDER BY id DESC LIMIT ? OFFSET ?",
+                (limit - len(ids), max_count),
+            ) as cur:
+                ids.extend(int(r[0]) for r in await cur.fetchall())
+        return sorted(set(ids))
+
+    def delete_final(self, ids: Sequence[int]) -> int:
+        """Delete these tasks if they are (still) final; a short write on the loop."""
+        if not ids:
+            return 0
         with self.transaction() as db:
-            if max_age_ms is not None:
-                ids = db.execute(
-                    f"SELECT id FROM tasks WHERE state IN {_FINAL_SQL} AND finished_at < ? LIMIT ?",
-                    (now - max_age_ms, batch),
+            marks = ",".join("?" * len(ids))
+            final = [
+                int(r[0])
+                for r in db.execute(
+                    f"SELECT id FROM tasks WHERE id IN ({marks}) AND state IN {_FINAL_SQL}",
+                    list(ids),
                 ).fetchall()
-                removed += self._delete(db, [r[0] for r in ids])
-            if max_count is not None and removed < batch:
-                edge = db.execute(
-                    f"SELECT id FROM tasks WHERE state IN {_FINAL_SQL} "
-                    "ORDER BY id DESC LIMIT 1 OFFSET ?",
-                    (max_count,),
-                ).fetchone()
-                if edge is not None:
-                    ids = db.execute(
-                        f"SELECT id FROM tasks WHERE state IN {_FINAL_SQL} AND id <= ? "
-                        "ORDER BY id LIMIT ?",
-                        (edge[0], batch - removed),
-                    ).fetchall()
-                    removed += self._delete(db, [r[0] for r in ids])
-        return removed
+            ]
+            return self._delete(db, final)
 
     def _delete(self, db: sqlite3.Connection, ids: list[int]) -> int:
         if not ids:
