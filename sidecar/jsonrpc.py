@@ -1,0 +1,654 @@
+"""JSON-RPC 2.0 protocol object: ids, batches, errors, dispatch and server → client requests.
+
+This is the layer between framing (:mod:`sidecar.framing`, which moves lines) and the method
+handlers (thin typed functions that call the core). It implements the JSON-RPC 2.0
+specification as PROTOCOL.md pins it down:
+
+* A line that is not UTF-8 JSON is ``-32700`` with ``id: null``; a line over the size limit
+  (reported by framing as :class:`~sidecar.framing.MessageTooLarge`) is ``-32600`` with
+  ``data.kind = "messageTooLarge"``.
+* Batches: an empty array gets one ``-32600``; the answer to a batch is one array holding the
+  responses of its requests, sent once all of them are answered; a batch of notifications gets
+  nothing back.
+* An invalid Request object is ``-32600``, echoing its ``id`` when that is a valid id
+  (string, number or null); ``"id": null`` is a request, not a notification. ``params`` must
+  be an object or absent (an array is ``-32602``); an unknown method is ``-32601``.
+* Handlers are registered with a msgspec type for their params; a conversion failure is
+  ``-32602`` whose ``data.path`` names the field. Exceptions carrying a known ``kind`` (the
+  :mod:`taskmill_core.errors` classes) map to their Taskmill codes with their ``data``; any
+  other exception is logged and answered ``-32603`` (``kind: "internal"``).
+* Every error's ``data`` has a ``kind``.
+
+Requests run concurrently, each as its own task; a slow handler does not hold up the others.
+Until :meth:`JsonRpcProtocol.set_ready` requests are held (and answered afterwards); after
+:meth:`JsonRpcProtocol.begin_shutdown` every new request is answered ``-32005``.
+
+The sidecar also calls the client (host executors: ``task.execute``) with
+:meth:`JsonRpcProtocol.request` and sends events with :meth:`JsonRpcProtocol.notify`;
+responses from the client are matched to those requests by id.
+"""
+
+from __future__ import annotations
+
+import itertools
+import re
+from collections.abc import AsyncIterable, Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, Final, Protocol, TypeVar, overload
+
+import anyio
+import msgspec
+import structlog
+
+from sidecar.framing import EndOfInput, MessageTooLarge
+
+__all__ = [
+    "INTERNAL_ERROR",
+    "INVALID_PARAMS",
+    "INVALID_REQUEST",
+    "KIND_CODES",
+    "METHOD_NOT_FOUND",
+    "PARSE_ERROR",
+    "ConnectionClosed",
+    "JsonRpcProtocol",
+    "MessageSink",
+    "ProtocolStatistics",
+    "RemoteError",
+    "RpcError",
+    "error_from_exception",
+    "validation_path",
+]
+
+PARSE_ERROR: Final = -32700
+INVALID_REQUEST: Final = -32600
+METHOD_NOT_FOUND: Final = -32601
+INVALID_PARAMS: Final = -32602
+INTERNAL_ERROR: Final = -32603
+
+KIND_CODES: Final[Mapping[str, int]] = {
+    "parseError": PARSE_ERROR,
+    "invalidRequest": INVALID_REQUEST,
+    "messageTooLarge": INVALID_REQUEST,
+    "methodNotFound": METHOD_NOT_FOUND,
+    "invalidParams": INVALID_PARAMS,
+    "internal": INTERNAL_ERROR,
+    "taskNotFound": -32001,
+    "invalidState": -32002,
+    "duplicateRejected": -32003,
+    "payloadTooLarge": -32004,
+    "shuttingDown": -32005,
+    "storage": -32006,
+    "forbidden": -32007,
+}
+"""``data.kind`` → error code. Exceptions whose ``kind`` is a key here map to that code."""
+
+# The kind an RpcError gets when it was raised without one.
+_DEFAULT_KINDS: Final[Mapping[int, str]] = {
+    code: kind for kind, code in reversed(list(KIND_CODES.items()))
+}
+
+_log = structlog.get_logger("sidecar.jsonrpc")
+
+P = TypeVar("P")
+Id = str | int | float | None
+
+
+class RpcError(Exception):
+    """A JSON-RPC error object. Raise it from a handler to answer with exactly this error."""
+
+    def __init__(
+        self, code: int, message: str, data: Mapping[str, Any] | None = None, *, kind: str = ""
+    ) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.data: dict[str, Any] = dict(data or {})
+        if kind:
+            self.data["kind"] = kind
+        self.data.setdefault("kind", _DEFAULT_KINDS.get(code, "error"))
+
+    @property
+    def kind(self) -> str:
+        return str(self.data.get("kind", ""))
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.code}, {self.message!r}, {self.data!r})"
+
+    def to_wire(self) -> dict[str, Any]:
+        return {"code": self.code, "message": self.message, "data": self.data}
+
+
+class RemoteError(RpcError):
+    """The client answered a server → client request with this error.
+
+    ``data`` is the client's ``data`` as sent (``kind`` is filled in as ``"error"`` when the
+    client gave none).
+    """
+
+
+class ConnectionClosed(Exception):
+    """Input from the client ended, so a server → client request can get no answer."""
+
+
+class MessageSink(Protocol):
+    """Where encoded messages go: :class:`sidecar.framing.LineWriter` or a test double."""
+
+    async def send_raw(self, line: bytes) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class ProtocolStatistics:
+    ready: bool
+    shutting_down: bool
+    input_closed: bool
+    in_flight: int
+    """Client messages (requests, notifications, batches) being handled now."""
+    held: int
+    """Requests waiting for :meth:`JsonRpcProtocol.set_ready`."""
+    outgoing_pending: int
+    """Server → client requests waiting for their response."""
+    requests: int
+    notifications: int
+    errors: int
+    unmatched_responses: int
+
+
+_AT = re.compile(r" - at `(\$[^`]*)`$")
+_FIELD = re.compile(r"^Object (?:missing required|contains unknown) field `([^`]*)`")
+_IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+def validation_path(message: str) -> str:
+    """The JSON path a :class:`msgspec.ValidationError` message points at.
+
+    ``"Expected `int`, got `str` - at `$.foo.bar`"`` → ``"$.foo.bar"``; no location → ``"$"``.
+    For a missing or unknown field the field itself is appended (``$.tasks[0].type``), so the
+    path always names the offending field.
+    """
+    match = _AT.search(message)
+    path = match.group(1) if match else "$"
+    field = _FIELD.match(message)
+    if field:
+        name = field.group(1)
+        path += f".{name}" if _IDENT.match(name) else f"[{msgspec.json.encode(name).decode()}]"
+    return path
+
+
+def error_from_exception(exc: BaseException, *, method: str | None = None) -> RpcError:
+    """Map an exception raised while handling a request to the error the client gets.
+
+    :class:`RpcError` passes through; :class:`msgspec.ValidationError` is ``-32602``; an
+    exception with a known ``kind`` (the :mod:`taskmill_core.errors` classes, and any future
+    ``forbidden`` error) gets that kind's code, its message and its ``data``; an exception
+    group holding one exception is mapped as that exception. Anything else is logged with
+    its traceback and becomes a generic ``-32603``.
+    """
+    if isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
+        return error_from_exception(exc.exceptions[0], method=method)
+    if isinstance(exc, RpcError):
+        return exc
+    if isinstance(exc, msgspec.ValidationError):
+        message = str(exc)
+        return RpcError(
+            INVALID_PARAMS, message, {"path": validation_path(message)}, kind="invalidParams"
+        )
+    kind = getattr(exc, "kind", None)
+    if isinstance(kind, str) and kind in KIND_CODES and kind != "internal":
+        raw = getattr(exc, "data", None)
+        data = dict(raw) if isinstance(raw, Mapping) else {}
+        text = getattr(exc, "message", None)
+        if not isinstance(text, str) or not text:
+            text = str(exc) or kind
+        return RpcError(KIND_CODES[kind], text, data, kind=kind)
+    _log.error(
+        "request handler failed",
+        method=method,
+        exc_info=(type(exc), exc, exc.__traceback__),
+    )
+    return RpcError(INTERNAL_ERROR, "Internal error", kind="internal")
+
+
+def _valid_id(value: object) -> bool:
+    return value is None or (isinstance(value, str | int | float) and not isinstance(value, bool))
+
+
+@dataclass(slots=True)
+class _Handler:
+    func: Callable[..., Awaitable[Any]]
+    params_type: Any  # a type msgspec can convert to, or None: the handler takes no arguments
+
+
+class _Pending:
+    """A server → client request waiting for its response."""
+
+    __slots__ = ("done", "error", "method", "result")
+
+    def __init__(self, method: str) -> None:
+        self.method = method
+        self.done = anyio.Event()
+        self.result: Any = None
+        self.error: Exception | None = None
+
+    def resolve(self, result: Any = None, error: Exception | None = None) -> None:
+        if not self.done.is_set():
+            self.result = result
+            self.error = error
+            self.done.set()
+
+
+class _ParseFailed:
+    pass
+
+
+_PARSE_FAILED: Final = _ParseFailed()
+_MISSING: Final = object()
+
+
+class JsonRpcProtocol:
+    """One JSON-RPC 2.0 endpoint over a line transport.
+
+    Wire it between a :class:`~sidecar.framing.LineReader` (the ``source`` of
+    :meth:`serve`) and a :class:`~sidecar.framing.LineWriter` (the ``sink``)::
+
+        proto = JsonRpcProtocol(writer, ready=False)
+        proto.register("ping", ping)                       # async def ping() -> Pong
+        proto.register("task.get", get_task, TaskIdParams)  # async def get_task(p) -> TaskInfo
+        async with LineReader(sys.stdin.buffer) as reader:
+            await proto.serve(reader)        # returns at EOF once in-flight requests finished
+
+    ``max_concurrent`` bounds the client messages handled at once; when it is reached
+    :meth:`serve` stops taking lines, which pushes back through the reader onto the client.
+    Responses to the sidecar's own requests never need a slot. Handlers should therefore not
+    wait on :meth:`request` themselves (the scheduler calls it from its own tasks).
+    """
+
+    def __init__(
+        self, sink: MessageSink, *, ready: bool = True, max_concurrent: int = 1024
+    ) -> None:
+        self._sink = sink
+        self._handlers: dict[str, _Handler] = {}
+        self._encoder = msgspec.json.Encoder()
+        self._decoder = msgspec.json.Decoder()
+        self._slots = anyio.Semaphore(max_concurrent)
+        self._ready = ready
+        self._shutting_down = False
+        self._gate = anyio.Event()  # set by set_ready() or begin_shutdown()
+        if ready:
+            self._gate.set()
+        self._input_closed = anyio.Event()
+        self._ids = itertools.count(1)
+        self._pending: dict[int, _Pending] = {}
+        self._in_flight = 0
+        self._held = 0
+        self._requests = 0
+        self._notifications = 0
+        self._errors = 0
+        self._unmatched = 0
+
+    def __repr__(self) -> str:
+        s = self.statistics()
+        return (
+            f"<JsonRpcProtocol ready={s.ready} shutting_down={s.shutting_down} "
+            f"in_flight={s.in_flight} outgoing={s.outgoing_pending}>"
+        )
+
+    # -- configuration ---------------------------------------------------------------------
+
+    @overload
+    def register(
+        self, method: str, handler: Callable[[], Awaitable[Any]], params_type: None = None
+    ) -> None: ...
+
+    @overload
+    def register(
+        self, method: str, handler: Callable[[P], Awaitable[Any]], params_type: type[P]
+    ) -> None: ...
+
+    def register(
+        self,
+        method: str,
+        handler: Callable[..., Awaitable[Any]],
+        params_type: type[Any] | None = None,
+    ) -> None:
+        """Route ``method`` to ``handler``.
+
+        With a ``params_type`` (a msgspec Struct, or any type :func:`msgspec.convert`
+        accepts) the handler gets the converted params (``{}`` when omitted); with ``None``
+        it is called without arguments and any params object is accepted and ignored.
+        """
+        if method in self._handlers:
+            raise ValueError(f"method {method!r} is already registered")
+        self._handlers[method] = _Handler(handler, params_type)
+
+    @property
+    def methods(self) -> list[str]:
+        return sorted(self._handlers)
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    @property
+    def ready(self) -> bool:
+        return self._ready
+
+    @property
+    def shutting_down(self) -> bool:
+        return self._shutting_down
+
+    @property
+    def input_closed(self) -> bool:
+        return self._input_closed.is_set()
+
+    def set_ready(self) -> None:
+        """Start dispatching; requests held so far run now (send ``sidecar.ready`` first)."""
+        self._ready = True
+        self._gate.set()
+
+    def begin_shutdown(self) -> None:
+        """From now on answer every new request with ``-32005`` (``kind: "shuttingDown"``).
+
+        Requests already being handled finish normally; requests still held for readiness
+        are answered ``-32005`` too.
+        """
+        self._shutting_down = True
+        self._gate.set()
+
+    async def wait_input_closed(self) -> None:
+        """Return once :meth:`serve`'s source has ended (stdin EOF)."""
+        await self._input_closed.wait()
+
+    def statistics(self) -> ProtocolStatistics:
+        return ProtocolStatistics(
+            ready=self._ready,
+            shutting_down=self._shutting_down,
+            input_closed=self.input_closed,
+            in_flight=self._in_flight,
+            held=self._held,
+            outgoing_pending=len(self._pending),
+            requests=self._requests,
+            notifications=self._notifications,
+            errors=self._errors,
+            unmatched_responses=self._unmatched,
+        )
+
+    # -- serving ---------------------------------------------------------------------------
+
+    async def serve(self, source: AsyncIterable[bytes | MessageTooLarge | EndOfInput]) -> None:
+        """Handle every item of ``source`` until it ends; then wait for in-flight requests.
+
+        When the source ends, pending server → client requests fail with
+        :class:`ConnectionClosed`.
+        """
+        try:
+            async with anyio.create_task_group() as tg:
+                async for item in source:
+                    if isinstance(item, EndOfInput):
+                        break
+                    if isinstance(item, MessageTooLarge):
+                        await self._send(self._too_large(item))
+                        continue
+                    message = self._parse(item)
+                    if message is _PARSE_FAILED:
+                        await self._send(self._parse_error())
+                        continue
+                    if _is_response(message):
+                        self._handle_response(message)
+                        continue
+                    await self._slots.acquire()
+                    self._in_flight += 1
+                    tg.start_soon(self._serve_message, message)
+                self._close_input()
+        finally:
+            self._close_input()
+
+    async def process_line(self, line: bytes) -> bytes | None:
+        """Handle one line and return the encoded answer (``None``: nothing to send).
+
+        The pure request → response step of :meth:`serve`, without concurrency limits.
+        """
+        message = self._parse(line)
+        if message is _PARSE_FAILED:
+            return self._parse_error()
+        return await self._process(message)
+
+    def process_too_large(self, item: MessageTooLarge) -> bytes:
+        """The answer to a line the reader skipped for its size."""
+        return self._too_large(item)
+
+    async def _serve_message(self, message: Any) -> None:
+        try:
+            response = await self._process(message)
+            if response is not None:
+                await self._send(response)
+        finally:
+            self._in_flight -= 1
+            self._slots.release()
+
+    async def _send(self, data: bytes) -> None:
+        try:
+            await self._sink.send_raw(data)
+        except (anyio.ClosedResourceError, anyio.BrokenResourceError) as exc:
+            _log.warning("response dropped: output closed", error=repr(exc))
+
+    def _parse(self, line: bytes) -> Any:
+        try:
+            return self._decoder.decode(line)
+        except Exception as exc:  # DecodeError, UnicodeDecodeError, RecursionError
+            _log.info("unparsable message", error=str(exc), size=len(line))
+            return _PARSE_FAILED
+
+    def _parse_error(self) -> bytes:
+        self._errors += 1
+        return self._error(None, RpcError(PARSE_ERROR, "Parse error", kind="parseError"))
+
+    def _too_large(self, item: MessageTooLarge) -> bytes:
+        self._errors += 1
+        _log.warning("message too large; skipped", size=item.size, limit=item.limit)
+        error = RpcError(
+            INVALID_REQUEST,
+            f"Message of {item.size} bytes exceeds the limit of {item.limit} bytes",
+            {"size": item.size, "maxMessageBytes": item.limit},
+            kind="messageTooLarge",
+        )
+        return self._error(None, error)
+
+    async def _process(self, message: Any) -> bytes | None:
+        if not isinstance(message, list):
+            return await self._process_one(message)
+        if not message:
+            return self._invalid(None, "Empty batch")
+        answers: list[bytes | None] = [None] * len(message)
+
+        async def answer(index: int, element: Any) -> None:
+            answers[index] = await self._process_one(element)
+
+        async with anyio.create_task_group() as tg:
+            for index, element in enumerate(message):
+                tg.start_soon(answer, index, element)
+        parts = [a for a in answers if a is not None]
+        if not parts:
+            return None
+        return b"[" + b",".join(parts) + b"]"
+
+    async def _process_one(self, message: Any) -> bytes | None:
+        if not isinstance(message, dict):
+            return self._invalid(None, "A request must be an object")
+        has_id = "id" in message
+        rid = message.get("id")
+        echo = rid if _valid_id(rid) else None
+        if "method" not in message:
+            if _is_response(message):
+                self._handle_response(message)
+                return None
+            return self._invalid(echo, "Missing 'method'")
+        if message.get("jsonrpc") != "2.0":
+            return self._invalid(echo, "'jsonrpc' must be \"2.0\"")
+        method = message["method"]
+        if not isinstance(method, str):
+            return self._invalid(echo, "'method' must be a string")
+        if has_id and not _valid_id(rid):
+            return self._invalid(None, "'id' must be a string, a number or null")
+        params = message.get("params", _MISSING)
+        if params is not _MISSING and not isinstance(params, dict | list):
+            return self._invalid(echo, "'params' must be an object")
+
+        if has_id:
+            self._requests += 1
+        else:
+            self._notifications += 1
+        try:
+            result = await self._dispatch(method, params)
+        except Exception as exc:
+            error = error_from_exception(exc, method=method)
+            if not has_id:
+                _log.warning("notification failed", method=method, error=error.message)
+                return None
+            self._errors += 1
+            return self._error(rid, error)
+        if not has_id:
+            return None
+        try:
+            return self._encoder.encode({"jsonrpc": "2.0", "id": rid, "result": result})
+        except (TypeError, msgspec.EncodeError) as exc:
+            self._errors += 1
+            return self._error(rid, error_from_exception(exc, method=method))
+
+    async def _dispatch(self, method: str, params: Any) -> Any:
+        if self._shutting_down:
+            raise RpcError(-32005, "The sidecar is shutting down", kind="shuttingDown")
+        if not self._ready:
+            self._held += 1
+            try:
+                await self._gate.wait()
+            finally:
+                self._held -= 1
+            if not self._ready:
+                raise RpcError(-32005, "The sidecar is shutting down", kind="shuttingDown")
+        handler = self._handlers.get(method)
+        if handler is None:
+            raise RpcError(METHOD_NOT_FOUND, f"Method not found: {method}", kind="methodNotFound")
+        if isinstance(params, list):
+            raise RpcError(
+                INVALID_PARAMS,
+                "params must be an object (by-name), not an array",
+                {"path": "$"},
+                kind="invalidParams",
+            )
+        if handler.params_type is None:
+            return await handler.func()
+        converted = msgspec.convert({} if params is _MISSING else params, handler.params_type)
+        return await handler.func(converted)
+
+    def _invalid(self, rid: Id, message: str) -> bytes:
+        self._errors += 1
+        return self._error(rid, RpcError(INVALID_REQUEST, message, kind="invalidRequest"))
+
+    def _error(self, rid: Any, error: RpcError) -> bytes:
+        body = {"jsonrpc": "2.0", "id": rid, "error": error.to_wire()}
+        try:
+            return self._encoder.encode(body)
+        except (TypeError, msgspec.EncodeError):
+            _log.error("error data not encodable", code=error.code, data=repr(error.data))
+            body["error"] = {
+                "code": error.code,
+                "message": error.message,
+                "data": {"kind": error.kind},
+            }
+            return self._encoder.encode(body)
+
+    # -- server → client -------------------------------------------------------------------
+
+    async def request(
+        self,
+        method: str,
+        params: Any = None,
+        *,
+        timeout: float | None = None,  # noqa: ASYNC109 (a per-call deadline is the API)
+    ) -> Any:
+        """Call ``method`` on the client and return its result.
+
+        Raises :class:`RemoteError` with the client's error, :class:`TimeoutError` after
+        ``timeout`` seconds (a late answer is then logged and ignored), or
+        :class:`ConnectionClosed` if the client's input ends first.
+        """
+        if self.input_closed:
+            raise ConnectionClosed(f"cannot call {method}: client input closed")
+        rid = next(self._ids)
+        pending = _Pending(method)
+        self._pending[rid] = pending
+        try:
+            with anyio.fail_after(timeout):
+                await self._sink.send_raw(
+                    self._encoder.encode(
+                        {
+                            "jsonrpc": "2.0",
+                            "id": rid,
+                            "method": method,
+                            "params": {} if params is None else params,
+                        }
+                    )
+                )
+                await pending.done.wait()
+        finally:
+            self._pending.pop(rid, None)
+        if pending.error is not None:
+            raise pending.error
+        return pending.result
+
+    async def notify(self, method: str, params: Any = None) -> None:
+        """Send the notification (event) ``method``; waits while the output queue is full."""
+        await self._sink.send_raw(
+            self._encoder.encode(
+                {"jsonrpc": "2.0", "method": method, "params": {} if params is None else params}
+            )
+        )
+
+    def _handle_response(self, message: dict[str, Any]) -> None:
+        rid = message.get("id")
+        # Our ids are ints; a client may echo 1 as 1.0. (bool is an int subclass: no match.)
+        pending = (
+            self._pending.get(int(rid))
+            if (isinstance(rid, int) and not isinstance(rid, bool))
+            or (isinstance(rid, float) and rid.is_integer())
+            else None
+        )
+        if pending is None:
+            self._unmatched += 1
+            _log.warning(
+                "unmatched response ignored",
+                id=rid if _valid_id(rid) else repr(rid),
+                error=message.get("error"),
+            )
+            return
+        if "error" in message:
+            pending.resolve(error=_remote_error(message["error"]))
+        else:
+            pending.resolve(result=message.get("result"))
+
+    def _close_input(self) -> None:
+        if self._input_closed.is_set():
+            return
+        self._input_closed.set()
+        for rid, pending in list(self._pending.items()):
+            pending.resolve(error=ConnectionClosed(f"client input closed before it answered {rid}"))
+
+
+def _is_response(message: Any) -> bool:
+    return (
+        isinstance(message, dict)
+        and "method" not in message
+        and "id" in message
+        and ("result" in message or "error" in message)
+    )
+
+
+def _remote_error(error: Any) -> RemoteError:
+    if not isinstance(error, dict):
+        return RemoteError(INTERNAL_ERROR, "Malformed error response", {"error": error})
+    code = error.get("code")
+    message = error.get("message")
+    data = error.get("data")
+    return RemoteError(
+        code if isinstance(code, int) and not isinstance(code, bool) else INTERNAL_ERROR,
+        message if isinstance(message, str) else "",
+        data if isinstance(data, dict) else ({} if data is None else {"value": data}),
+    )
