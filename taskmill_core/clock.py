@@ -11,6 +11,7 @@ import time
 from typing import Protocol
 
 import anyio
+import anyio.lowlevel
 
 __all__ = ["Clock", "FakeClock", "SystemClock"]
 
@@ -73,6 +74,9 @@ class FakeClock:
                 self._sleepers.remove(entry)
 
     async def sleep(self, ms: float) -> None:
+        if ms <= 0:
+            await anyio.lowlevel.checkpoint()
+            return
         await self.wait(anyio.Event(), self._now + max(1, round(ms)))
 
     def advance(self, ms: int) -> None:

@@ -1,0 +1,81 @@
+"""Test helpers: drive a scheduler on a fake clock without sleeping."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import anyio
+import anyio.lowlevel
+
+from taskmill_core import FakeClock, Scheduler, SchedulerConfig, TaskContext
+from taskmill_core.events import Subscription
+from taskmill_core.types import Event
+
+
+async def settle(rounds: int = 20) -> None:
+    """Let every task that can make progress do so (no real time passes)."""
+    for _ in range(rounds):
+        await anyio.lowlevel.checkpoint()
+
+
+@asynccontextmanager
+async def open_scheduler(
+    path: Path, config: SchedulerConfig | None = None, **kw: Any
+) -> AsyncIterator[tuple[Scheduler, FakeClock, Subscription]]:
+    clock = kw.pop("clock", None) or FakeClock()
+    sched = Scheduler(path, config or SchedulerConfig(), clock=clock, close_grace_ms=0, **kw)
+    async with sched:
+        sub = sched.subscribe()
+        yield sched, clock, sub
+
+
+def drain(sub: Subscription) -> list[Event]:
+    out = []
+    while (ev := sub.get_nowait()) is not None:
+        out.append(ev)
+    return out
+
+
+def names(events: list[Event], *, skip_progress: bool = True) -> list[str]:
+    return [e.EVENT for e in events if not (skip_progress and e.EVENT == "task.progress")]
+
+
+class Gate:
+    """An executor whose runs block until the test releases them, by task id."""
+
+    def __init__(self) -> None:
+        self.events: dict[int, anyio.Event] = {}
+        self.started: list[int] = []
+        self.exited: list[int] = []
+        self.results: dict[int, Any] = {}
+        self.errors: dict[int, BaseException] = {}
+
+    async def __call__(self, ctx: TaskContext, payload: Any) -> Any:
+        self.started.append(ctx.id)
+        ev = self.events.setdefault(ctx.id, anyio.Event())
+        try:
+            await ev.wait()
+        finally:
+            self.events.pop(ctx.id, None)
+            self.exited.append(ctx.id)
+        if ctx.id in self.errors:
+            raise self.errors.pop(ctx.id)
+        return self.results.get(ctx.id, {"ok": ctx.id})
+
+    def release(self, task_id: int, error: BaseException | None = None) -> None:
+        if error is not None:
+            self.errors[task_id] = error
+        self.events.setdefault(task_id, anyio.Event()).set()
+
+
+def recorder() -> tuple[list[int], Callable[[TaskContext, Any], Any]]:
+    order: list[int] = []
+
+    async def run(ctx: TaskContext, payload: Any) -> Any:
+        order.append(ctx.id)
+        return {}
+
+    return order, run

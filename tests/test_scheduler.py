@@ -1,0 +1,806 @@
+"""Behaviour of the scheduler core, one rule per test, on a real SQLite file and a fake clock."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import pytest
+
+from taskmill_core import (
+    Backoff,
+    DuplicateRejected,
+    InvalidParams,
+    InvalidState,
+    PayloadTooLarge,
+    PermanentError,
+    RetryableError,
+    SchedulerConfig,
+    ShuttingDown,
+    TaskNotFound,
+    TaskSpec,
+)
+from taskmill_core.types import TaskCompleted, TaskFailed, TaskPreempted, TaskProgress
+
+from .helpers import Gate, drain, names, open_scheduler, recorder, settle
+
+pytestmark = pytest.mark.anyio
+
+
+# --- order ---------------------------------------------------------------------------------
+
+
+async def test_runs_by_priority_then_fifo(tmp_path: Path) -> None:
+    async with open_scheduler(tmp_path / "t.db", SchedulerConfig(max_concurrency=1)) as (
+        s,
+        _,
+        _sub,
+    ):
+        order, run = recorder()
+        await s.pause_all()
+        ids = []
+        for prio in [128, 200, 0, 128, "high", 0]:
+            r = await s.submit(TaskSpec(type="rec", priority=prio))
+            ids.append(r.id)
+        s.register("rec", run)
+        await s.resume_all()
+        await s.wait_idle()
+        # 0, 0 (FIFO), high=64, 128, 128 (FIFO), 200
+        assert order == [ids[2], ids[5], ids[4], ids[0], ids[3], ids[1]]
+
+
+async def test_ids_are_never_reused(tmp_path: Path) -> None:
+    async with open_scheduler(tmp_path / "t.db") as (s, _, _sub):
+        first = (await s.submit(TaskSpec(type="noop"))).id
+        await s.wait_idle()
+        await s.prune(keep=0)
+        with pytest.raises(TaskNotFound):
+            await s.get(first)
+    async with open_scheduler(tmp_path / "t.db") as (s, _, _sub):
+        assert (await s.submit(TaskSpec(type="noop"))).id > first
+
+
+async def test_max_concurrency_group_and_type_limits(tmp_path: Path) -> None:
+    cfg = SchedulerConfig(max_concurrency=3, group_limits={"net": 1})
+    async with open_scheduler(tmp_path / "t.db", cfg) as (s, _, _sub):
+        gate = Gate()
+        s.register("g", gate)
+        s.register("solo", gate, concurrency=1)
+        a = await s.submit(TaskSpec(type="g", group="net"))
+        b = await s.submit(TaskSpec(type="g", group="net"))
+        c = await s.submit(TaskSpec(type="solo"))
+        d = await s.submit(TaskSpec(type="solo"))
+        e = await s.submit(TaskSpec(type="g"))
+        f = await s.submit(TaskSpec(type="g"))
+        await settle()
+        assert sorted(gate.started) == [a.id, c.id, e.id]  # b: group full, d: type full
+        gate.release(a.id)
+        await settle()
+        assert b.id in gate.started and f.id not in gate.started
+        for tid in (b.id, c.id, e.id):
+            gate.release(tid)
+        await settle()
+        assert d.id in gate.started and f.id in gate.started
+
+
+# --- dedup -----------------------------------------------------------------------------------
+
+
+async def test_dedup_outcomes(tmp_path: Path) -> None:
+    async with open_scheduler(tmp_path / "t.db", SchedulerConfig(max_concurrency=1)) as (
+        s,
+        _,
+        sub,
+    ):
+        gate = Gate()
+        s.register("up", gate)
+        blocker = await s.submit(TaskSpec(type="up", payload="blocker"))
+        await settle()
+
+        first = await s.submit(TaskSpec(type="up", payload={"f": 1}, dedup_key="k"))
+        assert first.outcome == "inserted"
+        dup = await s.submit(TaskSpec(type="up", payload={"f": 1}, dedup_key="k", priority=200))
+        assert (dup.id, dup.outcome) == (first.id, "duplicate")
+        up = await s.submit(TaskSpec(type="up", dedup_key="k", priority="high"))
+        assert (up.id, up.outcome) == (first.id, "upgraded")
+        assert (await s.get(first.id)).priority == 64
+        with pytest.raises(DuplicateRejected) as rejected:
+            await s.submit(TaskSpec(type="up", dedup_key="k", on_duplicate="reject"))
+        assert rejected.value.existing_id == first.id
+        # same key, other type: no duplicate (keys are scoped by type)
+        other = await s.submit(TaskSpec(type="noop", dedup_key="k"))
+        assert other.outcome == "inserted"
+        sup = await s.submit(
+            TaskSpec(type="up", payload=2, dedup_key="k", on_duplicate="supersede")
+        )
+        assert sup.outcome == "superseded" and sup.id != first.id
+        assert (await s.get(first.id)).state == "superseded"
+        events = drain(sub)
+        superseded = [e for e in events if e.EVENT == "task.superseded"]
+        assert [(e.id, e.by) for e in superseded] == [(first.id, sup.id)]  # type: ignore[union-attr]
+
+        # requeue: the duplicate is running
+        gate.release(blocker.id)
+        await settle()
+        assert gate.started[-1] == sup.id
+        again = await s.submit(TaskSpec(type="up", payload=2, dedup_key="k"))
+        assert (again.id, again.outcome) == (sup.id, "requeued")
+        gate.release(sup.id)
+        await settle()
+        assert gate.started.count(sup.id) == 2  # ran once more after this run
+        gate.release(sup.id)
+        await s.wait_idle()
+        assert (await s.get(sup.id)).state == "completed"
+        # the key is free again once the task is final
+        assert (await s.submit(TaskSpec(type="up", dedup_key="k"))).outcome == "inserted"
+
+
+async def test_dedup_key_true_hashes_canonical_payload(tmp_path: Path) -> None:
+    async with open_scheduler(tmp_path / "t.db") as (s, _, _sub):
+        await s.pause_all()
+        a = await s.submit(TaskSpec(type="noop", payload={"b": 1, "a": [1, 2]}, dedup_key=True))
+        b = await s.submit(TaskSpec(type="noop", payload={"a": [1, 2], "b": 1}, dedup_key=True))
+        assert (b.id, b.outcome) == (a.id, "duplicate")
+        info = await s.get(a.id)
+        import hashlib
+
+        canonical = b'{"a":[1,2],"b":1}'
+        assert info.dedup_key == hashlib.sha256(canonical).hexdigest()
+
+
+async def test_requeue_survives_permanent_failure(tmp_path: Path) -> None:
+    async with open_scheduler(tmp_path / "t.db") as (s, _, sub):
+        gate = Gate()
+        s.register("up", gate)
+        r = await s.submit(TaskSpec(type="up", dedup_key="file"))
+        await settle()
+        assert (await s.submit(TaskSpec(type="up", dedup_key="file"))).outcome == "requeued"
+        gate.release(r.id, PermanentError("disk vanished"))
+        await settle()
+        failed = [e for e in drain(sub) if isinstance(e, TaskFailed)]
+        assert failed[-1].will_retry and failed[-1].state == "pending"
+        assert gate.started == [r.id, r.id]  # it runs once more despite the permanent failure
+        gate.release(r.id)
+        await s.wait_idle()
+        assert (await s.get(r.id)).state == "completed"
+
+
+async def test_fifty_identical_submits_in_flight_give_one_task(tmp_path: Path) -> None:
+    import anyio
+
+    async with open_scheduler(tmp_path / "t.db") as (s, _, _sub):
+        await s.pause_all()
+        results = []
+
+        async def submit() -> None:
+            results.append(await s.submit(TaskSpec(type="noop", payload={"p": 1}, dedup_key=True)))
+
+        async with anyio.create_task_group() as tg:
+            for _ in range(50):
+                tg.start_soon(submit)
+        assert len({r.id for r in results}) == 1
+        assert sorted(r.outcome for r in results).count("inserted") == 1
+        batch = await s.submit_batch(
+            [TaskSpec(type="noop", payload={"p": 2}, dedup_key=True) for _ in range(50)]
+        )
+        assert len({r.id for r in batch}) == 1
+        assert [r.outcome for r in batch].count("inserted") == 1
+        counts = (await s.status()).counts
+        assert counts["pending"] == 2
+
+
+async def test_batch_is_all_or_nothing(tmp_path: Path) -> None:
+    async with open_scheduler(tmp_path / "t.db") as (s, _, sub):
+        await s.pause_all()
+        held = await s.submit(TaskSpec(type="noop", dedup_key="x"))
+        drain(sub)
+        with pytest.raises(InvalidParams) as bad:
+            await s.submit_batch(
+                [TaskSpec(type="noop"), TaskSpec(type="noop", priority=999)]  # type: ignore[arg-type]
+            )
+        assert bad.value.path == "$.tasks[1].priority"
+        with pytest.raises(DuplicateRejected) as dup:
+            await s.submit_batch(
+                [TaskSpec(type="noop"), TaskSpec(type="noop", dedup_key="x", on_duplicate="reject")]
+            )
+        assert dup.value.data["index"] == 1 and dup.value.existing_id == held.id
+        assert (await s.status()).counts["pending"] == 1  # nothing of either batch was written
+        assert names(drain(sub)) == []
+
+
+# --- retries -----------------------------------------------------------------------------
+
+
+async def test_backoff_timings_are_exact_under_fake_clock(tmp_path: Path) -> None:
+    async with open_scheduler(tmp_path / "t.db") as (s, clock, sub):
+
+        async def flaky(ctx, payload):  # type: ignore[no-untyped-def]
+            raise RetryableError("try later")
+
+        s.register("flaky", flaky)
+        backoff = Backoff(kind="exponential", initial_ms=100, multiplier=3, max_ms=500)
+        r = await s.submit(TaskSpec(type="flaky", max_retries=4, backoff=backoff))
+        t0 = clock.now_ms()
+        retry_at = []
+        for _ in range(4):
+            await settle()
+            failed = [e for e in drain(sub) if isinstance(e, TaskFailed)]
+            assert failed[-1].will_retry
+            assert failed[-1].retry_at is not None
+            retry_at.append(failed[-1].retry_at - t0)
+            clock.advance(failed[-1].retry_at - clock.now_ms() - 1)
+            await settle()
+            assert not [e for e in drain(sub) if e.EVENT == "task.started"]  # not a ms early
+            clock.advance(1)
+        assert retry_at == [100, 100 + 300, 100 + 300 + 500, 100 + 300 + 500 + 500]
+        await settle()
+        last = [e for e in drain(sub) if isinstance(e, TaskFailed)][-1]
+        assert (last.will_retry, last.state, last.attempt) == (False, "deadLetter", 4)
+        assert (await s.get(r.id)).state == "deadLetter"
+
+
+@pytest.mark.parametrize(
+    ("kind", "expected"),
+    [("constant", [50, 50, 50]), ("linear", [50, 100, 150]), ("exponential", [50, 100, 200])],
+)
+async def test_backoff_kinds(tmp_path: Path, kind: str, expected: list[int]) -> None:
+    from taskmill_core.retry import backoff_delay_ms
+
+    b = Backoff(kind=kind, initial_ms=50, multiplier=2)  # type: ignore[arg-type]
+    assert [backoff_delay_ms(b, n, random.Random(1)) for n in (1, 2, 3)] == expected
+    jitter = Backoff(kind="exponentialJitter", initial_ms=1000, multiplier=2)
+    delays = [backoff_delay_ms(jitter, 3, random.Random(seed)) for seed in range(50)]
+    assert all(2000 <= d <= 4000 for d in delays) and len(set(delays)) > 10
+
+
+async def test_retry_after_from_executor_wins(tmp_path: Path) -> None:
+    async with open_scheduler(tmp_path / "t.db") as (s, clock, sub):
+
+        async def busy(ctx, payload):  # type: ignore[no-untyped-def]
+            raise RetryableError("rate limited", retry_after=7.5)
+
+        s.register("busy", busy)
+        await s.submit(TaskSpec(type="busy"))
+        await settle()
+        failed = [e for e in drain(sub) if isinstance(e, TaskFailed)]
+        assert failed[0].retry_at == clock.now_ms() + 7500
+
+
+async def test_permanent_failure_and_manual_retry(tmp_path: Path) -> None:
+    async with open_scheduler(tmp_path / "t.db") as (s, _, _sub):
+        r = await s.submit(TaskSpec(type="sleep", payload={"ms": 0, "fail": "permanent"}))
+        await s.wait_idle()
+        info = await s.get(r.id)
+        assert info.state == "failed" and info.error is not None
+        assert (info.error.kind, info.error.retryable) == ("permanent", False)
+        with pytest.raises(InvalidState):
+            await s.cancel(r.id)
+        again = await s.retry(r.id)
+        assert (again.id, again.outcome) == (r.id, "inserted")
+        assert (await s.get(r.id)).attempt == 0
+
+
+async def test_manual_retry_reports_the_active_duplicate(tmp_path: Path) -> None:
+    async with open_scheduler(tmp_path / "t.db") as (s, _, _sub):
+        bad = {"ms": 0, "fail": "permanent"}
+        r = await s.submit(TaskSpec(type="sleep", payload=bad, dedup_key="d"))
+        await s.wait_idle()
+        await s.pause_all()
+        holder = await s.submit(TaskSpec(type="sleep", payload={"ms": 0}, dedup_key="d"))
+        again = await s.retry(r.id)
+        assert (again.id, again.outcome) == (holder.id, "duplicate")
+        assert (await s.get(r.id)).state == "failed"
+
+
+async def test_sleep_fails_retryably_on_first_attempts(tmp_path: Path) -> None:
+    async with open_scheduler(tmp_path / "t.db") as (s, clock, _sub):
+        fast = Backoff(kind="constant", initial_ms=10)
+        r = await s.submit(
+            TaskSpec(type="sleep", payload={"ms": 0, "failAttempts": 2}, backoff=fast)
+        )
+        for _ in range(3):
+            await settle()
+            clock.advance(10)
+        await s.wait_idle()
+        info = await s.get(r.id)
+        assert (info.state, info.attempt) == ("completed", 2)
+
+
+# --- cancel, pause, preemption ------------------------------------------------------------
+
+
+async def test_cancel_pending_and_running(tmp_path: Path) -> None:
+    async with open_scheduler(tmp_path / "t.db", SchedulerConfig(max_concurrency=1)) as (
+        s,
+        _,
+        sub,
+    ):
+        gate = Gate()
+        s.register("g", gate)
+        running = await s.submit(TaskSpec(type="g"))
+        pending = await s.submit(TaskSpec(type="g"))
+        await settle()
+        await s.cancel(pending.id)
+        await s.cancel(running.id)
+        assert (await s.get(running.id)).state == "cancelled"
+        await settle()
+        assert running.id in gate.exited  # the executor was cancelled at its await
+        events = drain(sub)
+        assert [e.EVENT for e in events if getattr(e, "id", None) == running.id][-1] == (
+            "task.cancelled"
+        )
+        assert not [e for e in events if isinstance(e, TaskCompleted)]
+        with pytest.raises(InvalidState):
+            await s.cancel(running.id)
+        with pytest.raises(TaskNotFound):
+            await s.cancel(10_000)
+
+
+async def test_cancel_hard_deadline_frees_the_slot(tmp_path: Path) -> None:
+    import anyio
+
+    cfg = SchedulerConfig(max_concurrency=1, cancel_grace_ms=2000)
+    async with open_scheduler(tmp_path / "t.db", cfg) as (s, clock, _sub):
+        release = anyio.Event()
+
+        async def stubborn(ctx, payload):  # type: ignore[no-untyped-def]
+            with anyio.CancelScope(shield=True):
+                await release.wait()
+
+        s.register("stubborn", stubborn)
+        r = await s.submit(TaskSpec(type="stubborn"))
+        nxt = await s.submit(TaskSpec(type="noop"))
+        await settle()
+        await s.cancel(r.id)
+        await settle()
+        assert (await s.get(nxt.id)).state == "pending"  # slot still held
+        clock.advance(2000)
+        await settle()
+        assert (await s.get(nxt.id)).state == "completed"
+        release.set()
+        await settle()
+        assert (await s.get(r.id)).state == "cancelled"
+
+
+async def test_cancel_parent_cancels_children(tmp_path: Path) -> None:
+    async with open_scheduler(tmp_path / "t.db") as (s, _, _sub):
+        await s.pause_all()
+        parent = await s.submit(TaskSpec(type="noop"))
+        kids = [await s.submit(TaskSpec(type="noop", parent_id=parent.id)) for _ in range(3)]
+        await s.cancel(parent.id)
+        for k in kids:
+            assert (await s.get(k.id)).state == "cancelled"
+
+
+async def test_overlapping_pauses(tmp_path: Path) -> None:
+    async with open_scheduler(tmp_path / "t.db") as (s, _, _sub):
+        order, run = recorder()
+        s.register("rec", run)
+        await s.pause_all()
+        await s.pause_all(group="media")
+        a = await s.submit(TaskSpec(type="rec", group="media"))
+        b = await s.submit(TaskSpec(type="rec"))
+        await s.pause(a.id)
+        await s.resume_all()  # lifts the global pause only
+        await s.wait_idle()
+        assert order == [b.id]
+        await s.resume_all(group="media")  # the task's own pause still holds
+        await s.wait_idle()
+        assert order == [b.id] and (await s.get(a.id)).state == "paused"
+        await s.resume(a.id)
+        await s.wait_idle()
+        assert order == [b.id, a.id]
+
+
+async def test_pauses_and_config_persist_across_restart(tmp_path: Path) -> None:
+    async with open_scheduler(tmp_path / "t.db") as (s, _, _sub):
+        await s.pause_all(type="noop")
+        await s.configure(max_concurrency=2, preempt_priority=10)
+        r = await s.submit(TaskSpec(type="noop"))
+    async with open_scheduler(tmp_path / "t.db") as (s, _, _sub):
+        status = await s.status()
+        assert status.paused_types == ["noop"] and status.max_concurrency == 2
+        assert s.config.preempt_priority == 10
+        await s.wait_idle()
+        assert (await s.get(r.id)).state == "pending"
+
+
+async def test_pause_running_task_interrupts_without_using_a_retry(tmp_path: Path) -> None:
+    async with open_scheduler(tmp_path / "t.db") as (s, _, _sub):
+        gate = Gate()
+        s.register("g", gate)
+        r = await s.submit(TaskSpec(type="g"))
+        await settle()
+        info = await s.pause(r.id)
+        assert info.state == "paused"
+        await settle()
+        assert (await s.get(r.id)).attempt == 0
+        await s.resume(r.id)
+        await settle()
+        assert gate.started == [r.id, r.id]
+        gate.release(r.id)
+        await s.wait_idle()
+        assert (await s.get(r.id)).state == "completed"
+
+
+async def test_preemption_only_when_no_slot_and_after_min_run(tmp_path: Path) -> None:
+    cfg = SchedulerConfig(max_concurrency=2, min_run_ms=1000)
+    async with open_scheduler(tmp_path / "t.db", cfg) as (s, clock, sub):
+        gate = Gate()
+        s.register("g", gate)
+        bg = await s.submit(TaskSpec(type="g", priority="background"))
+        await settle()
+        urgent1 = await s.submit(TaskSpec(type="g", priority="high"))
+        await settle()
+        assert urgent1.id in gate.started  # a slot was free: nothing preempted
+        assert not [e for e in drain(sub) if isinstance(e, TaskPreempted)]
+
+        urgent2 = await s.submit(TaskSpec(type="g", priority="realtime"))
+        await settle()
+        assert urgent2.id not in gate.started  # bg has not run minRunMs yet
+        clock.advance(999)
+        await settle()
+        assert urgent2.id not in gate.started
+        clock.advance(1)
+        await settle()
+        pre = [e for e in drain(sub) if isinstance(e, TaskPreempted)]
+        # the least urgent running task is the victim, not urgent1
+        assert [(e.id, e.by) for e in pre] == [(bg.id, urgent2.id)]
+        assert urgent2.id in gate.started
+        info = await s.get(bg.id)
+        assert (info.state, info.attempt) == ("pending", 0)
+
+
+async def test_normal_priority_does_not_preempt(tmp_path: Path) -> None:
+    cfg = SchedulerConfig(max_concurrency=1, min_run_ms=0)
+    async with open_scheduler(tmp_path / "t.db", cfg) as (s, clock, sub):
+        gate = Gate()
+        s.register("g", gate)
+        await s.submit(TaskSpec(type="g", priority="idle"))
+        await settle()
+        await s.submit(TaskSpec(type="g", priority="normal"))  # 128 > preemptPriority 64
+        clock.advance(5000)
+        await settle()
+        assert not [e for e in drain(sub) if isinstance(e, TaskPreempted)]
+
+
+async def test_preempted_task_is_not_preempted_again_before_min_run(tmp_path: Path) -> None:
+    cfg = SchedulerConfig(max_concurrency=1, min_run_ms=1000)
+    async with open_scheduler(tmp_path / "t.db", cfg) as (s, clock, sub):
+        gate = Gate()
+        s.register("g", gate)
+        bg = await s.submit(TaskSpec(type="g", priority=200))
+        await settle()
+        clock.advance(1000)
+        u1 = await s.submit(TaskSpec(type="g", priority=10))
+        await settle()
+        gate.release(u1.id)
+        await settle()
+        assert gate.started == [bg.id, u1.id, bg.id]  # bg resumed
+        u2 = await s.submit(TaskSpec(type="g", priority=10))
+        clock.advance(999)
+        await settle()
+        assert u2.id not in gate.started  # anti-thrash: bg must run another minRunMs
+        clock.advance(1)
+        await settle()
+        assert gate.started[-1] == u2.id
+        pre = [e for e in drain(sub) if isinstance(e, TaskPreempted)]
+        assert [e.by for e in pre] == [u1.id, u2.id]
+
+
+async def test_preempted_task_gets_its_checkpoint_back(tmp_path: Path) -> None:
+    cfg = SchedulerConfig(max_concurrency=1, min_run_ms=0)
+    async with open_scheduler(tmp_path / "t.db", cfg) as (s, _, _sub):
+        seen = []
+
+        async def resumable(ctx, payload):  # type: ignore[no-untyped-def]
+            seen.append(ctx.resume_state)
+            ctx.checkpoint({"done": len(seen)})
+            await ctx.sleep(10_000)
+
+        s.register("r", resumable)
+        r = await s.submit(TaskSpec(type="r", priority=200))
+        await settle()
+        await s.submit(TaskSpec(type="noop", priority=0))
+        await settle()
+        assert seen == [None, {"done": 1}]
+        assert (await s.get(r.id)).attempt == 0
+
+
+async def test_set_priority_can_preempt(tmp_path: Path) -> None:
+    cfg = SchedulerConfig(max_concurrency=1, min_run_ms=0)
+    async with open_scheduler(tmp_path / "t.db", cfg) as (s, _, sub):
+        gate = Gate()
+        s.register("g", gate)
+        bg = await s.submit(TaskSpec(type="g", priority=200))
+        await settle()
+        queued = await s.submit(TaskSpec(type="g", priority=200))
+        await settle()
+        info = await s.set_priority(queued.id, "realtime")
+        assert info.priority == 0
+        await settle()
+        pre = [e for e in drain(sub) if isinstance(e, TaskPreempted)]
+        assert [(e.id, e.by) for e in pre] == [(bg.id, queued.id)]
+
+
+# --- time: delays, TTL, timeouts ------------------------------------------------------------
+
+
+async def test_delayed_tasks_wait_for_their_time(tmp_path: Path) -> None:
+    async with open_scheduler(tmp_path / "t.db") as (s, clock, _sub):
+        order, run = recorder()
+        s.register("rec", run)
+        later = await s.submit(TaskSpec(type="rec", delay_ms=500))
+        at = await s.submit(TaskSpec(type="rec", run_at=clock.now_ms() + 200))
+        await s.wait_idle()
+        assert order == []
+        clock.advance(200)
+        await settle()
+        assert order == [at.id]
+        clock.advance(300)
+        await settle()
+        assert order == [at.id, later.id]
+
+
+async def test_ttl_expires_tasks_that_did_not_start(tmp_path: Path) -> None:
+    async with open_scheduler(tmp_path / "t.db") as (s, clock, sub):
+        await s.pause_all()
+        r = await s.submit(TaskSpec(type="noop", ttl_ms=1000))
+        clock.advance(1000)
+        await settle()
+        assert (await s.get(r.id)).state == "expired"
+        assert "task.expired" in names(drain(sub))
+
+
+async def test_timeout_fails_the_run_retryably(tmp_path: Path) -> None:
+    async with open_scheduler(tmp_path / "t.db") as (s, clock, sub):
+        r = await s.submit(
+            TaskSpec(type="sleep", payload={"ms": 60_000}, timeout_ms=1000, max_retries=0)
+        )
+        await settle()
+        clock.advance(1000)
+        await settle()
+        failed = [e for e in drain(sub) if isinstance(e, TaskFailed)]
+        assert failed[0].error.kind == "timeout" and failed[0].state == "deadLetter"
+        assert (await s.get(r.id)).state == "deadLetter"
+
+
+# --- progress ---------------------------------------------------------------------------------
+
+
+async def test_explicit_progress_is_throttled_and_never_decreases(tmp_path: Path) -> None:
+    async with open_scheduler(tmp_path / "t.db", SchedulerConfig(progress_hz=4)) as (
+        s,
+        clock,
+        sub,
+    ):
+        gate = Gate()
+
+        async def reporter(ctx, payload):  # type: ignore[no-untyped-def]
+            for f in (0.1, 0.2, 0.15, 0.3):
+                ctx.progress(f, bytes_done=int(f * 1000), bytes_total=1000)
+            await gate(ctx, payload)
+
+        s.register("rep", reporter)
+        r = await s.submit(TaskSpec(type="rep"))
+        await settle()
+        sent = [e for e in drain(sub) if isinstance(e, TaskProgress)]
+        assert [e.progress.fraction for e in sent] == [0.1]  # the rest waits for the tick
+        clock.advance(250)
+        await settle()
+        sent = [e for e in drain(sub) if isinstance(e, TaskProgress)]
+        assert [e.progress.fraction for e in sent] == [0.3]
+        assert sent[0].progress.bytes_done == 300 and not sent[0].progress.estimated
+        info = await s.get(r.id)
+        assert info.progress is not None and info.progress.fraction == 0.3
+        gate.release(r.id)
+
+
+async def test_progress_is_extrapolated_from_history(tmp_path: Path) -> None:
+    async with open_scheduler(tmp_path / "t.db", SchedulerConfig(progress_hz=4)) as (
+        s,
+        clock,
+        sub,
+    ):
+
+        async def quiet(ctx, payload):  # type: ignore[no-untyped-def]
+            await ctx.sleep(1000)
+
+        s.register("quiet", quiet)
+        await s.submit(TaskSpec(type="quiet"))
+        await settle()
+        for _ in range(4):
+            clock.advance(250)
+            await settle()
+        await s.wait_idle()
+        drain(sub)
+        # now the type has a history of 1000 ms: the next run is estimated
+        await s.submit(TaskSpec(type="quiet", payload=2))
+        await settle()
+        fractions = []
+        for _ in range(4):
+            clock.advance(250)
+            await settle()
+            fractions += [e.progress.fraction for e in drain(sub) if isinstance(e, TaskProgress)]
+        assert fractions[:3] == [0.25, 0.5, 0.75]
+        assert all(f < 1.0 for f in fractions)
+
+
+async def test_estimates_never_reach_one(tmp_path: Path) -> None:
+    from taskmill_core.progress import RunProgress
+
+    p = RunProgress(started_ms=0)
+    last = p.estimate(10_000, expected_ms=100)
+    assert last is not None and last.estimated and last.fraction < 1.0
+    p.report(20_000, 0.5)
+    assert p.estimate(30_000, expected_ms=100) is None  # explicit reports win
+
+
+# --- history ----------------------------------------------------------------------------------
+
+
+async def test_history_stats_and_pruning(tmp_path: Path) -> None:
+    cfg = SchedulerConfig()
+    async with open_scheduler(tmp_path / "t.db", cfg) as (s, clock, _sub):
+
+        async def io(ctx, payload):  # type: ignore[no-untyped-def]
+            ctx.record_io(disk_read=100, disk_write=50)
+            await ctx.sleep(payload)
+
+        s.register("io", io)
+        for ms in (100, 200, 300, 400):
+            await s.submit(TaskSpec(type="io", payload=ms))
+        for _ in range(10):
+            await settle()
+            clock.advance(100)
+        await s.wait_idle()
+        await s.submit(TaskSpec(type="sleep", payload={"ms": 0, "fail": "permanent"}))
+        await s.wait_idle()
+        stats = (await s.history_stats()).by_type
+        assert stats["io"].completed == 4 and stats["sleep"].failed == 1
+        assert stats["io"].avg_io.disk_read == 100
+        assert stats["io"].avg_duration_ms is not None
+        info = (await s.list_tasks(type="io", limit=1)).tasks[0]
+        assert info.io_actual is not None and info.io_actual.disk_write == 50
+        assert await s.prune(keep=2) == 3
+        assert len((await s.list_tasks()).tasks) == 2
+        clock.advance(10_000)
+        assert await s.prune(older_than_ms=5_000) == 2
+
+
+async def test_list_filters_and_pages(tmp_path: Path) -> None:
+    async with open_scheduler(tmp_path / "t.db") as (s, _, _sub):
+        await s.pause_all()
+        ids = [
+            (
+                await s.submit(
+                    TaskSpec(type="noop", group="g" if i % 2 else None, tags={"i": str(i)})
+                )
+            ).id
+            for i in range(5)
+        ]
+        page = await s.list_tasks(limit=2)
+        assert [t.id for t in page.tasks] == ids[::-1][:2] and page.next_cursor
+        page2 = await s.list_tasks(limit=2, cursor=page.next_cursor)
+        assert [t.id for t in page2.tasks] == ids[::-1][2:4]
+        assert [t.id for t in (await s.list_tasks(group="g")).tasks] == [ids[3], ids[1]]
+        assert [t.id for t in (await s.list_tasks(tags={"i": "2"})).tasks] == [ids[2]]
+        assert len((await s.list_tasks(state=["pending", "running"])).tasks) == 5
+        with pytest.raises(InvalidParams):
+            await s.list_tasks(cursor="nope")
+
+
+# --- children and dependencies ----------------------------------------------------------------
+
+
+async def test_parent_waits_for_children(tmp_path: Path) -> None:
+    async with open_scheduler(tmp_path / "t.db") as (s, _, sub):
+        gate = Gate()
+        s.register("child", gate)
+
+        async def fanout(ctx, payload):  # type: ignore[no-untyped-def]
+            for i in range(3):
+                await ctx.submit_child(TaskSpec(type="child", payload=i))
+            return {"children": 3}
+
+        s.register("fan", fanout)
+        parent = await s.submit(TaskSpec(type="fan"))
+        await settle()
+        assert (await s.get(parent.id)).state == "waiting"
+        for kid in list(gate.started):
+            gate.release(kid)
+        await s.wait_idle()
+        info = await s.get(parent.id)
+        assert info.state == "completed" and info.result == {"children": 3}
+        done = [e for e in drain(sub) if isinstance(e, TaskCompleted)]
+        assert done[-1].id == parent.id  # the parent finishes after its children
+
+
+async def test_dependencies_block_until_completed(tmp_path: Path) -> None:
+    async with open_scheduler(tmp_path / "t.db") as (s, _, _sub):
+        gate = Gate()
+        s.register("g", gate)
+        a = await s.submit(TaskSpec(type="g"))
+        b = await s.submit(TaskSpec(type="noop", depends_on=[a.id]))
+        c = await s.submit(TaskSpec(type="noop", depends_on=[a.id]))
+        await settle()
+        assert (await s.get(b.id)).state == "blocked"
+        gate.release(a.id)
+        await s.wait_idle()
+        assert (await s.get(b.id)).state == "completed"
+        d = await s.submit(TaskSpec(type="g"))
+        e = await s.submit(TaskSpec(type="noop", depends_on=[d.id]))
+        await settle()
+        await s.cancel(d.id)
+        await settle()
+        info = await s.get(e.id)
+        assert info.state == "failed" and info.error is not None
+        assert (await s.get(c.id)).state == "completed"
+        with pytest.raises(InvalidParams) as bad:
+            await s.submit(TaskSpec(type="noop", depends_on=[d.id]))
+        assert bad.value.path == "$.dependsOn[0]"
+
+
+# --- bad input ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("spec", "path"),
+    [
+        (TaskSpec(type=""), "$.type"),
+        (TaskSpec(type="has space"), "$.type"),
+        (TaskSpec(type="noop", priority=256), "$.priority"),
+        (TaskSpec(type="noop", priority="urgent"), "$.priority"),  # type: ignore[arg-type]
+        (TaskSpec(type="noop", max_retries=101), "$.maxRetries"),
+        (TaskSpec(type="noop", dedup_key="k" * 257), "$.dedupKey"),
+        (TaskSpec(type="noop", tags={str(i): "v" for i in range(33)}), "$.tags"),
+        (TaskSpec(type="noop", payload=object()), "$.payload"),
+        (TaskSpec(type="noop", parent_id=12345), "$.parentId"),
+    ],
+)
+async def test_invalid_specs_name_the_field_and_write_nothing(
+    tmp_path: Path, spec: TaskSpec, path: str
+) -> None:
+    async with open_scheduler(tmp_path / "t.db") as (s, _, sub):
+        with pytest.raises(InvalidParams) as err:
+            await s.submit(spec)
+        assert err.value.path == path
+        assert sum((await s.status()).counts.values()) == 0
+        assert drain(sub) == []
+
+
+async def test_payload_too_large(tmp_path: Path) -> None:
+    async with open_scheduler(tmp_path / "t.db") as (s, _, _sub):
+        with pytest.raises(PayloadTooLarge):
+            await s.submit(TaskSpec(type="noop", payload="x" * (1024 * 1024)))
+
+
+async def test_submit_after_close_is_refused(tmp_path: Path) -> None:
+    async with open_scheduler(tmp_path / "t.db") as (s, _, _sub):
+        pass
+    with pytest.raises(ShuttingDown):
+        await s.submit(TaskSpec(type="noop"))
+
+
+async def test_unknown_type_stays_pending_until_registered(tmp_path: Path) -> None:
+    async with open_scheduler(tmp_path / "t.db") as (s, _, _sub):
+        r = await s.submit(TaskSpec(type="later"))
+        await s.wait_idle()
+        assert (await s.get(r.id)).state == "pending"
+        order, run = recorder()
+        s.register("later", run)
+        await s.wait_idle()
+        assert order == [r.id]
+
+
+async def test_shutdown_returns_running_work_to_pending(tmp_path: Path) -> None:
+    async with open_scheduler(tmp_path / "t.db") as (s, _, _sub):
+        r = await s.submit(TaskSpec(type="sleep", payload={"ms": 60_000}))
+        await settle()
+        assert (await s.get(r.id)).state == "running"
+    async with open_scheduler(tmp_path / "t.db") as (s, _, _sub):
+        info = await s.get(r.id)
+        assert (info.state, info.attempt) == ("pending", 0)
+        assert s.recovered == 0  # a clean shutdown left nothing to recover
+        await settle()
+        assert (await s.get(r.id)).state == "running"  # resumed without any user action
