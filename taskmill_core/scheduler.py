@@ -107,6 +107,27 @@ def _check_spec(spec: TaskSpec) -> TaskSpec:
 
 
 @dataclass(eq=False)
+class _Step:
+    """What one tick did, gathered inside the transaction, acted on after the commit."""
+
+    events: list[Event] = field(default_factory=list)
+    follow: Follow = field(default_factory=Follow)
+    started: list[Started] = field(default_factory=list)
+    preempt: list[tuple[int, int]] = field(default_factory=list)
+    wake_at: int | None = None
+    candidates_found: bool = False
+
+
+@dataclass(eq=False)
+class _PendingSubmit:
+    prepared: list[Prepared]
+    now: int
+    done: anyio.Event = field(default_factory=anyio.Event)
+    results: list[Submitted] = field(default_factory=list)
+    error: BaseException | None = None
+
+
+@dataclass(eq=False)
 class _Run:
     """One run of one task, in memory while it lasts."""
 
@@ -164,6 +185,7 @@ class Scheduler:
         self._bus = EventBus(on_drained=self._wake)
         self._running: dict[int, _Run] = {}
         self._finished: list[tuple[_Run, str, Any]] = []
+        self._submits: list[_PendingSubmit] = []
         self._pauses = _Pauses()
         self._durations = DurationModel()
         self._wake_event = anyio.Event()
@@ -229,6 +251,10 @@ class Scheduler:
             self._wake()
             await self._runs_empty.wait()
         self._closed = True
+        for ps in self._submits:
+            ps.error = ShuttingDown("the scheduler closed before this submit was written")
+            ps.done.set()
+        self._submits = []
         assert self._tg is not None
         self._tg.cancel_scope.cancel()
         await self._stack.aclose()
@@ -321,8 +347,7 @@ class Scheduler:
             spec = _check_spec(spec)
         now = self.clock.now_ms()
         p = prepare(spec, now)
-        (res,) = self._store.submit([p], now)
-        self._after_submit([p], [res])
+        (res,) = await self._commit([p], now)
         info = res.info if res.info is not None else self._store.get(res.id)
         return SubmitResult(res.id, res.outcome, self._with_progress(info))
 
@@ -346,9 +371,24 @@ class Scheduler:
                 if hasattr(exc, "data"):
                     exc.data["index"] = i
                 raise
-        results = self._store.submit(prepared, now)
-        self._after_submit(prepared, results)
+        results = await self._commit(prepared, now)
         return [SubmitResult(r.id, r.outcome) for r in results]
+
+    async def _commit(self, prepared: list[Prepared], now: int) -> list[Submitted]:
+        """Hand a submit to the next tick, which commits every queued submit at once.
+
+        That is the group commit: submitters in flight together share one transaction with
+        the completions and claims of that tick. The wait is shielded: once queued, a submit
+        is either committed or fails as a whole, whatever happens to the caller.
+        """
+        pending = _PendingSubmit(prepared, now)
+        self._submits.append(pending)
+        self._wake()
+        with anyio.CancelScope(shield=True):
+            await pending.done.wait()
+        if pending.error is not None:
+            raise pending.error
+        return pending.results
 
     def _after_submit(self, prepared: Sequence[Prepared], results: Sequence[Submitted]) -> None:
         for p, res in zip(prepared, results, strict=True):
@@ -648,7 +688,10 @@ class Scheduler:
         )
 
     def _tick(self) -> int | None:
-        """One step: settle, expire, decide, claim — one transaction. Returns the next timer."""
+        """One step: commit queued submits, settle, expire, decide, claim — one transaction.
+
+        Returns the time of the next timer, if any.
+        """
         self._tick_no += 1
         now = self.clock.now_ms()
         for run in list(self._running.values()):
@@ -660,58 +703,34 @@ class Scheduler:
                 log.warning("executor did not stop in time; abandoning it", id=run.id)
                 run.abandoned = True
                 self._finished.append((run, "stopped", None))
-        events: list[Event] = []
-        follow = Follow()
-        started: list[Started] = []
-        preempt: list[tuple[int, int]] = []
-        wake_at: int | None = None
-        candidates_found = False
-        with self._store.transaction():
-            finished, self._finished = self._finished, []
-            for run, kind, value in finished:
-                self._settle(run, kind, value, now, follow, events)
-            if self._next_expiry is not None and now >= self._next_expiry:
-                for tid, ttype in self._store.expire_due(now):
-                    events.append(TaskExpired(id=tid, type=ttype))
-                self._next_expiry = self._store.next_expiry()
-            if not self._closing and not self._pauses.paused and not self._bus.saturated:
-                limits = self._limits()
-                want = max(0, limits.max_concurrency - len(self._running)) + 16
-                ready = self._store.ready(
-                    now,
-                    self._registry.types(),
-                    self._pauses.groups,
-                    self._pauses.types,
-                    want + len(self._running),
-                )
-                candidates = [
-                    Candidate(r.id, r.type, r.priority, r.group)
-                    for r in ready
-                    if r.id not in self._running
-                ]
-                candidates_found = bool(candidates)
-                running = [
-                    RunningTask(
-                        r.id,
-                        r.type,
-                        r.priority,
-                        r.group,
-                        r.run_started,
-                        r.stop_reason is not None,
-                        r.stop_for if r.stop_reason == "preempted" else None,
-                    )
-                    for r in self._running.values()
-                ]
-                decision = decide(candidates, running, limits, now)
-                preempt = decision.preempt
-                wake_at = decision.wake_at
-                started = self._store.start([c.id for c in decision.start], now)
-        self._publish_follow(follow, events)
-        for event in events:
+        step = _Step()
+        submits, self._submits = self._submits, []
+        finished, self._finished = self._finished, []
+        try:
+            with self._store.transaction():
+                for ps in submits:
+                    try:
+                        ps.results = self._store.submit(ps.prepared, ps.now)
+                    except Exception as exc:
+                        ps.error = exc
+                for run, kind, value in finished:
+                    self._settle(run, kind, value, now, step.follow, step.events)
+                self._expire_and_claim(now, step)
+        except BaseException as exc:
+            for ps in submits:
+                ps.error = ps.error or exc
+                ps.done.set()
+            raise
+        for ps in submits:
+            if ps.error is None:
+                self._after_submit(ps.prepared, ps.results)
+            ps.done.set()
+        self._publish_follow(step.follow, step.events)
+        for event in step.events:
             self._bus.publish(event)
-        for s in started:
+        for s in step.started:
             self._launch(s, now)
-        for victim, for_id in preempt:
+        for victim, for_id in step.preempt:
             victim_run = self._running.get(victim)
             if victim_run is not None:
                 self._stop(victim_run, "preempted", for_id)
@@ -721,8 +740,9 @@ class Scheduler:
             self._idle_waiters
             and not self._running
             and not self._finished
-            and not started
-            and not candidates_found
+            and not self._submits
+            and not step.started
+            and not step.candidates_found
         ):
             waiters, self._idle_waiters = self._idle_waiters, []
             for n, ev in waiters:
@@ -730,9 +750,48 @@ class Scheduler:
                     ev.set()
                 else:
                     self._idle_waiters.append((n, ev))
-        if finished or started or events:
+        if finished or submits or step.started or step.events:
             self._dirty_event.set()
-        return self._next_deadline(now, wake_at)
+        return self._next_deadline(now, step.wake_at)
+
+    def _expire_and_claim(self, now: int, step: _Step) -> None:
+        if self._next_expiry is not None and now >= self._next_expiry:
+            for tid, ttype in self._store.expire_due(now):
+                step.events.append(TaskExpired(id=tid, type=ttype))
+            self._next_expiry = self._store.next_expiry()
+        if self._closing or self._pauses.paused or self._bus.saturated:
+            return
+        limits = self._limits()
+        want = max(0, limits.max_concurrency - len(self._running)) + 16
+        ready = self._store.ready(
+            now,
+            self._registry.types(),
+            self._pauses.groups,
+            self._pauses.types,
+            want + len(self._running),
+        )
+        candidates = [
+            Candidate(r.id, r.type, r.priority, r.group) for r in ready if r.id not in self._running
+        ]
+        step.candidates_found = bool(candidates)
+        if not candidates:
+            return
+        running = [
+            RunningTask(
+                r.id,
+                r.type,
+                r.priority,
+                r.group,
+                r.run_started,
+                r.stop_reason is not None,
+                r.stop_for if r.stop_reason == "preempted" else None,
+            )
+            for r in self._running.values()
+        ]
+        decision = decide(candidates, running, limits, now)
+        step.preempt = decision.preempt
+        step.wake_at = decision.wake_at
+        step.started = self._store.start([c.id for c in decision.start], now)
 
     def _next_deadline(self, now: int, wake_at: int | None) -> int | None:
         times = [wake_at, self._next_expiry]

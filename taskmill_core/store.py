@@ -376,15 +376,23 @@ class SqliteStore:
         """Insert or deduplicate every entry in one transaction; all or nothing."""
         out: list[Submitted] = []
         with self.transaction() as db:
-            for index, p in enumerate(batch):
-                try:
-                    out.append(self._submit_one(db, p, now))
-                except (DuplicateRejected, InvalidParams) as exc:
-                    if len(batch) > 1:
-                        exc.data["index"] = index
-                        if isinstance(exc, InvalidParams):
-                            exc.path = exc.data["path"] = f"$.tasks[{index}]" + exc.path[1:]
-                    raise
+            # A savepoint, so that inside a group commit one failing submit undoes only itself.
+            db.execute("SAVEPOINT submit")
+            try:
+                for index, p in enumerate(batch):
+                    try:
+                        out.append(self._submit_one(db, p, now))
+                    except (DuplicateRejected, InvalidParams) as exc:
+                        if len(batch) > 1:
+                            exc.data["index"] = index
+                            if isinstance(exc, InvalidParams):
+                                exc.path = exc.data["path"] = f"$.tasks[{index}]" + exc.path[1:]
+                        raise
+            except BaseException:
+                db.execute("ROLLBACK TO submit")
+                db.execute("RELEASE submit")
+                raise
+            db.execute("RELEASE submit")
         return out
 
     def _submit_one(self, db: sqlite3.Connection, p: Prepared, now: int) -> Submitted:
