@@ -419,7 +419,9 @@ class SqliteStore:
                     )
                     replaced = (old_id, old_state)
                 elif old_state == "running":
-                    prio = min(old_priority, p.priority, 255 if old_requeue is None else old_requeue)
+                    prio = min(
+                        old_priority, p.priority, 255 if old_requeue is None else old_requeue
+                    )
                     db.execute(
                         "UPDATE tasks SET requeue=1, requeue_priority=? WHERE id=?",
                         (prio, old_id),
