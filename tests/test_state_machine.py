@@ -20,6 +20,7 @@ Operations predict their outcome (dedup outcomes, errors, resulting states) and 
 
 from __future__ import annotations
 
+import os
 import random
 import shutil
 import tempfile
@@ -486,7 +487,8 @@ class SchedulerMachine(RuleBasedStateMachine):
                 return
             raise AssertionError(f"resuming a {t.state} task succeeded")
         self.run(lambda: self.scheduler.resume(t.id))
-        assert self.fresh(t.id).state in ("pending", "running")
+        # After settling, a due task may already have run (and an instant one finished).
+        assert self.fresh(t.id).state != "paused"
 
     @precondition(lambda self: bool(self.known))
     @rule(data=st.data(), priority=st.sampled_from(PRIORITIES))
@@ -823,6 +825,10 @@ SchedulerMachine.TestCase.settings = settings(
     stateful_step_count=50,
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow],
+    # CI must be deterministic: the same 150 sequences every run. Explore new ones locally
+    # with HYPOTHESIS_EXPLORE=1.
+    derandomize=not os.environ.get("HYPOTHESIS_EXPLORE"),
+    database=None,
 )
 TestSchedulerMachine = pytest.mark.timeout(600)(SchedulerMachine.TestCase)
 
