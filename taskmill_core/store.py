@@ -147,6 +147,25 @@ def _row_to_info(row: Sequence[Any]) -> TaskInfo:
     )
 
 
+def _match(
+    where: list[str],
+    args: list[Any],
+    task_type: str | None,
+    group: str | None,
+    tags: dict[str, str] | None,
+) -> None:
+    """Add the SQL conditions for the type, group and tag filters of list/cancelMany."""
+    if task_type is not None:
+        where.append("type=?")
+        args.append(task_type)
+    if group is not None:
+        where.append("grp=?")
+        args.append(group)
+    for k, v in (tags or {}).items():
+        where.append("json_extract(tags, ?) = ?")
+        args.extend([f'$."{k}"', v])
+
+
 @dataclass(slots=True)
 class Prepared:
     """A validated spec with everything derived that the store needs."""
@@ -608,15 +627,7 @@ class SqliteStore:
         if states:
             where.append(f"state IN ({','.join('?' * len(states))})")
             args.extend(states)
-        if task_type is not None:
-            where.append("type=?")
-            args.append(task_type)
-        if group is not None:
-            where.append("grp=?")
-            args.append(group)
-        for k, v in (tags or {}).items():
-            where.append("json_extract(tags, ?) = ?")
-            args.extend([f'$."{k}"', v])
+        _match(where, args, task_type, group, tags)
         if before_id is not None:
             where.append("id < ?")
             args.append(before_id)
@@ -653,15 +664,7 @@ class SqliteStore:
         """Active tasks matching every given filter."""
         where = [f"state IN {_ACTIVE_SQL}"]
         args: list[Any] = []
-        if task_type is not None:
-            where.append("type=?")
-            args.append(task_type)
-        if group is not None:
-            where.append("grp=?")
-            args.append(group)
-        for k, v in (tags or {}).items():
-            where.append("json_extract(tags, ?) = ?")
-            args.extend([f'$."{k}"', v])
+        _match(where, args, task_type, group, tags)
         rows = self._conn.execute(
             "SELECT id FROM tasks WHERE " + " AND ".join(where) + " ORDER BY id", args
         ).fetchall()
