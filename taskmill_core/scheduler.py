@@ -948,16 +948,10 @@ class Scheduler:
             io_actual=io,
             follow=follow,
         )
-        if state == "pending" and retry_at is None:
-            events.append(
-                TaskFailed(
-                    id=run.id, type=run.type, attempt=run.attempt, error=error,
-                    will_retry=True, state="pending", retry_at=now,
-                )
-            )  # fmt: skip
-            return
         if state != "pending":
             self._final(run.type, None)
+        elif retry_at is None:
+            retry_at = now  # a requeue outlived the failure: it runs again at once
         events.append(
             TaskFailed(
                 id=run.id,
