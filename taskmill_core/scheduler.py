@@ -710,7 +710,7 @@ class Scheduler:
             with self._store.transaction():
                 for ps in submits:
                     try:
-                        ps.results = self._store.submit(ps.prepared, ps.now)
+                        ps.results = self._store.submit(ps.prepared, ps.now, step.follow)
                     except Exception as exc:
                         ps.error = exc
                 for run, kind, value in finished:

@@ -223,6 +223,11 @@ class Follow:
     unblocked: list[int] = field(default_factory=list)
     failed_dependents: list[tuple[int, str]] = field(default_factory=list)
 
+    def merge(self, other: Follow) -> None:
+        self.completed_parents += other.completed_parents
+        self.unblocked += other.unblocked
+        self.failed_dependents += other.failed_dependents
+
 
 def prepare(spec: TaskSpec, now: int) -> Prepared:
     """Derive the stored form of a spec (already validated by msgspec)."""
@@ -391,16 +396,19 @@ class SqliteStore:
 
     # --- submit ------------------------------------------------------------------------
 
-    def submit(self, batch: Sequence[Prepared], now: int) -> list[Submitted]:
+    def submit(
+        self, batch: Sequence[Prepared], now: int, follow: Follow | None = None
+    ) -> list[Submitted]:
         """Insert or deduplicate every entry in one transaction; all or nothing."""
         out: list[Submitted] = []
         with self.transaction() as db:
             # A savepoint, so that inside a group commit one failing submit undoes only itself.
             db.execute("SAVEPOINT submit")
+            local = Follow()
             try:
                 for index, p in enumerate(batch):
                     try:
-                        out.append(self._submit_one(db, p, now))
+                        out.append(self._submit_one(db, p, now, local))
                     except (DuplicateRejected, InvalidParams) as exc:
                         if len(batch) > 1:
                             exc.data["index"] = index
@@ -412,9 +420,13 @@ class SqliteStore:
                 db.execute("RELEASE submit")
                 raise
             db.execute("RELEASE submit")
+        if follow is not None:
+            follow.merge(local)
         return out
 
-    def _submit_one(self, db: sqlite3.Connection, p: Prepared, now: int) -> Submitted:
+    def _submit_one(
+        self, db: sqlite3.Connection, p: Prepared, now: int, follow: Follow
+    ) -> Submitted:
         spec = p.spec
         replaced: tuple[int, str] | None = None
         if p.dedup_key is not None:
@@ -437,6 +449,7 @@ class SqliteStore:
                         (now, old_id),
                     )
                     replaced = (old_id, old_state)
+                    self._after_final(db, old_id, "superseded", now, follow)
                 elif old_state == "running":
                     prio = min(
                         old_priority, p.priority, 255 if old_requeue is None else old_requeue

@@ -804,3 +804,17 @@ async def test_shutdown_returns_running_work_to_pending(tmp_path: Path) -> None:
         assert s.recovered == 0  # a clean shutdown left nothing to recover
         await settle()
         assert (await s.get(r.id)).state == "running"  # resumed without any user action
+
+
+async def test_superseding_a_task_moves_its_dependents_and_parent(tmp_path: Path) -> None:
+    async with open_scheduler(tmp_path / "t.db") as (s, _, sub):
+        await s.pause_all()
+        old = await s.submit(TaskSpec(type="noop", dedup_key="k"))
+        dependent = await s.submit(TaskSpec(type="noop", depends_on=[old.id]))
+        new = await s.submit(TaskSpec(type="noop", dedup_key="k", on_duplicate="supersede"))
+        assert new.outcome == "superseded"
+        info = await s.get(dependent.id)
+        assert info.state == "failed" and info.error is not None
+        assert info.error.kind == "dependency"
+        failed = [e for e in drain(sub) if isinstance(e, TaskFailed)]
+        assert [(e.id, e.will_retry) for e in failed] == [(dependent.id, False)]
