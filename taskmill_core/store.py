@@ -91,7 +91,9 @@ MIGRATIONS: list[str] = [
         result BLOB,
         error BLOB,
         requeue INTEGER NOT NULL DEFAULT 0,
-        requeue_priority INTEGER
+        requeue_priority INTEGER,
+        has_children INTEGER NOT NULL DEFAULT 0,   -- lets completion skip the child lookup
+        has_dependents INTEGER NOT NULL DEFAULT 0  -- lets completion skip the deps lookup
     );
     -- At most one active task per (type, dedup key): racing submits cannot create two.
     CREATE UNIQUE INDEX tasks_dedup ON tasks(type, dedup_key)
@@ -401,9 +403,11 @@ class SqliteStore:
     ) -> list[Submitted]:
         """Insert or deduplicate every entry in one transaction; all or nothing."""
         out: list[Submitted] = []
+        nested = self._in_txn
         with self.transaction() as db:
-            # A savepoint, so that inside a group commit one failing submit undoes only itself.
-            db.execute("SAVEPOINT submit")
+            # Inside a group commit, a savepoint lets one failing submit undo only itself.
+            if nested:
+                db.execute("SAVEPOINT submit")
             local = Follow()
             try:
                 for index, p in enumerate(batch):
@@ -416,10 +420,12 @@ class SqliteStore:
                                 exc.path = exc.data["path"] = f"$.tasks[{index}]" + exc.path[1:]
                         raise
             except BaseException:
-                db.execute("ROLLBACK TO submit")
-                db.execute("RELEASE submit")
+                if nested:
+                    db.execute("ROLLBACK TO submit")
+                    db.execute("RELEASE submit")
                 raise
-            db.execute("RELEASE submit")
+            if nested:
+                db.execute("RELEASE submit")
         if follow is not None:
             follow.merge(local)
         return out
@@ -518,6 +524,12 @@ class SqliteStore:
                 "INSERT INTO task_deps(task_id, dep_id) VALUES(?, ?)",
                 [(new_id, d) for d in deps],
             )
+            db.execute(
+                f"UPDATE tasks SET has_dependents=1 WHERE id IN ({','.join('?' * len(deps))})",
+                deps,
+            )
+        if spec.parent_id is not None:
+            db.execute("UPDATE tasks SET has_children=1 WHERE id=?", (spec.parent_id,))
         info = TaskInfo(
             id=new_id,
             type=spec.type,
@@ -752,11 +764,22 @@ class SqliteStore:
     ) -> str:
         """A run succeeded. Returns the new state: completed, waiting, or pending (requeued)."""
         db = self._conn
+        io = _encode(io_actual) if io_actual is not None else None
+        # The common case in one statement: no requeue asked for, never had children.
+        row = db.execute(
+            "UPDATE tasks SET state='completed', finished_at=?, duration_ms=?, result=?, "
+            "io_actual=?, error=NULL, checkpoint=NULL "
+            "WHERE id=? AND requeue=0 AND has_children=0 RETURNING parent_id, has_dependents",
+            (now, duration_ms, _encode(result), io, task_id),
+        ).fetchone()
+        if row is not None:
+            if row[0] is not None or row[1]:
+                self._after_final(db, task_id, "completed", now, follow, (row[0], row[1]))
+            return "completed"
         requeue = self._take_requeue(db, task_id)
         if requeue is not None:
             self._back_to_pending(db, task_id, requeue, None)
             return "pending"
-        io = _encode(io_actual) if io_actual is not None else None
         children = db.execute(
             f"SELECT count(*) FROM tasks WHERE parent_id=? AND state IN {_ACTIVE_SQL}",
             (task_id,),
@@ -858,11 +881,24 @@ class SqliteStore:
         )
 
     def _after_final(
-        self, db: sqlite3.Connection, task_id: int, state: str, now: int, follow: Follow
+        self,
+        db: sqlite3.Connection,
+        task_id: int,
+        state: str,
+        now: int,
+        follow: Follow,
+        known: tuple[int | None, int] | None = None,
     ) -> None:
-        """Move the parent and the dependents of a task that just became final."""
-        row = db.execute("SELECT parent_id FROM tasks WHERE id=?", (task_id,)).fetchone()
-        parent_id = row[0] if row else None
+        """Move the parent and the dependents of a task that just became final.
+
+        ``known`` is (parent_id, has_dependents) when the caller already read them.
+        """
+        if known is None:
+            row = db.execute(
+                "SELECT parent_id, has_dependents FROM tasks WHERE id=?", (task_id,)
+            ).fetchone()
+            known = (row[0], row[1]) if row else (None, 0)
+        parent_id, has_dependents = known
         if parent_id is not None:
             prow = db.execute(
                 "SELECT state, type, attempt, result FROM tasks WHERE id=?", (parent_id,)
@@ -880,6 +916,8 @@ class SqliteStore:
                     result = _decode(prow[3]) if prow[3] is not None else None
                     follow.completed_parents.append((parent_id, prow[1], prow[2], result))
                     self._after_final(db, parent_id, "completed", now, follow)
+        if not has_dependents:
+            return
         dependents = db.execute(
             "SELECT d.task_id, t.type FROM task_deps d JOIN tasks t ON t.id = d.task_id "
             "WHERE d.dep_id=? AND t.state='blocked'",
