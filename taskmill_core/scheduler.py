@@ -498,7 +498,7 @@ class Scheduler:
         if type is None and group is None and not tags:
             raise InvalidParams("give at least one of type, group, tags", "$")
         count = 0
-        for task_id in self._store.find_ids(task_type=type, group=group, tags=tags):
+        for task_id in await self._store.find_ids(task_type=type, group=group, tags=tags):
             try:
                 await self.cancel(task_id)
                 count += 1

@@ -102,7 +102,6 @@ MIGRATIONS: list[str] = [
     CREATE INDEX tasks_ready ON tasks(priority, id) WHERE state = 'pending';
     CREATE INDEX tasks_delayed ON tasks(run_at) WHERE state = 'pending' AND run_at IS NOT NULL;
     CREATE INDEX tasks_expiry ON tasks(expires_at) WHERE expires_at IS NOT NULL;
-    CREATE INDEX tasks_state ON tasks(state, id);
     CREATE INDEX tasks_parent ON tasks(parent_id) WHERE parent_id IS NOT NULL;
     CREATE INDEX tasks_history ON tasks(type, finished_at) WHERE state = 'completed';
     CREATE INDEX tasks_finished ON tasks(finished_at) WHERE finished_at IS NOT NULL;
@@ -683,16 +682,16 @@ class SqliteStore:
             rows = await cur.fetchall()
         return [(str(r[0]), str(r[1]), r[2], r[3]) for r in rows]
 
-    def find_ids(
+    async def find_ids(
         self, *, task_type: str | None, group: str | None, tags: dict[str, str] | None
     ) -> list[int]:
-        """Active tasks matching every given filter."""
+        """Active tasks matching every given filter (a scan: read off the loop)."""
         where = [f"state IN {_ACTIVE_SQL}"]
         args: list[Any] = []
         _match(where, args, task_type, group, tags)
-        rows = self._conn.execute(
-            "SELECT id FROM tasks WHERE " + " AND ".join(where) + " ORDER BY id", args
-        ).fetchall()
+        sql = "SELECT id FROM tasks WHERE " + " AND ".join(where) + " ORDER BY id"
+        async with self._rd.execute(sql, args) as cur:
+            rows = await cur.fetchall()
         return [int(r[0]) for r in rows]
 
     # --- transitions -------------------------------------------------------------------

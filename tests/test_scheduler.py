@@ -818,3 +818,19 @@ async def test_superseding_a_task_moves_its_dependents_and_parent(tmp_path: Path
         assert info.error.kind == "dependency"
         failed = [e for e in drain(sub) if isinstance(e, TaskFailed)]
         assert [(e.id, e.will_retry) for e in failed] == [(dependent.id, False)]
+
+
+async def test_cancel_many_by_type_group_and_tags(tmp_path: Path) -> None:
+    async with open_scheduler(tmp_path / "t.db") as (s, _, _sub):
+        await s.pause_all()
+        a = await s.submit(TaskSpec(type="noop", group="g", tags={"album": "1"}))
+        b = await s.submit(TaskSpec(type="noop", group="g", tags={"album": "2"}))
+        c = await s.submit(TaskSpec(type="sleep", payload={"ms": 0}))
+        assert await s.cancel_many(tags={"album": "1"}) == 1
+        assert (await s.get(a.id)).state == "cancelled"
+        assert await s.cancel_many(group="g") == 1
+        assert (await s.get(b.id)).state == "cancelled"
+        assert await s.cancel_many(type="noop") == 0
+        assert (await s.get(c.id)).state == "pending"
+        with pytest.raises(InvalidParams):
+            await s.cancel_many()
