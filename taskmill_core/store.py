@@ -98,8 +98,9 @@ MIGRATIONS: list[str] = [
     -- At most one active task per (type, dedup key): racing submits cannot create two.
     CREATE UNIQUE INDEX tasks_dedup ON tasks(type, dedup_key)
         WHERE dedup_key IS NOT NULL AND state IN {_ACTIVE_SQL};
-    -- The queue is this index: dispatch walks it in (priority, id) order.
-    CREATE INDEX tasks_ready ON tasks(priority, id) WHERE state = 'pending';
+    -- The queue is this index: dispatch walks each runnable type in (priority, id) order,
+    -- so a backlog of a type nobody runs (yet) costs nothing.
+    CREATE INDEX tasks_ready ON tasks(type, priority, id) WHERE state = 'pending';
     CREATE INDEX tasks_delayed ON tasks(run_at) WHERE state = 'pending' AND run_at IS NOT NULL;
     CREATE INDEX tasks_expiry ON tasks(expires_at) WHERE expires_at IS NOT NULL;
     CREATE INDEX tasks_parent ON tasks(parent_id) WHERE parent_id IS NOT NULL;
@@ -264,7 +265,7 @@ class SqliteStore:
         self._db: sqlite3.Connection | None = None
         self._reader: aiosqlite.Connection | None = None
         self._in_txn = False
-        self._ready_sql: dict[tuple[int, int, int], str] = {}
+        self._ready_sql: dict[tuple[int, int], str] = {}
 
     # --- opening, migrations, closing ---------------------------------------------------
 
@@ -573,26 +574,31 @@ class SqliteStore:
         paused_types: Sequence[str],
         limit: int,
     ) -> list[Ready]:
-        """Due pending tasks in dispatch order, that some executor can run and no pause covers."""
-        if not types:
+        """Due pending tasks in dispatch order, that some executor can run and no pause covers.
+
+        One statement: per runnable type, the first ``limit`` rows of its slice of the ready
+        index, merged by SQLite in (priority, id) order.
+        """
+        runnable = [t for t in types if t not in paused_types]
+        if not runnable:
             return []
-        shape = (len(types), len(paused_groups), len(paused_types))
+        shape = (len(runnable), len(paused_groups))
         sql = self._ready_sql.get(shape)
         if sql is None:
-            sql = (
-                "SELECT id, type, priority, grp FROM tasks INDEXED BY tasks_ready "
-                "WHERE state='pending' AND (run_at IS NULL OR run_at <= ?) "
-                f"AND type IN ({','.join('?' * shape[0])})"
+            per_type = (
+                "SELECT * FROM (SELECT id, type, priority, grp FROM tasks INDEXED BY tasks_ready "
+                "WHERE state='pending' AND type=? AND (run_at IS NULL OR run_at <= ?)"
             )
             if shape[1]:
-                sql += f" AND (grp IS NULL OR grp NOT IN ({','.join('?' * shape[1])}))"
-            if shape[2]:
-                sql += f" AND type NOT IN ({','.join('?' * shape[2])})"
-            sql += " ORDER BY priority, id LIMIT ?"
+                per_type += f" AND (grp IS NULL OR grp NOT IN ({','.join('?' * shape[1])}))"
+            per_type += " ORDER BY priority, id LIMIT ?)"
+            sql = " UNION ALL ".join([per_type] * shape[0]) + " ORDER BY priority, id LIMIT ?"
             self._ready_sql[shape] = sql
-        rows = self._conn.execute(
-            sql, (now, *types, *paused_groups, *paused_types, limit)
-        ).fetchall()
+        args: list[Any] = []
+        for t in runnable:
+            args += [t, now, *paused_groups, limit]
+        args.append(limit)
+        rows = self._conn.execute(sql, args).fetchall()
         return [Ready(r[0], r[1], r[2], r[3]) for r in rows]
 
     def next_due(self, now: int) -> int | None:
