@@ -256,6 +256,61 @@ def prepare(spec: TaskSpec, now: int) -> Prepared:
     return Prepared(spec, payload_json, spec.priority_value, key, run_at, expires_at)
 
 
+_INSERT_TASK = (
+    "INSERT INTO tasks(type, state, priority, payload, dedup_key, grp, tags, label, "
+    "io_cost, max_retries, backoff, created_at, run_at, expires_at, timeout_ms, "
+    "parent_id) VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
+)
+
+
+def _insert_params(p: Prepared, state: str, now: int) -> tuple[Any, ...]:
+    spec = p.spec
+    return (
+        spec.type,
+        state,
+        p.priority,
+        p.payload_json,
+        p.dedup_key,
+        spec.group,
+        _encode(spec.tags) if spec.tags else None,
+        spec.label,
+        _encode(spec.io_cost) if spec.io_cost is not None else None,
+        spec.max_retries,
+        _encode(spec.backoff) if spec.backoff is not None else None,
+        now,
+        p.run_at,
+        p.expires_at,
+        spec.timeout_ms,
+        spec.parent_id,
+    )
+
+
+def _new_info(p: Prepared, task_id: int, state: str, now: int) -> TaskInfo:
+    spec = p.spec
+    return TaskInfo(
+        id=task_id,
+        type=spec.type,
+        state=state,  # type: ignore[arg-type]
+        priority=p.priority,
+        payload=spec.payload,
+        tags=spec.tags,
+        io_cost=spec.io_cost or IoBytes(),
+        attempt=0,
+        max_retries=spec.max_retries,
+        created_at=now,
+        dedup_key=p.dedup_key,
+        group=spec.group,
+        label=spec.label,
+        run_at=p.run_at,
+        parent_id=spec.parent_id,
+    )
+
+
+def _is_plain(p: Prepared) -> bool:
+    """No dedup key, parent or dependency: nothing to look up before inserting it."""
+    return p.dedup_key is None and p.spec.parent_id is None and not p.spec.depends_on
+
+
 class SqliteStore:
     """Tasks, dependencies and settings in one SQLite file."""
 
@@ -409,8 +464,13 @@ class SqliteStore:
             if nested:
                 db.execute("SAVEPOINT submit")
             local = Follow()
+            plain: list[Prepared] = []
             try:
                 for index, p in enumerate(batch):
+                    if _is_plain(p) and len(batch) > 1:
+                        plain.append(p)
+                        continue
+                    out.extend(self._insert_plain(db, plain, now))
                     try:
                         out.append(self._submit_one(db, p, now, local))
                     except (DuplicateRejected, InvalidParams) as exc:
@@ -419,6 +479,7 @@ class SqliteStore:
                             if isinstance(exc, InvalidParams):
                                 exc.path = exc.data["path"] = f"$.tasks[{index}]" + exc.path[1:]
                         raise
+                out.extend(self._insert_plain(db, plain, now))
             except BaseException:
                 if nested:
                     db.execute("ROLLBACK TO submit")
@@ -429,6 +490,31 @@ class SqliteStore:
         if follow is not None:
             follow.merge(local)
         return out
+
+    def _insert_plain(
+        self, db: sqlite3.Connection, plain: list[Prepared], now: int
+    ) -> list[Submitted]:
+        """Insert a run of plain entries with one ``executemany``; clears ``plain``.
+
+        Within our write transaction AUTOINCREMENT hands out consecutive ids after the
+        current sequence value, so the ids follow from it without a read per row.
+        """
+        if not plain:
+            return []
+        before = self._sequence(db)
+        db.executemany(_INSERT_TASK, [_insert_params(p, "pending", now) for p in plain])
+        if self._sequence(db) != before + len(plain):  # pragma: no cover - SQLite invariant
+            raise StorageError("task ids were not assigned consecutively")
+        out = [
+            Submitted(before + 1 + k, "inserted", _new_info(p, before + 1 + k, "pending", now))
+            for k, p in enumerate(plain)
+        ]
+        plain.clear()
+        return out
+
+    def _sequence(self, db: sqlite3.Connection) -> int:
+        row = db.execute("SELECT seq FROM sqlite_sequence WHERE name='tasks'").fetchone()
+        return int(row[0]) if row else 0
 
     def _submit_one(
         self, db: sqlite3.Connection, p: Prepared, now: int, follow: Follow
@@ -493,30 +579,7 @@ class SqliteStore:
                 )
             if dep_row[0] != "completed":
                 state = "blocked"
-        io_cost = _encode(spec.io_cost) if spec.io_cost is not None else None
-        cur = db.execute(
-            "INSERT INTO tasks(type, state, priority, payload, dedup_key, grp, tags, label, "
-            "io_cost, max_retries, backoff, created_at, run_at, expires_at, timeout_ms, "
-            "parent_id) VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-            (
-                spec.type,
-                state,
-                p.priority,
-                p.payload_json,
-                p.dedup_key,
-                spec.group,
-                _encode(spec.tags) if spec.tags else None,
-                spec.label,
-                io_cost,
-                spec.max_retries,
-                _encode(spec.backoff) if spec.backoff is not None else None,
-                now,
-                p.run_at,
-                p.expires_at,
-                spec.timeout_ms,
-                spec.parent_id,
-            ),
-        )
+        cur = db.execute(_INSERT_TASK, _insert_params(p, state, now))
         new_id = cur.lastrowid
         assert new_id is not None
         if deps:
@@ -530,23 +593,7 @@ class SqliteStore:
             )
         if spec.parent_id is not None:
             db.execute("UPDATE tasks SET has_children=1 WHERE id=?", (spec.parent_id,))
-        info = TaskInfo(
-            id=new_id,
-            type=spec.type,
-            state=state,  # type: ignore[arg-type]
-            priority=p.priority,
-            payload=spec.payload,
-            tags=spec.tags,
-            io_cost=spec.io_cost or IoBytes(),
-            attempt=0,
-            max_retries=spec.max_retries,
-            created_at=now,
-            dedup_key=p.dedup_key,
-            group=spec.group,
-            label=spec.label,
-            run_at=p.run_at,
-            parent_id=spec.parent_id,
-        )
+        info = _new_info(p, new_id, state, now)
         return Submitted(new_id, "superseded" if replaced else "inserted", info, replaced)
 
     # --- reads -------------------------------------------------------------------------
