@@ -77,6 +77,7 @@ log = structlog.get_logger("taskmill.scheduler")
 
 MAX_BATCH = 10_000
 INLINE_SUBMIT = 16  # submits up to this many tasks are written inline (see _commit)
+BATCH_CHUNK = 1000  # larger batches are written this many per loop turn (_commit_large)
 YIELD_AFTER_S = 0.002
 PRUNE_EVERY = 1000
 PRUNE_BATCH = 500
@@ -153,6 +154,7 @@ class _Run:
     stop_for: int | None = None
     stop_deadline: int | None = None
     abandoned: bool = False
+    unsaved_checkpoint: bool = False
 
     @property
     def timeout_at(self) -> int | None:
@@ -190,6 +192,8 @@ class Scheduler:
         self._finished: list[tuple[_Run, str, Any]] = []
         self._submits: list[_PendingSubmit] = []
         self._loop_turned = 0.0  # when the dispatcher last ran (see _commit)
+        self._batch_open = False  # a large batch's transaction spans several loop turns
+        self._batch_done = anyio.Event()
         self._inline_turn = -1.0
         self._inline_task = -1
         self._pauses = _Pauses()
@@ -293,6 +297,7 @@ class Scheduler:
 
     async def configure(self, **changes: Any) -> SchedulerConfig:
         """Change settings (snake_case or camelCase names); persisted, effective at once."""
+        await self._writes_allowed()
         current = msgspec.to_builtins(self.config)
         persisted = msgspec.json.decode(self._store.get_setting(_CONFIG_KEY) or b"{}")
         for name, value in changes.items():
@@ -342,6 +347,11 @@ class Scheduler:
 
     # --- submit ------------------------------------------------------------------------
 
+    async def _writes_allowed(self) -> None:
+        """Wait while a large batch holds the write transaction open (see _commit_large)."""
+        while self._batch_open:
+            await self._batch_done.wait()
+
     def _check_open(self) -> None:
         if self._closing:
             raise ShuttingDown("the scheduler is shutting down")
@@ -367,6 +377,8 @@ class Scheduler:
         now = self.clock.now_ms()
         prepared: list[Prepared] = []
         for i, spec in enumerate(specs):
+            if i and i % BATCH_CHUNK == 0:
+                await anyio.lowlevel.checkpoint()  # a large batch must not hold the loop
             try:
                 prepared.append(prepare(spec if validated else _check_spec(spec), now))
             except InvalidParams as exc:
@@ -397,7 +409,9 @@ class Scheduler:
         if self._inline_turn != self._loop_turned:
             self._inline_turn, self._inline_task = self._loop_turned, me
         alone = self._inline_task == me  # no other task submitted since the loop last turned
-        if len(prepared) <= INLINE_SUBMIT and alone and not self._submits:
+        if len(prepared) > BATCH_CHUNK:
+            return await self._commit_large(prepared, now)
+        if len(prepared) <= INLINE_SUBMIT and alone and not self._submits and not self._batch_open:
             follow = Follow()
             results = self._store.submit(prepared, now, follow)
             self._after_submit(prepared, results)
@@ -413,6 +427,36 @@ class Scheduler:
         if pending.error is not None:
             raise pending.error
         return pending.results
+
+    async def _commit_large(self, prepared: list[Prepared], now: int) -> list[Submitted]:
+        """One transaction for a large batch, written ``BATCH_CHUNK`` entries per loop turn.
+
+        While it is open nothing else may write through the connection: the dispatcher
+        skips its ticks, other writes wait in ``_writes_allowed``, single submits queue for
+        the next tick and executors' checkpoints are kept until then. Any failure (or the
+        caller's cancellation) rolls the whole batch back.
+        """
+        await self._writes_allowed()
+        self._batch_open = True
+        self._batch_done = anyio.Event()
+        follow = Follow()
+        results: list[Submitted] = []
+        try:
+            with self._store.transaction():
+                for start in range(0, len(prepared), BATCH_CHUNK):
+                    chunk = prepared[start : start + BATCH_CHUNK]
+                    results += self._store.submit(chunk, now, follow, index_base=start)
+                    await anyio.lowlevel.checkpoint()
+        finally:
+            self._batch_open = False
+            self._batch_done.set()
+            self._wake()
+        for start in range(0, len(prepared), BATCH_CHUNK):
+            end = start + BATCH_CHUNK
+            self._after_submit(prepared[start:end], results[start:end])
+            await anyio.lowlevel.checkpoint()
+        self._publish_follow(follow)
+        return results
 
     def _after_submit(self, prepared: Sequence[Prepared], results: Sequence[Submitted]) -> None:
         for p, res in zip(prepared, results, strict=True):
@@ -478,6 +522,7 @@ class Scheduler:
 
     async def cancel(self, task_id: int) -> None:
         """Cancel an active task (and its active children); a running executor is stopped."""
+        await self._writes_allowed()
         follow = Follow()
         _, cancelled = self._store.cancel(task_id, self.clock.now_ms(), follow)
         for cid, ctype in cancelled:
@@ -507,6 +552,7 @@ class Scheduler:
         return count
 
     async def set_priority(self, task_id: int, priority: int | str) -> TaskInfo:
+        await self._writes_allowed()
         value = _priority(priority)
         info = self._store.set_priority(task_id, value)
         run = self._running.get(task_id)
@@ -519,6 +565,7 @@ class Scheduler:
 
     async def pause(self, task_id: int) -> TaskInfo:
         """Pause one task: a pending one waits, a running one is interrupted (no retry used)."""
+        await self._writes_allowed()
         with self._store.transaction():
             state = self._store.state_of(task_id)
             if state == "pending":
@@ -539,6 +586,7 @@ class Scheduler:
         return info
 
     async def resume(self, task_id: int) -> TaskInfo:
+        await self._writes_allowed()
         info = self._store.resume(task_id)
         self._bus.publish(TaskUpdated(task=info))
         self._wake()
@@ -546,6 +594,7 @@ class Scheduler:
 
     async def retry(self, task_id: int) -> SubmitResult:
         """Run a failed or dead-lettered task again: same id, attempt 0."""
+        await self._writes_allowed()
         self._check_open()
         new_id, outcome, info = self._store.retry(task_id)
         if info is not None:
@@ -557,6 +606,7 @@ class Scheduler:
 
     async def pause_all(self, *, group: str | None = None, type: str | None = None) -> None:
         """Pause dispatching globally, or of one group or task type; persisted."""
+        await self._writes_allowed()
         if group is not None and type is not None:
             raise InvalidParams("pause one scope at a time: group or type", "$")
         if group is not None:
@@ -572,6 +622,7 @@ class Scheduler:
 
     async def resume_all(self, *, group: str | None = None, type: str | None = None) -> None:
         """Lift the pause of exactly that scope."""
+        await self._writes_allowed()
         if group is not None and type is not None:
             raise InvalidParams("resume one scope at a time: group or type", "$")
         if group is not None:
@@ -641,6 +692,7 @@ class Scheduler:
 
         Without arguments, the configured retention applies.
         """
+        await self._writes_allowed()
         if older_than_ms is None and keep is None:
             retention = self.config.retention
             older_than_ms, keep = retention.max_age_ms, retention.max_count
@@ -653,6 +705,7 @@ class Scheduler:
 
     async def _prune_some(self) -> None:
         """Amortized retention: one bounded batch every ``PRUNE_EVERY`` final tasks."""
+        await self._writes_allowed()
         r = self.config.retention
         try:
             ids = await self._store.prunable(
@@ -717,6 +770,8 @@ class Scheduler:
 
         Returns the time of the next timer, if any.
         """
+        if self._batch_open:
+            return None  # the batch wakes us when its transaction ends
         self._tick_no += 1
         now = self.clock.now_ms()
         for run in list(self._running.values()):
@@ -738,7 +793,13 @@ class Scheduler:
                         ps.results = self._store.submit(ps.prepared, ps.now, step.follow)
                     except Exception as exc:
                         ps.error = exc
+                for run in self._running.values():
+                    if run.unsaved_checkpoint:
+                        self._store.save_checkpoint(run.id, run.checkpoint)
+                        run.unsaved_checkpoint = False
                 for run, kind, value in finished:
+                    if run.unsaved_checkpoint:
+                        self._store.save_checkpoint(run.id, run.checkpoint)
                     self._settle(run, kind, value, now, step.follow, step.events)
                 self._expire_and_claim(now, step)
         except BaseException as exc:
@@ -1049,8 +1110,12 @@ class Scheduler:
 
     def _save_checkpoint(self, run: _Run, state: Any) -> None:
         if run.id in self._running and run.stop_reason not in ("cancelled", "superseded"):
-            self._store.save_checkpoint(run.id, state)
             run.checkpoint = state
+            if self._batch_open:
+                run.unsaved_checkpoint = True  # written by the next tick
+                self._wake()
+            else:
+                self._store.save_checkpoint(run.id, state)
 
     async def _progress_loop(self) -> None:
         """While tasks run: flush throttled reports and send estimates at ``progressHz``."""

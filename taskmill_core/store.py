@@ -454,9 +454,19 @@ class SqliteStore:
     # --- submit ------------------------------------------------------------------------
 
     def submit(
-        self, batch: Sequence[Prepared], now: int, follow: Follow | None = None
+        self,
+        batch: Sequence[Prepared],
+        now: int,
+        follow: Follow | None = None,
+        index_base: int | None = None,
     ) -> list[Submitted]:
-        """Insert or deduplicate every entry in one transaction; all or nothing."""
+        """Insert or deduplicate every entry in one transaction; all or nothing.
+
+        Errors name the entry (``data.index``, ``$.tasks[i]``) when the batch has more than
+        one entry, or always when ``index_base`` (the chunk's offset in a larger batch) is set.
+        """
+        numbered = index_base is not None or len(batch) > 1
+        base = index_base or 0
         out: list[Submitted] = []
         nested = self._in_txn
         with self.transaction() as db:
@@ -467,17 +477,18 @@ class SqliteStore:
             plain: list[Prepared] = []
             try:
                 for index, p in enumerate(batch):
-                    if _is_plain(p) and len(batch) > 1:
+                    if _is_plain(p) and numbered:
                         plain.append(p)
                         continue
                     out.extend(self._insert_plain(db, plain, now))
                     try:
                         out.append(self._submit_one(db, p, now, local))
                     except (DuplicateRejected, InvalidParams) as exc:
-                        if len(batch) > 1:
-                            exc.data["index"] = index
+                        if numbered:
+                            exc.data["index"] = base + index
                             if isinstance(exc, InvalidParams):
-                                exc.path = exc.data["path"] = f"$.tasks[{index}]" + exc.path[1:]
+                                path = f"$.tasks[{base + index}]" + exc.path[1:]
+                                exc.path = exc.data["path"] = path
                         raise
                 out.extend(self._insert_plain(db, plain, now))
             except BaseException:

@@ -167,6 +167,7 @@ async def test_requeue_survives_permanent_failure(tmp_path: Path) -> None:
 
 async def test_fifty_identical_submits_in_flight_give_one_task(tmp_path: Path) -> None:
     import anyio
+    import anyio.lowlevel
 
     async with open_scheduler(tmp_path / "t.db") as (s, _, _sub):
         await s.pause_all()
@@ -338,6 +339,7 @@ async def test_cancel_pending_and_running(tmp_path: Path) -> None:
 
 async def test_cancel_hard_deadline_frees_the_slot(tmp_path: Path) -> None:
     import anyio
+    import anyio.lowlevel
 
     cfg = SchedulerConfig(max_concurrency=1, cancel_grace_ms=2000)
     async with open_scheduler(tmp_path / "t.db", cfg) as (s, clock, _sub):
@@ -834,3 +836,37 @@ async def test_cancel_many_by_type_group_and_tags(tmp_path: Path) -> None:
         assert (await s.get(c.id)).state == "pending"
         with pytest.raises(InvalidParams):
             await s.cancel_many()
+
+
+async def test_large_batch_is_all_or_nothing_across_chunks(tmp_path: Path) -> None:
+    import anyio
+    import anyio.lowlevel
+
+    async with open_scheduler(tmp_path / "t.db") as (s, _, sub):
+        await s.pause_all()
+        held = await s.submit(TaskSpec(type="noop", dedup_key="x"))
+        drain(sub)
+        specs = [TaskSpec(type="noop", payload=i) for i in range(2500)]
+        specs[2100] = TaskSpec(type="noop", dedup_key="x", on_duplicate="reject")
+        with pytest.raises(DuplicateRejected) as dup:
+            await s.submit_batch(specs)
+        assert dup.value.data["index"] == 2100 and dup.value.existing_id == held.id
+        assert sum((await s.status()).counts.values()) == 1
+        assert names(drain(sub)) == []
+
+        # a write issued while a large batch is being written waits for it, then applies
+        specs[2100] = TaskSpec(type="noop", dedup_key="x")  # a plain duplicate now
+        results = []
+        async with anyio.create_task_group() as tg:
+
+            async def batch() -> None:
+                results.extend(await s.submit_batch(specs))
+
+            tg.start_soon(batch)
+            while not s._batch_open:  # wait until the batch's transaction is open
+                await anyio.lowlevel.checkpoint()
+            await s.cancel(held.id)  # waits until the batch's transaction has committed
+        assert results[2100].id == held.id and results[2100].outcome == "duplicate"
+        assert (await s.get(held.id)).state == "cancelled"
+        assert len({r.id for r in results}) == 2500
+        assert [e.EVENT for e in drain(sub)].count("task.submitted") == 2499
