@@ -24,6 +24,7 @@ from typing import Any
 
 import anyio
 import anyio.lowlevel
+import anyio.to_thread
 import msgspec
 import structlog
 
@@ -77,7 +78,7 @@ log = structlog.get_logger("taskmill.scheduler")
 
 MAX_BATCH = 10_000
 INLINE_SUBMIT = 16  # submits up to this many tasks are written inline (see _commit)
-BATCH_CHUNK = 1000  # larger batches are written this many per loop turn (_commit_large)
+BATCH_CHUNK = 250  # larger batches are written this many per loop turn (_commit_large)
 YIELD_AFTER_S = 0.002
 PRUNE_EVERY = 1000
 PRUNE_BATCH = 500
@@ -226,13 +227,9 @@ class Scheduler:
         """Open the database, recover interrupted work and start dispatching."""
         await self._store.open()
         try:
-            self._load_settings()
-            if self._load_entry_points:
-                self._registry.load_entry_points()
-            self.recovered = self._store.recover()
-            if self.recovered:
-                log.info("recovered interrupted tasks", count=self.recovered)
-            self._next_expiry = self._store.next_expiry()
+            # Nothing else uses the connection yet: recovery (a scan of a large file) and
+            # plugin discovery run in a worker thread instead of stalling the loop.
+            await anyio.to_thread.run_sync(self._prepare)
         except BaseException:
             await self._store.close()
             raise
@@ -243,6 +240,15 @@ class Scheduler:
         self._tg.start_soon(self._maintenance_loop)
         self._pruning = True
         self._tg.start_soon(self._prune_some)
+
+    def _prepare(self) -> None:
+        self._load_settings()
+        if self._load_entry_points:
+            self._registry.load_entry_points()
+        self.recovered = self._store.recover()
+        if self.recovered:
+            log.info("recovered interrupted tasks", count=self.recovered)
+        self._next_expiry = self._store.next_expiry()
 
     async def close(self, grace_ms: int | None = None) -> None:
         """Stop dispatching, let running tasks finish for ``grace_ms``, interrupt the rest."""

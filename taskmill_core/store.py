@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import aiosqlite
+import anyio.to_thread
 import msgspec
 
 from taskmill_core.errors import (
@@ -349,22 +350,27 @@ class SqliteStore:
             raise NotATaskmillDatabase(f"{self.path} is an SQLite database of another program")
 
     async def open(self) -> None:
-        self._check_existing()
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        """Open (or create and migrate) the file; the slow parts run in a worker thread."""
         try:
-            db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-            db.execute("PRAGMA journal_mode=WAL")
-            db.execute(f"PRAGMA synchronous={'FULL' if self.durability == 'full' else 'NORMAL'}")
-            db.execute("PRAGMA busy_timeout=5000")
-            # Checkpoints run off the loop (see checkpoint()); none inside a commit.
-            db.execute("PRAGMA wal_autocheckpoint=0")
-            self._db = db
-            self._migrate()
+            await anyio.to_thread.run_sync(self._open_writer)
             self._reader = await aiosqlite.connect(self.path, isolation_level=None)
             await self._reader.execute("PRAGMA busy_timeout=5000")
         except sqlite3.DatabaseError as exc:
             await self.close()
             raise NotATaskmillDatabase(f"{self.path} cannot be opened: {exc}") from None
+
+    def _open_writer(self) -> None:
+        self._check_existing()
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        # check_same_thread=False: opened here in a worker thread, used on the event loop.
+        db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        self._db = db
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute(f"PRAGMA synchronous={'FULL' if self.durability == 'full' else 'NORMAL'}")
+        db.execute("PRAGMA busy_timeout=5000")
+        # Checkpoints run off the loop (see checkpoint()); none inside a commit.
+        db.execute("PRAGMA wal_autocheckpoint=0")
+        self._migrate()
 
     def _migrate(self) -> None:
         db = self._conn
