@@ -3,7 +3,11 @@
 They are the single source of truth for the wire protocol (field names are camelCase on the
 wire, snake_case in Python), the generated JSON Schemas and the TypeScript types. Constraints
 declared here with ``Meta`` are enforced whenever a value is decoded or converted; the core
-runs ``TaskSpec`` through :func:`validate_spec` so that the Python API enforces the same rules.
+re-validates a ``TaskSpec`` built in Python so that the Python API enforces the same rules.
+
+Every Struct here is declared ``gc=False``: their instances hold only JSON-like data and never
+take part in reference cycles, and untracking them keeps the cyclic garbage collector's full
+passes (which stall the event loop) short even with many thousands of tasks in flight.
 """
 
 from __future__ import annotations
@@ -94,7 +98,7 @@ Label = Annotated[str, Meta(max_length=1024)]
 Tags = Annotated[dict[ShortText, Annotated[str, Meta(max_length=1024)]], Meta(max_length=32)]
 
 
-class IoBytes(Struct, rename="camel", forbid_unknown_fields=True):
+class IoBytes(Struct, rename="camel", gc=False, forbid_unknown_fields=True):
     """Bytes of IO per resource: declared (``ioCost``) or measured (``ioActual``)."""
 
     disk_read: NonNegInt = 0
@@ -106,7 +110,7 @@ class IoBytes(Struct, rename="camel", forbid_unknown_fields=True):
         return self.disk_read + self.disk_write + self.net_rx + self.net_tx
 
 
-class Backoff(Struct, rename="camel", forbid_unknown_fields=True, omit_defaults=True):
+class Backoff(Struct, rename="camel", gc=False, forbid_unknown_fields=True, omit_defaults=True):
     """Delay before retry ``n`` (1-based): constant, linear, exponential or with jitter."""
 
     kind: Literal["constant", "linear", "exponential", "exponentialJitter"] = "exponentialJitter"
@@ -115,7 +119,7 @@ class Backoff(Struct, rename="camel", forbid_unknown_fields=True, omit_defaults=
     multiplier: Annotated[float, Meta(ge=1.0, le=100.0)] = 2.0
 
 
-class TaskSpec(Struct, rename="camel", forbid_unknown_fields=True, omit_defaults=True):
+class TaskSpec(Struct, rename="camel", gc=False, forbid_unknown_fields=True, omit_defaults=True):
     """What a client submits (``SubmitParams`` on the wire)."""
 
     type: TaskType
@@ -142,7 +146,7 @@ class TaskSpec(Struct, rename="camel", forbid_unknown_fields=True, omit_defaults
         return PRIORITY_NAMES[p] if isinstance(p, str) else p
 
 
-class Progress(Struct, rename="camel", omit_defaults=True):
+class Progress(Struct, rename="camel", gc=False, omit_defaults=True):
     fraction: float
     estimated: bool
     bytes_done: int | None = None
@@ -152,13 +156,13 @@ class Progress(Struct, rename="camel", omit_defaults=True):
     message: str | None = None
 
 
-class ErrorInfo(Struct, rename="camel"):
+class ErrorInfo(Struct, rename="camel", gc=False):
     message: str
     kind: str
     retryable: bool
 
 
-class TaskInfo(Struct, rename="camel", omit_defaults=True):
+class TaskInfo(Struct, rename="camel", gc=False, omit_defaults=True):
     """A task as stored, plus live progress while it runs."""
 
     id: int
@@ -185,7 +189,7 @@ class TaskInfo(Struct, rename="camel", omit_defaults=True):
     error: ErrorInfo | None = None
 
 
-class SubmitResult(Struct, rename="camel", omit_defaults=True):
+class SubmitResult(Struct, rename="camel", gc=False, omit_defaults=True):
     """What ``submit`` returns; ``task`` is omitted in batch results."""
 
     id: int
@@ -193,14 +197,14 @@ class SubmitResult(Struct, rename="camel", omit_defaults=True):
     task: TaskInfo | None = None
 
 
-class Retention(Struct, rename="camel", forbid_unknown_fields=True, omit_defaults=True):
+class Retention(Struct, rename="camel", gc=False, forbid_unknown_fields=True, omit_defaults=True):
     """History pruning: keep at most ``max_count`` final tasks, none older than ``max_age_ms``."""
 
     max_count: NonNegInt | None = 100_000
     max_age_ms: NonNegInt | None = 30 * 24 * 3600 * 1000
 
 
-class IoConfig(Struct, rename="camel", forbid_unknown_fields=True, omit_defaults=True):
+class IoConfig(Struct, rename="camel", gc=False, forbid_unknown_fields=True, omit_defaults=True):
     disk_read_bps: PositiveInt | None = None
     disk_write_bps: PositiveInt | None = None
     net_bps: PositiveInt | None = None
@@ -208,7 +212,7 @@ class IoConfig(Struct, rename="camel", forbid_unknown_fields=True, omit_defaults
     saturation: Annotated[float, Meta(gt=0.0, le=1.0)] = 0.8
 
 
-class IoStatus(Struct, rename="camel"):
+class IoStatus(Struct, rename="camel", gc=False):
     disk_read_bps: float = 0.0
     disk_write_bps: float = 0.0
     net_rx_bps: float = 0.0
@@ -219,7 +223,7 @@ class IoStatus(Struct, rename="camel"):
     deferred: int = 0
 
 
-class SchedulerConfig(Struct, rename="camel", forbid_unknown_fields=True):
+class SchedulerConfig(Struct, rename="camel", gc=False, forbid_unknown_fields=True):
     """Scheduler settings. Values set later with ``configure`` are persisted and win on reopen."""
 
     max_concurrency: Annotated[int, Meta(ge=1, le=1024)] = 4
@@ -236,7 +240,7 @@ class SchedulerConfig(Struct, rename="camel", forbid_unknown_fields=True):
 # --- events -------------------------------------------------------------------------------
 
 
-class _Event(Struct, rename="camel", omit_defaults=True):
+class _Event(Struct, rename="camel", gc=False, omit_defaults=True):
     EVENT: ClassVar[str] = ""
     LIFECYCLE: ClassVar[bool] = True
 
@@ -350,7 +354,7 @@ Event = (
 )
 
 
-class SchedulerStatus(Struct, rename="camel"):
+class SchedulerStatus(Struct, rename="camel", gc=False):
     """``scheduler.status``: pauses in force, counts per state, running tasks, IO."""
 
     paused: bool
@@ -363,7 +367,7 @@ class SchedulerStatus(Struct, rename="camel"):
     executors: list[str]
 
 
-class TypeStats(Struct, rename="camel"):
+class TypeStats(Struct, rename="camel", gc=False):
     completed: int
     failed: int
     avg_duration_ms: float | None
@@ -371,11 +375,11 @@ class TypeStats(Struct, rename="camel"):
     avg_io: IoBytes
 
 
-class HistoryStats(Struct, rename="camel"):
+class HistoryStats(Struct, rename="camel", gc=False):
     by_type: dict[str, TypeStats]
 
 
-class TaskPage(Struct, rename="camel", omit_defaults=True):
+class TaskPage(Struct, rename="camel", gc=False, omit_defaults=True):
     """``task.list``: newest first; pass ``next_cursor`` back as ``cursor`` for the next page."""
 
     tasks: list[TaskInfo]
