@@ -16,6 +16,7 @@ from __future__ import annotations
 import math
 import random
 import time
+from collections import deque
 from collections.abc import AsyncIterator, Sequence
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
@@ -192,6 +193,8 @@ class Scheduler:
         self._running: dict[int, _Run] = {}
         self._finished: list[tuple[_Run, str, Any]] = []
         self._submits: list[_PendingSubmit] = []
+        self._run_queue: deque[tuple[_Run, ExecutorFn]] = deque()
+        self._idle_workers: deque[anyio.Event] = deque()
         self._loop_turned = 0.0  # when the dispatcher last ran (see _commit)
         self._batch_open = False  # a large batch's transaction spans several loop turns
         self._batch_done = anyio.Event()
@@ -925,7 +928,29 @@ class Scheduler:
             self._finished.append((run, "stopped", None))
             run.stop_reason = "shutdown"
             return
-        self._tg.start_soon(self._execute, run, reg.fn)
+        self._queue_run(run, reg.fn)
+
+    def _queue_run(self, run: _Run, fn: ExecutorFn) -> None:
+        """Hand a run to an idle worker, starting one when none is idle.
+
+        Long-lived workers are much cheaper than a new task per run; their number only grows
+        to the peak of concurrent runs (plus executors that ignored cancellation).
+        """
+        self._run_queue.append((run, fn))
+        if self._idle_workers:
+            self._idle_workers.popleft().set()
+        else:
+            assert self._tg is not None
+            self._tg.start_soon(self._worker)
+
+    async def _worker(self) -> None:
+        while True:
+            while self._run_queue:
+                run, fn = self._run_queue.popleft()
+                await self._execute(run, fn)
+            wakeup = anyio.Event()
+            self._idle_workers.append(wakeup)
+            await wakeup.wait()
 
     async def _execute(self, run: _Run, fn: ExecutorFn) -> None:
         ctx = TaskContext(self, run)
