@@ -13,6 +13,7 @@ any hand-off, and the caller learns the outcome from the database itself.
 
 from __future__ import annotations
 
+import asyncio
 import math
 import random
 import time
@@ -195,6 +196,7 @@ class Scheduler:
         self._submits: list[_PendingSubmit] = []
         self._run_queue: deque[tuple[_Run, ExecutorFn]] = deque()
         self._idle_workers: deque[anyio.Event] = deque()
+        self._on_asyncio = True
         self._loop_turned = 0.0  # when the dispatcher last ran (see _commit)
         self._batch_open = False  # a large batch's transaction spans several loop turns
         self._batch_done = anyio.Event()
@@ -228,6 +230,10 @@ class Scheduler:
 
     async def open(self) -> None:
         """Open the database, recover interrupted work and start dispatching."""
+        try:
+            self._on_asyncio = asyncio.current_task() is not None
+        except RuntimeError:  # not an asyncio loop (trio)
+            self._on_asyncio = False
         await self._store.open()
         try:
             # Nothing else uses the connection yet: recovery (a scan of a large file) and
@@ -243,6 +249,12 @@ class Scheduler:
         self._tg.start_soon(self._maintenance_loop)
         self._pruning = True
         self._tg.start_soon(self._prune_some)
+
+    def _task_id(self) -> int:
+        """Identity of the running task (cheap on asyncio, the sidecar's loop)."""
+        if self._on_asyncio:
+            return id(asyncio.current_task())
+        return anyio.get_current_task().id
 
     def _prepare(self) -> None:
         self._load_settings()
@@ -414,7 +426,7 @@ class Scheduler:
         The wait is shielded: once queued, a submit is either committed or fails as a whole,
         whatever happens to the caller.
         """
-        me = anyio.get_current_task().id
+        me = self._task_id()
         if self._inline_turn != self._loop_turned:
             self._inline_turn, self._inline_task = self._loop_turned, me
         alone = self._inline_task == me  # no other task submitted since the loop last turned
