@@ -56,6 +56,12 @@ class TaskContext:
         """True once this run has been asked to stop (cancel, preempt, pause, shutdown...)."""
         return self._run.stop_reason is not None
 
+    @property
+    def stop_reason(self) -> str | None:
+        """Why this run is being stopped: cancelled, superseded, preempted, paused, shutdown,
+        timeout; None while it may run on."""
+        return self._run.stop_reason
+
     def _call(self, fn: Callable[[], T]) -> T:
         if threading.get_ident() == self._thread:
             return fn()

@@ -12,6 +12,7 @@ from typing import Any
 __all__ = [
     "DuplicateRejected",
     "ExecutorError",
+    "Forbidden",
     "InvalidParams",
     "InvalidState",
     "NotATaskmillDatabase",
@@ -72,6 +73,12 @@ class ShuttingDown(TaskmillError):
 
 class StorageError(TaskmillError):
     kind = "storage"
+
+
+class Forbidden(TaskmillError):
+    """A request refused by configuration (e.g. registering a built-in executor type)."""
+
+    kind = "forbidden"
 
 
 class NotATaskmillDatabase(TaskmillError):
