@@ -344,9 +344,20 @@ class Scheduler:
 
     # --- executors ---------------------------------------------------------------------
 
-    def register(self, task_type: str, fn: ExecutorFn, *, concurrency: int | None = None) -> None:
-        """Run tasks of ``task_type`` with ``fn``; pending tasks of that type become runnable."""
-        self._registry.add(Registration(task_type, fn, concurrency))
+    def register(
+        self,
+        task_type: str,
+        fn: ExecutorFn,
+        *,
+        concurrency: int | None = None,
+        builtin: bool = False,
+    ) -> None:
+        """Run tasks of ``task_type`` with ``fn``; pending tasks of that type become runnable.
+
+        ``builtin`` marks an executor the host application provides itself (the sidecar's
+        file and network executors): clients cannot register over it.
+        """
+        self._registry.add(Registration(task_type, fn, concurrency, builtin))
         self._wake()
 
     def unregister(self, task_type: str) -> None:
