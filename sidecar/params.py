@@ -1,0 +1,248 @@
+"""The wire types of the sidecar's methods that the core does not already define.
+
+Params and results of every method in PROTOCOL.md, as msgspec Structs with camelCase names.
+Together with :mod:`taskmill_core.types` they are the source of ``schemas/openrpc.json``.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+import msgspec
+from msgspec import Meta, Struct
+
+from taskmill_core.types import (
+    IoConfig,
+    PriorityName,
+    PriorityValue,
+    Retention,
+    ShortText,
+    State,
+    TaskId,
+    TaskInfo,
+    TaskSpec,
+    TaskType,
+)
+
+__all__ = [
+    "CancelManyParams",
+    "CancelManyResult",
+    "CancelResult",
+    "ClientInfo",
+    "ConfigureParams",
+    "Empty",
+    "ExecuteParams",
+    "ExecuteResult",
+    "ExecutorCancelParams",
+    "ExecutorCheckpointParams",
+    "ExecutorProgressParams",
+    "ExitingParams",
+    "HistoryStatsParams",
+    "InitializeParams",
+    "InitializeResult",
+    "ListParams",
+    "PingResult",
+    "PruneParams",
+    "PruneResult",
+    "ReadyParams",
+    "Recovered",
+    "RegisterParams",
+    "RetryResult",
+    "ScopeParams",
+    "ServerInfo",
+    "SetPriorityParams",
+    "ShutdownParams",
+    "SubmitBatchParams",
+    "SubmitBatchResult",
+    "TaskIdParams",
+    "UnregisterParams",
+]
+
+PROTOCOL_VERSION = 1
+
+_Strict: dict[str, Any] = {"rename": "camel", "forbid_unknown_fields": True, "gc": False}
+_Out: dict[str, Any] = {"rename": "camel", "omit_defaults": True, "gc": False}
+
+
+class Empty(Struct, **_Strict):
+    """No parameters (any given field is an error), or an empty result ``{}``."""
+
+
+class ClientInfo(Struct, **_Strict):
+    name: str
+    version: str | None = None
+
+
+class ServerInfo(Struct, **_Out):
+    name: str
+    version: str
+
+
+class InitializeParams(Struct, **_Strict):
+    client: ClientInfo | None = None
+
+
+class Capabilities(Struct, **_Out):
+    host_executors: bool = True
+    batch_max: int = 10_000
+    max_message_bytes: int = 4 * 1024 * 1024
+    events: list[str] = msgspec.field(default_factory=list)
+
+
+class InitializeResult(Struct, **_Out):
+    server_info: ServerInfo
+    protocol_version: int
+    executors: list[str]
+    capabilities: Capabilities
+
+
+class Recovered(Struct, **_Out):
+    requeued: int
+
+
+class ReadyParams(Struct, **_Out):
+    """``sidecar.ready``."""
+
+    server_info: ServerInfo
+    protocol_version: int
+    pid: int
+    db: str
+    recovered: Recovered
+    executors: list[str]
+
+
+class ExitingParams(Struct, **_Out):
+    """``sidecar.exiting``."""
+
+    reason: Literal["shutdown", "stdinClosed", "signal", "parentExited", "fatal"]
+
+
+class PingResult(Struct, **_Out):
+    now: int
+
+
+class ShutdownParams(Struct, **_Strict):
+    grace_ms: Annotated[int, Meta(ge=0, le=600_000)] = 5000
+
+
+class SubmitBatchParams(Struct, **_Strict):
+    tasks: Annotated[list[TaskSpec], Meta(max_length=10_000)]
+
+
+class BatchEntry(Struct, **_Out):
+    id: int
+    outcome: str
+
+
+class SubmitBatchResult(Struct, **_Out):
+    results: list[BatchEntry]
+
+
+class TaskIdParams(Struct, **_Strict):
+    id: TaskId
+
+
+class ListParams(Struct, **_Strict):
+    state: State | list[State] | None = None
+    type: str | None = None
+    group: str | None = None
+    tags: dict[str, str] | None = None
+    limit: Annotated[int, Meta(ge=1, le=1000)] = 100
+    cursor: str | None = None
+
+
+class CancelResult(Struct, rename="camel", gc=False):
+    id: int
+    state: Literal["cancelled"]
+
+
+class CancelManyParams(Struct, **_Strict):
+    type: str | None = None
+    group: str | None = None
+    tags: dict[str, str] | None = None
+
+
+class CancelManyResult(Struct, **_Out):
+    cancelled: int
+
+
+class SetPriorityParams(Struct, **_Strict):
+    id: TaskId
+    priority: PriorityValue | PriorityName
+
+
+class RetryResult(Struct, **_Out):
+    id: int
+    outcome: str
+
+
+class ScopeParams(Struct, **_Strict):
+    """A pause scope: a group, a task type, or neither (the global pause)."""
+
+    group: ShortText | None = None
+    type: TaskType | None = None
+
+
+class ConfigureParams(Struct, **_Strict):
+    max_concurrency: Annotated[int, Meta(ge=1, le=1024)] | None = None
+    group_limits: dict[ShortText, Annotated[int, Meta(ge=1)]] | None = None
+    io: IoConfig | None = None
+    progress_hz: Annotated[float, Meta(gt=0.0, le=100.0)] | None = None
+    retention: Retention | None = None
+    preempt_priority: PriorityValue | None = None
+    min_run_ms: Annotated[int, Meta(ge=0)] | None = None
+
+
+class HistoryStatsParams(Struct, **_Strict):
+    type: str | None = None
+
+
+class PruneParams(Struct, **_Strict):
+    older_than_ms: Annotated[int, Meta(ge=0)] | None = None
+    keep: Annotated[int, Meta(ge=0)] | None = None
+
+
+class PruneResult(Struct, **_Out):
+    removed: int
+
+
+class RegisterParams(Struct, **_Strict):
+    type: TaskType
+    concurrency: Annotated[int, Meta(ge=1, le=1024)] | None = None
+
+
+class UnregisterParams(Struct, **_Strict):
+    type: TaskType
+
+
+class ExecuteParams(Struct, **_Out):
+    """``task.execute`` (sidecar → client request)."""
+
+    task: TaskInfo
+    checkpoint: Any = None
+
+
+class ExecuteResult(Struct, rename="camel", gc=False):
+    """What a host answers to ``task.execute``."""
+
+    result: Any = None
+
+
+class ExecutorProgressParams(Struct, **_Strict):
+    id: TaskId
+    fraction: Annotated[float, Meta(ge=0.0, le=1.0)] | None = None
+    bytes_done: Annotated[int, Meta(ge=0)] | None = None
+    bytes_total: Annotated[int, Meta(ge=0)] | None = None
+    message: Annotated[str, Meta(max_length=1024)] | None = None
+
+
+class ExecutorCheckpointParams(Struct, **_Strict):
+    id: TaskId
+    state: Any
+
+
+class ExecutorCancelParams(Struct, **_Out):
+    """``executor.cancel`` (sidecar → client notification)."""
+
+    id: int
+    reason: Literal["cancelled", "preempted", "paused", "shutdown", "timeout"]

@@ -1,0 +1,244 @@
+"""The sidecar's lifecycle: open, announce ``sidecar.ready``, serve, shut down gracefully.
+
+One task group holds everything: the stdout writer, the stdin reader feeding the JSON-RPC
+protocol, the event forwarder (scheduler events → notifications), and the watchers that turn
+stdin EOF, SIGTERM/SIGINT, a ``shutdown`` request or the death of ``--parent-pid`` into the
+same graceful shutdown: stop taking requests (``-32005``), let running tasks finish for
+``graceMs``, interrupt the rest back to ``pending``, deliver every queued event, send
+``sidecar.exiting`` and flush.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import signal
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import BinaryIO
+
+import anyio
+import anyio.abc
+import psutil
+import structlog
+
+from sidecar.framing import LineReader, LineWriter
+from sidecar.hostexec import HostExecutors
+from sidecar.jsonrpc import JsonRpcProtocol
+from sidecar.lock import AlreadyLocked, DatabaseLock
+from sidecar.methods import Methods
+from sidecar.params import PROTOCOL_VERSION, ExitingParams, ReadyParams, Recovered, ServerInfo
+from sidecar.schemas import openrpc_document
+from taskmill_core import Scheduler, SchedulerConfig, __version__
+from taskmill_core.errors import NotATaskmillDatabase
+from taskmill_core.events import Subscription
+
+__all__ = ["ExitCode", "Options", "Sidecar"]
+
+log = structlog.get_logger("taskmill.sidecar")
+
+
+class ExitCode(Exception):
+    """Leave with this exit code after writing ``message`` (one sentence) to stderr."""
+
+    def __init__(self, code: int, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+@dataclass
+class Options:
+    db: Path
+    allow_paths: list[str] = field(default_factory=list)
+    allow_programs: list[str] = field(default_factory=list)
+    plugins: list[str] = field(default_factory=list)
+    parent_pid: int | None = None
+    max_concurrency: int | None = None
+    durability: str = "normal"
+    max_message_bytes: int = 4 * 1024 * 1024
+    parent_poll_s: float = 0.5
+
+
+class Sidecar:
+    """One sidecar process's worth of state."""
+
+    def __init__(self, options: Options, stdin: BinaryIO, stdout: BinaryIO) -> None:
+        self.options = options
+        self._stdin = stdin
+        self._stdout = stdout
+        self._stop = anyio.Event()
+        self._reason = "shutdown"
+        self._grace_ms = 5000
+
+    def request_stop(self, reason: str, grace_ms: int | None = None) -> None:
+        if self._stop.is_set():
+            return
+        self._reason = reason
+        if grace_ms is not None:
+            self._grace_ms = grace_ms
+        log.info("shutting down", reason=reason, grace_ms=self._grace_ms)
+        self._stop.set()
+
+    async def run(self) -> int:
+        """Serve until shutdown; returns the exit code (raises :class:`ExitCode` early)."""
+        opts = self.options
+        lock = DatabaseLock(opts.db)
+        try:
+            lock.acquire()
+        except AlreadyLocked:
+            raise ExitCode(
+                3, f"Another taskmill sidecar is already using the database {opts.db}."
+            ) from None
+        try:
+            return await self._run_locked()
+        finally:
+            lock.release()
+
+    async def _run_locked(self) -> int:
+        opts = self.options
+        config = SchedulerConfig(durability=opts.durability)  # type: ignore[arg-type]
+        sched = Scheduler(opts.db, config)
+        for module in opts.plugins:
+            try:
+                sched.load_plugin(module)
+            except Exception as exc:
+                raise ExitCode(2, f"Cannot load the plugin module {module!r}: {exc}.") from None
+        writer = LineWriter(self._stdout)
+        proto = JsonRpcProtocol(writer, ready=False)
+        failure: ExitCode | None = None
+        code = 1
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(writer.run)
+            try:
+                await sched.open()
+            except NotATaskmillDatabase as exc:
+                failure = ExitCode(4, f"{exc.message}; the file was left untouched.")
+            else:
+                try:
+                    code = await self._serve(sched, proto, writer, tg)
+                finally:
+                    # (Not shielded: the scheduler's task group must close in this scope.)
+                    if not sched.closing:
+                        await sched.close(0)
+            tg.cancel_scope.cancel()
+        if failure is not None:
+            raise failure
+        return code
+
+    async def _serve(
+        self,
+        sched: Scheduler,
+        proto: JsonRpcProtocol,
+        writer: LineWriter,
+        tg: anyio.abc.TaskGroup,
+    ) -> int:
+        opts = self.options
+        if opts.max_concurrency is not None:
+            await sched.configure(max_concurrency=opts.max_concurrency)
+        _register_builtins(sched, opts)
+        hosts = HostExecutors(sched, proto, tg)
+        info = ServerInfo(name="taskmill-sidecar", version=__version__)
+        methods = Methods(
+            sched,
+            hosts,
+            server_info=info,
+            max_message_bytes=opts.max_message_bytes,
+            request_shutdown=lambda grace: self.request_stop("shutdown", grace),
+            now_ms=sched.clock.now_ms,
+        )
+        methods.discover_document = openrpc_document()
+        methods.register_all(proto)
+
+        sub = sched.subscribe()
+        forwarded = anyio.Event()
+        tg.start_soon(self._forward_events, sub, proto, forwarded)
+        tg.start_soon(self._read_stdin, proto)
+        tg.start_soon(self._watch_signals)
+        if opts.parent_pid is not None:
+            tg.start_soon(self._watch_parent, opts.parent_pid)
+
+        await proto.notify(
+            "sidecar.ready",
+            ReadyParams(
+                server_info=info,
+                protocol_version=PROTOCOL_VERSION,
+                pid=os.getpid(),
+                db=str(opts.db),
+                recovered=Recovered(requeued=sched.recovered),
+                executors=sched.executor_types(),
+            ),
+        )
+        proto.set_ready()
+        log.info("ready", db=str(opts.db), recovered=sched.recovered)
+
+        await self._stop.wait()
+        proto.begin_shutdown()
+        await sched.close(self._grace_ms)
+        with anyio.move_on_after(5):
+            await forwarded.wait()
+        await proto.notify("sidecar.exiting", ExitingParams(reason=self._reason))  # type: ignore[arg-type]
+        writer.close()
+        with anyio.move_on_after(2):
+            await writer.wait_closed()
+        return 0
+
+    async def _forward_events(
+        self, sub: Subscription, proto: JsonRpcProtocol, done: anyio.Event
+    ) -> None:
+        """Every scheduler event becomes a notification; waits while stdout is backed up.
+
+        While it waits, the subscription coalesces progress and the scheduler stops starting
+        work once lifecycle events pile up, so memory stays bounded.
+        """
+        try:
+            async for event in sub:
+                await proto.notify(event.EVENT, event)
+        finally:
+            done.set()
+
+    async def _read_stdin(self, proto: JsonRpcProtocol) -> None:
+        async with LineReader(self._stdin, max_message_bytes=self.options.max_message_bytes) as r:
+            await proto.serve(r)
+        self.request_stop("stdinClosed")
+
+    async def _watch_signals(self) -> None:
+        try:
+            with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+                async for _ in signals:
+                    self.request_stop("signal")
+        except NotImplementedError:  # Windows: no signal receivers; rely on stdin EOF
+            return
+
+    async def _watch_parent(self, pid: int) -> None:
+        """Poll the parent; its death (or PID reuse by another process) means shutdown."""
+        try:
+            created = psutil.Process(pid).create_time()
+        except psutil.Error:
+            self.request_stop("parentExited")
+            return
+        while True:
+            await anyio.sleep(self.options.parent_poll_s)
+            try:
+                alive = psutil.Process(pid).create_time() == created
+            except psutil.Error:
+                alive = False
+            if not alive:
+                self.request_stop("parentExited")
+                return
+
+
+def _register_builtins(sched: Scheduler, opts: Options) -> None:
+    try:  # the sidecar's file, network and process executors
+        module = importlib.import_module("sidecar.builtin")
+    except ImportError:  # pragma: no cover - until they land
+        return
+    scope = module.PathScope(opts.allow_paths)
+    for reg in module.builtin_executors(scope, opts.allow_programs):
+        sched.register(reg.type, reg.fn, concurrency=reg.concurrency, builtin=True)
+
+
+def stderr_sentence(message: str) -> None:
+    sys.stderr.write(message.rstrip() + "\n")
+    sys.stderr.flush()
