@@ -407,3 +407,31 @@ def test_host_executor_is_told_to_cancel_and_checkpoints_survive(sidecar: Sideca
     assert again["params"]["task"]["attempt"] == 0
     sidecar.result("task.cancel", {"id": t["id"]})
     assert sidecar.event("executor.cancel", id=t["id"])["reason"] == "cancelled"
+
+
+def test_a_silent_host_gets_its_task_back_to_pending_on_shutdown(
+    sidecar: Sidecar, db: Path
+) -> None:
+    sidecar.result("executor.register", {"type": "host.silent"})
+    t = submit(sidecar, type="host.silent")
+    sidecar.wait_for(lambda m: m.get("method") == "task.execute")  # and never answer it
+    sidecar.send({"jsonrpc": "2.0", "id": 1, "method": "shutdown", "params": {"graceMs": 100}})
+    assert sidecar.event("executor.cancel", id=t["id"])["reason"] == "shutdown"
+    assert sidecar.event("sidecar.exiting") == {"reason": "shutdown"}
+    assert sidecar.wait_exit() == 0
+    assert reopen_state(db, t["id"]) == ("pending", 0)
+
+
+def test_a_silent_host_times_out_into_a_retry(sidecar: Sidecar) -> None:
+    sidecar.result("executor.register", {"type": "host.slow"})
+    t = submit(
+        sidecar,
+        type="host.slow",
+        timeoutMs=300,
+        backoff={"kind": "constant", "initialMs": 60_000},
+    )
+    sidecar.wait_for(lambda m: m.get("method") == "task.execute")
+    assert sidecar.event("executor.cancel", id=t["id"])["reason"] == "timeout"
+    failed = sidecar.event("task.failed", id=t["id"], timeout=10)
+    assert failed["error"]["kind"] == "timeout" and failed["willRetry"] is True
+    assert failed["state"] == "pending"
