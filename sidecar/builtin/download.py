@@ -1,0 +1,359 @@
+"""``http.download {url, dst, sha256?}``: a resumable HTTP(S) download, stdlib only.
+
+The body streams into ``<dst>.taskmill-part``; the checkpoint ``{"url", "offset",
+"validator"}`` lets the next run ask for the rest with ``Range: bytes=<offset>-`` (and
+``If-Range`` with the strong ETag or Last-Modified it saw, so a changed file starts over).
+A ``206`` appends, a ``200`` starts again from byte 0. The file is fsynced, checked against
+``sha256`` when one is given, and renamed over ``dst`` (an existing ``dst`` is replaced).
+
+HTTP 404/410 fail permanently with kind ``notFound``, other 4xx with kind ``http`` (408 and 429
+are retried, honouring ``Retry-After``); 5xx and network errors are retryable. Redirects are
+followed (at most 5, http and https only). Proxies are not used.
+
+Blocking socket calls run in worker threads that a cancellation abandons; the socket is then
+shut down so that the thread returns at once and closes the connection on its way out.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import http.client
+import io
+import os
+import socket
+import ssl
+import threading
+from collections.abc import Callable
+from typing import Annotated, Any, TypeVar
+from urllib.parse import urljoin, urlsplit
+
+import anyio
+import anyio.lowlevel
+import anyio.to_thread
+import msgspec
+from msgspec import Meta
+
+from sidecar.builtin._files import (
+    CHECKPOINT_BYTES,
+    CHUNK,
+    PART_SUFFIX,
+    decode_payload,
+    open_part,
+    os_errors,
+    publish,
+    resume_offset,
+)
+from sidecar.builtin.scope import PathScope
+from taskmill_core.context import TaskContext
+from taskmill_core.errors import PermanentError, RetryableError
+
+__all__ = ["DownloadPayload", "download"]
+
+T = TypeVar("T")
+
+TIMEOUT_S = 30.0
+"""Connect and read timeout: a server silent this long is a retryable network error."""
+MAX_REDIRECTS = 5
+NET_CHUNK = 256 << 10
+USER_AGENT = "taskmill-sidecar"
+
+
+class DownloadPayload(msgspec.Struct, rename="camel", forbid_unknown_fields=True):
+    url: Annotated[str, Meta(min_length=1, max_length=8192)]
+    dst: str
+    sha256: Annotated[str, Meta(pattern=r"^[0-9a-fA-F]{64}$")] | None = None
+
+
+class _Released(Exception):
+    """The exchange was released while a worker thread was about to use it."""
+
+
+class _Exchange:
+    """One HTTP GET (following redirects). Blocking calls go through :meth:`call`."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._conn: http.client.HTTPConnection | None = None
+        self._resp: http.client.HTTPResponse | None = None
+        self._busy = False
+        self._released = False
+
+    async def call(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run ``fn`` in a worker thread; a cancellation abandons the thread at once."""
+        return await anyio.to_thread.run_sync(self._guarded, fn, *args, abandon_on_cancel=True)
+
+    def _guarded(self, fn: Callable[..., T], *args: Any) -> T:
+        with self._lock:
+            if self._released:
+                raise _Released
+            self._busy = True
+        try:
+            return fn(*args)
+        finally:
+            with self._lock:
+                self._busy = False
+                if self._released:
+                    self._close()
+
+    def release(self) -> None:
+        """Close the connection; or, while a thread is inside it, make that thread close it."""
+        with self._lock:
+            self._released = True
+            if not self._busy:
+                self._close()
+            elif self._conn is not None and self._conn.sock is not None:
+                with contextlib.suppress(OSError):
+                    self._conn.sock.shutdown(socket.SHUT_RDWR)
+
+    def _close(self) -> None:
+        if self._resp is not None:
+            self._resp.close()
+            self._resp = None
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+    def open(self, url: str, headers: dict[str, str]) -> http.client.HTTPResponse:
+        """Send the GET and return the response of the last hop (blocking)."""
+        for _ in range(MAX_REDIRECTS + 1):
+            parts = urlsplit(url)
+            if parts.scheme not in ("http", "https") or not parts.hostname:
+                raise PermanentError(f"cannot follow a redirect to {url!r}", kind="http")
+            conn: http.client.HTTPConnection
+            if parts.scheme == "https":
+                conn = http.client.HTTPSConnection(
+                    parts.hostname,
+                    parts.port,
+                    timeout=TIMEOUT_S,
+                    context=ssl.create_default_context(),
+                )
+            else:
+                conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=TIMEOUT_S)
+            with self._lock:
+                self._close()
+                self._conn = conn
+            conn.connect()
+            if self._released:
+                raise _Released
+            target = parts.path or "/"
+            if parts.query:
+                target += "?" + parts.query
+            conn.request("GET", target, headers=headers)
+            resp = conn.getresponse()
+            with self._lock:
+                self._resp = resp
+            location = resp.getheader("Location")
+            if resp.status in (301, 302, 303, 307, 308) and location:
+                url = urljoin(url, location)
+                continue
+            return resp
+        raise PermanentError(f"more than {MAX_REDIRECTS} redirects", kind="http")
+
+    def read(self, n: int) -> bytes:
+        assert self._resp is not None
+        return self._resp.read1(n)
+
+
+def _status_error(resp: http.client.HTTPResponse, url: str) -> Exception:
+    status = resp.status
+    message = f"HTTP {status} {resp.reason} from {url}"
+    retry_after: float | None = None
+    header = resp.getheader("Retry-After")
+    if header and header.strip().isdigit():
+        retry_after = float(header.strip())
+    if status in (404, 410):
+        return PermanentError(message, kind="notFound")
+    if status in (408, 429) or status >= 500:
+        return RetryableError(message, kind="http", retry_after=retry_after)
+    return PermanentError(message, kind="http")
+
+
+def _content_range(value: str | None) -> tuple[int | None, int | None]:
+    """``bytes a-b/total`` or ``bytes */total`` → (a, total); unknown parts are None."""
+    if not value or not value.startswith("bytes "):
+        return None, None
+    span, _, size = value[6:].partition("/")
+    start: int | None = None
+    if span.strip() != "*":
+        first = span.partition("-")[0].strip()
+        start = int(first) if first.isdigit() else None
+    total = int(size) if size.strip().isdigit() else None
+    return start, total
+
+
+def _validator(resp: http.client.HTTPResponse) -> str | None:
+    etag = resp.getheader("ETag")
+    if etag and not etag.startswith("W/"):
+        return etag
+    return resp.getheader("Last-Modified")
+
+
+class _Part:
+    """The part file and the running hash; each method runs in a worker thread."""
+
+    def __init__(self, f: io.FileIO, want_hash: bool) -> None:
+        self.f = f
+        self.hasher = hashlib.sha256() if want_hash else None
+
+    def restart(self) -> None:
+        self.f.truncate(0)
+        self.f.seek(0)
+        if self.hasher is not None:
+            self.hasher = hashlib.sha256()
+
+    def hash_prefix(self, start: int, end: int) -> int:
+        """Hash the part file's bytes ``start..`` (at most one chunk); returns how many."""
+        assert self.hasher is not None
+        self.f.seek(start)
+        data = self.f.read(min(CHUNK, end - start)) or b""
+        self.hasher.update(data)
+        self.f.seek(end)
+        return len(data)
+
+    def write(self, data: bytes) -> None:
+        view = memoryview(data)
+        while view:
+            n = self.f.write(view) or 0
+            view = view[n:]
+        if self.hasher is not None:
+            self.hasher.update(data)
+
+    def sync(self) -> None:
+        os.fsync(self.f.fileno())
+
+
+def _network_error(exc: Exception, url: str) -> Exception:
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        return PermanentError(f"TLS certificate of {url} not accepted: {exc}", kind="tls")
+    return RetryableError(f"download of {url} failed: {exc!r}", kind="network")
+
+
+async def download(ctx: TaskContext, payload: Any, *, scope: PathScope) -> dict[str, Any]:
+    """``http.download {url, dst, sha256?}`` → ``{bytes, dst, sha256?}``."""
+    p: DownloadPayload = decode_payload(payload, DownloadPayload)
+    parts = urlsplit(p.url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise PermanentError(f"url must be an http or https URL: {p.url!r}", kind="invalidPayload")
+    dst = scope.check(p.dst, field="dst")
+    partpath = scope.check(str(dst) + PART_SUFFIX, field="dst")
+    state = ctx.resume_state
+    offset = resume_offset(state, url=p.url)
+    validator = state.get("validator") if offset and isinstance(state, dict) else None
+
+    with os_errors("cannot write the download"):
+        f, offset = await anyio.to_thread.run_sync(open_part, partpath, offset)
+    part = _Part(f, p.sha256 is not None)
+    exchange = _Exchange()
+    done = offset
+    checkpoint: dict[str, Any] = {"url": p.url, "validator": validator}
+    try:
+        # Resuming with a checksum: the bytes kept from the last run are hashed first.
+        if part.hasher is not None:
+            pos = 0
+            while pos < offset:
+                await anyio.lowlevel.checkpoint_if_cancelled()
+                n = await anyio.to_thread.run_sync(part.hash_prefix, pos, offset)
+                if not n:
+                    raise RetryableError("the part file shrank while resuming", kind="io")
+                pos += n
+                ctx.record_io(disk_read=n)
+
+        total: int | None = None
+        complete = False
+        for _ in range(2):
+            headers = {"User-Agent": USER_AGENT, "Accept-Encoding": "identity"}
+            if offset:
+                headers["Range"] = f"bytes={offset}-"
+                if isinstance(validator, str):
+                    headers["If-Range"] = validator
+            try:
+                resp = await exchange.call(exchange.open, p.url, headers)
+            except (OSError, http.client.HTTPException) as exc:
+                raise _network_error(exc, p.url) from exc
+            if resp.status == 200:
+                if offset:
+                    with os_errors("cannot write the download"):
+                        await anyio.to_thread.run_sync(part.restart)
+                    done = offset = 0
+                length = resp.getheader("Content-Length")
+                total = int(length) if length and length.isdigit() else None
+                break
+            if offset and resp.status == 206:
+                start, total = _content_range(resp.getheader("Content-Range"))
+                if start == offset:
+                    break
+            elif offset and resp.status == 416:
+                # Nothing left to send: the part file may already be whole.
+                _, total = _content_range(resp.getheader("Content-Range"))
+                if total == offset:
+                    complete = True
+                    break
+            else:
+                raise _status_error(resp, p.url)
+            # The server will not resume as asked: start over from byte 0.
+            exchange.release()
+            exchange = _Exchange()
+            with os_errors("cannot write the download"):
+                await anyio.to_thread.run_sync(part.restart)
+            done = offset = 0
+            validator = None
+        checkpoint = {"url": p.url, "validator": _validator(resp)}
+        ctx.progress(bytes_done=done, bytes_total=total)
+
+        since_checkpoint = 0
+        while not complete:
+            await anyio.lowlevel.checkpoint_if_cancelled()
+            try:
+                data = await exchange.call(exchange.read, NET_CHUNK)
+            except (OSError, http.client.HTTPException) as exc:
+                raise _network_error(exc, p.url) from exc
+            if not data:
+                break
+            with os_errors("cannot write the download"):
+                await anyio.to_thread.run_sync(part.write, data)
+            n = len(data)
+            done += n
+            since_checkpoint += n
+            ctx.record_io(net_rx=n, disk_write=n)
+            ctx.progress(bytes_done=done, bytes_total=total)
+            if since_checkpoint >= CHECKPOINT_BYTES:
+                with os_errors("cannot write the download"):
+                    await anyio.to_thread.run_sync(part.sync)
+                ctx.checkpoint({**checkpoint, "offset": done})
+                since_checkpoint = 0
+        with os_errors("cannot write the download"):
+            await anyio.to_thread.run_sync(part.sync)
+    except BaseException:
+        # Keep what arrived for the next run (bytes already handed to the OS); an empty part
+        # file is not worth keeping.
+        f.close()
+        if done:
+            ctx.checkpoint({**checkpoint, "offset": done})
+        else:
+            with anyio.CancelScope(shield=True):
+                await anyio.to_thread.run_sync(_unlink, partpath)
+        raise
+    finally:
+        exchange.release()
+        f.close()
+
+    digest = part.hasher.hexdigest() if part.hasher is not None else None
+    if p.sha256 is not None and digest != p.sha256.lower():
+        await anyio.to_thread.run_sync(_unlink, partpath)
+        ctx.checkpoint(None)
+        raise PermanentError(
+            f"sha256 of {p.url} is {digest}, expected {p.sha256.lower()}", kind="checksumMismatch"
+        )
+    with os_errors("cannot move the download into place"):
+        await anyio.to_thread.run_sync(lambda: publish(partpath, dst, overwrite=True))
+    ctx.progress(1.0, bytes_done=done, bytes_total=done)
+    result: dict[str, Any] = {"bytes": done, "dst": p.dst}
+    if digest is not None:
+        result["sha256"] = digest
+    return result
+
+
+def _unlink(path: os.PathLike[str]) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(path)

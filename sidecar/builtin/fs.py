@@ -1,0 +1,380 @@
+"""File executors: ``fs.copy``, ``fs.hash`` and ``fs.scan`` (PROTOCOL.md "Built-in executors").
+
+Every path goes through the :class:`~sidecar.builtin.scope.PathScope` when the task runs.
+Blocking file work runs in worker threads one chunk (1 MiB) per hop, so cancellation
+(anyio cancellation at the next ``await``) stops a run within one chunk, and progress and IO
+accounting are reported from the event loop between chunks.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fnmatch
+import hashlib
+import io
+import os
+import shutil
+import stat
+from collections.abc import Iterator
+from itertools import islice
+from pathlib import Path
+from typing import Any, Literal
+
+import anyio
+import anyio.lowlevel
+import anyio.to_thread
+import msgspec
+
+from sidecar.builtin._files import (
+    CHECKPOINT_BYTES,
+    CHUNK,
+    PART_SUFFIX,
+    decode_payload,
+    open_part,
+    os_errors,
+    publish,
+    resume_offset,
+)
+from sidecar.builtin.scope import PathScope
+from taskmill_core.context import TaskContext
+from taskmill_core.errors import InvalidParams, PermanentError
+from taskmill_core.types import PriorityName, PriorityValue, TaskSpec, TaskType
+
+__all__ = ["CopyPayload", "HashPayload", "ScanPayload", "copy", "hash_file", "scan"]
+
+SCAN_BATCH = 256
+"""Directory entries examined per worker-thread hop in ``fs.scan``."""
+
+
+def _regular_file(path: Path, field: str) -> os.stat_result:
+    with os_errors(f"{field} cannot be read"):
+        st = os.stat(path)
+    if not stat.S_ISREG(st.st_mode):
+        raise PermanentError(f"{field} {str(path)!r} is not a regular file", kind="notAFile")
+    return st
+
+
+# --- fs.copy -------------------------------------------------------------------------------
+
+
+class CopyPayload(msgspec.Struct, rename="camel", forbid_unknown_fields=True):
+    src: str
+    dst: str
+    overwrite: bool = False
+
+
+class _Copier:
+    """The blocking half of a copy; each method runs in a worker thread."""
+
+    def __init__(self, src: Path, part: Path, offset: int) -> None:
+        self.src = src
+        self.part = part
+        self.fin: io.FileIO | None = None
+        self.fout: io.FileIO | None = None
+        self.offset = offset
+        self._buf = bytearray(CHUNK)
+
+    def open(self) -> int:
+        self.fin = open(self.src, "rb", buffering=0)  # noqa: SIM115 - closed by close()
+        self.fout, self.offset = open_part(self.part, self.offset)
+        self.fin.seek(self.offset)
+        return self.offset
+
+    def step(self) -> int:
+        assert self.fin is not None and self.fout is not None
+        view = memoryview(self._buf)
+        n = self.fin.readinto(view)
+        if n:
+            self.fout.write(view[:n])
+        return n or 0
+
+    def sync(self) -> None:
+        assert self.fout is not None
+        os.fsync(self.fout.fileno())
+
+    def finish(self) -> None:
+        assert self.fout is not None
+        os.fsync(self.fout.fileno())
+        self.close()
+        shutil.copymode(self.src, self.part)
+
+    def close(self) -> None:
+        for f in (self.fin, self.fout):
+            if f is not None:
+                f.close()
+
+
+async def copy(ctx: TaskContext, payload: Any, *, scope: PathScope) -> dict[str, Any]:
+    """``fs.copy {src, dst, overwrite?}`` → ``{bytes, dst}``: an atomic, resumable copy.
+
+    The checkpoint is ``{"offset", "size", "mtimeNs"}`` (the source's size and mtime: a changed
+    source restarts from 0). Just before the rename it also holds ``"renamed": true``, so a run
+    repeated after a crash that came between the rename and the task's completion finds the
+    copy done instead of failing with ``exists``.
+    """
+    p: CopyPayload = decode_payload(payload, CopyPayload)
+    src = scope.check(p.src, field="src")
+    dst = scope.check(p.dst, field="dst")
+    part = scope.check(str(dst) + PART_SUFFIX, field="dst")
+    if src == dst:
+        raise PermanentError(f"src and dst are the same file: {str(src)!r}", kind="invalidPayload")
+    st = await anyio.to_thread.run_sync(_regular_file, src, "src")
+    size, mtime = st.st_size, st.st_mtime_ns
+    state = ctx.resume_state
+    facts = {"size": size, "mtimeNs": mtime}
+    if not p.overwrite and await anyio.to_thread.run_sync(os.path.lexists, dst):
+        if (
+            isinstance(state, dict)
+            and state.get("renamed")
+            and resume_offset(state, **facts) == size
+            and await anyio.to_thread.run_sync(_has_size, dst, size)
+        ):
+            return {"bytes": size, "dst": p.dst}
+        raise PermanentError(
+            f"dst {p.dst!r} already exists (set overwrite to replace it)", kind="exists"
+        )
+
+    copier = _Copier(src, part, resume_offset(state, **facts) if size else 0)
+    done = 0
+    try:
+        with os_errors("copy failed"):
+            done = await anyio.to_thread.run_sync(copier.open)
+        ctx.progress(bytes_done=done, bytes_total=size)
+        since_checkpoint = 0
+        while True:
+            await anyio.lowlevel.checkpoint_if_cancelled()
+            with os_errors("copy failed"):
+                n = await anyio.to_thread.run_sync(copier.step)
+            if not n:
+                break
+            done += n
+            since_checkpoint += n
+            ctx.record_io(disk_read=n, disk_write=n)
+            ctx.progress(bytes_done=done, bytes_total=max(size, done))
+            if since_checkpoint >= CHECKPOINT_BYTES:
+                with os_errors("copy failed"):
+                    await anyio.to_thread.run_sync(copier.sync)
+                ctx.checkpoint({"offset": done, **facts})
+                since_checkpoint = 0
+        with os_errors("copy failed"):
+            await anyio.to_thread.run_sync(copier.finish)
+    except BaseException:
+        # Interrupted (preempted, paused, shut down) or failed: what is written stays in the
+        # part file for the next run. The bytes reached the OS (unbuffered writes), so only a
+        # power loss could lose them — and then the part file is shorter and we start over.
+        copier.close()
+        if done:
+            ctx.checkpoint({"offset": done, **facts})
+        elif copier.fout is not None:  # an empty part file is not worth keeping
+            with anyio.CancelScope(shield=True):
+                await anyio.to_thread.run_sync(_unlink_quietly, part)
+        raise
+    ctx.checkpoint({"offset": done, **facts, "renamed": True})
+    try:
+        with os_errors("cannot rename the copy into place"):
+            await anyio.to_thread.run_sync(lambda: publish(part, dst, overwrite=p.overwrite))
+    except PermanentError as exc:
+        if exc.kind != "notFound" and await anyio.to_thread.run_sync(os.path.lexists, dst):
+            await anyio.to_thread.run_sync(_unlink_quietly, part)
+            ctx.checkpoint(None)
+            raise PermanentError(
+                f"dst {p.dst!r} already exists (set overwrite to replace it)", kind="exists"
+            ) from None
+        raise
+    ctx.progress(1.0, bytes_done=done, bytes_total=done)
+    return {"bytes": done, "dst": p.dst}
+
+
+def _has_size(path: Path, size: int) -> bool:
+    try:
+        return os.stat(path).st_size == size
+    except OSError:
+        return False
+
+
+def _unlink_quietly(path: Path) -> None:
+    with contextlib.suppress(OSError):
+        os.unlink(path)
+
+
+# --- fs.hash -------------------------------------------------------------------------------
+
+
+class HashPayload(msgspec.Struct, rename="camel", forbid_unknown_fields=True):
+    path: str
+    algorithm: Literal["sha256", "blake2b"] = "sha256"
+
+
+async def hash_file(ctx: TaskContext, payload: Any, *, scope: PathScope) -> dict[str, Any]:
+    """``fs.hash {path, algorithm?}`` → ``{algorithm, digest (hex), bytes}``."""
+    p: HashPayload = decode_payload(payload, HashPayload)
+    path = scope.check(p.path)
+    st = await anyio.to_thread.run_sync(_regular_file, path, "path")
+    hasher = hashlib.new(p.algorithm)
+    buf = bytearray(CHUNK)
+
+    def step(f: io.FileIO) -> int:
+        view = memoryview(buf)
+        n = f.readinto(view) or 0
+        hasher.update(view[:n])
+        return n
+
+    done = 0
+    with os_errors("hash failed"):
+        f = await anyio.to_thread.run_sync(lambda: open(path, "rb", buffering=0))  # noqa: SIM115
+    try:
+        while True:
+            await anyio.lowlevel.checkpoint_if_cancelled()
+            with os_errors("hash failed"):
+                n = await anyio.to_thread.run_sync(step, f)
+            if not n:
+                break
+            done += n
+            ctx.record_io(disk_read=n)
+            ctx.progress(bytes_done=done, bytes_total=max(st.st_size, done))
+    finally:
+        f.close()
+    ctx.progress(1.0, bytes_done=done, bytes_total=done)
+    return {"algorithm": p.algorithm, "digest": hasher.hexdigest(), "bytes": done}
+
+
+# --- fs.scan -------------------------------------------------------------------------------
+
+
+class ScanPayload(msgspec.Struct, rename="camel", forbid_unknown_fields=True):
+    root: str
+    glob: str = "*"
+    child_type: TaskType | None = None
+    child_priority: PriorityValue | PriorityName | None = None
+
+
+Found = tuple[str, tuple[str, ...], int]
+"""A matching file: its absolute path, its path relative to the root (parts) and its size."""
+
+
+class _Walker:
+    """Lists a tree in a stable order: the files sorted by their path's parts.
+
+    Symlinks are never descended into (no cycles, nothing counted twice); a symlinked file is
+    listed only when its target lies inside the scope. ``after`` resumes a walk behind the
+    file a checkpoint named. Unreadable entries are counted in ``skipped``.
+    """
+
+    def __init__(
+        self, root: Path, pattern: str, scope: PathScope, after: tuple[str, ...] | None
+    ) -> None:
+        self.pattern = pattern
+        self.by_path = "/" in pattern
+        self.scope = scope
+        self.after = after
+        self.skipped = 0
+        self.root = root
+        self._it = self._walk()
+
+    def _entries(self, directory: str) -> list[os.DirEntry[str]]:
+        try:
+            with os.scandir(directory) as it:
+                return sorted(it, key=lambda e: e.name)
+        except OSError:
+            self.skipped += 1
+            return []
+
+    def _matches(self, rel: tuple[str, ...]) -> bool:
+        subject = "/".join(rel) if self.by_path else rel[-1]
+        return fnmatch.fnmatch(subject, self.pattern)
+
+    def _walk(self) -> Iterator[Found]:
+        after = self.after
+        stack: list[tuple[Iterator[os.DirEntry[str]], tuple[str, ...]]] = [
+            (iter(self._entries(str(self.root))), ())
+        ]
+        while stack:
+            it, rel = stack[-1]
+            entry = next(it, None)
+            if entry is None:
+                stack.pop()
+                continue
+            parts = (*rel, entry.name)
+            if after is not None and parts <= after and after[: len(parts)] != parts:
+                continue  # this entry, and everything under it, comes before the resume point
+            try:
+                if entry.is_symlink():
+                    if not self.scope.is_inside(entry.path):
+                        self.skipped += 1
+                        continue
+                    if not entry.is_file():
+                        continue
+                elif entry.is_dir(follow_symlinks=False):
+                    stack.append((iter(self._entries(entry.path)), parts))
+                    continue
+                elif not entry.is_file(follow_symlinks=False):
+                    continue
+                if (after is not None and parts <= after) or not self._matches(parts):
+                    continue
+                yield entry.path, parts, entry.stat().st_size
+            except OSError:
+                self.skipped += 1
+
+    def batch(self) -> list[Found]:
+        return list(islice(self._it, SCAN_BATCH))
+
+
+async def scan(ctx: TaskContext, payload: Any, *, scope: PathScope) -> dict[str, Any]:
+    """``fs.scan {root, glob?, childType?, childPriority?}`` → ``{files, bytes, children}``.
+
+    Lists the regular files under ``root`` (recursively) whose name matches ``glob`` (fnmatch;
+    a pattern containing ``/`` is matched against the path relative to ``root`` instead, with
+    ``*`` crossing directories). With ``childType`` each file becomes a child task
+    ``{"path": <absolute path>}`` (``dedupKey: true``; ``childPriority`` or this task's
+    priority), and this task completes once its children are final. The checkpoint
+    ``{"after": [parts], "files", "bytes", "children"}`` lets an interrupted scan go on behind
+    the last file whose child was submitted.
+    """
+    p: ScanPayload = decode_payload(payload, ScanPayload)
+    root = scope.check(p.root, field="root")
+    with os_errors("root cannot be read"):
+        st = await anyio.to_thread.run_sync(os.stat, root)
+    if not stat.S_ISDIR(st.st_mode):
+        raise PermanentError(f"root {p.root!r} is not a directory", kind="notADirectory")
+    priority = p.child_priority if p.child_priority is not None else ctx.task.priority
+
+    files = total = children = 0
+    after: tuple[str, ...] | None = None
+    state = ctx.resume_state
+    if (
+        p.child_type is not None
+        and isinstance(state, dict)
+        and isinstance(state.get("after"), list)
+    ):
+        after = tuple(str(x) for x in state["after"])
+        files, total, children = (int(state.get(k, 0)) for k in ("files", "bytes", "children"))
+
+    walker = _Walker(root, p.glob, scope, after)
+    while True:
+        await anyio.lowlevel.checkpoint_if_cancelled()
+        found = await anyio.to_thread.run_sync(walker.batch)
+        if not found:
+            break
+        for path, _, size in found:
+            files += 1
+            total += size
+            if p.child_type is not None:
+                spec = TaskSpec(
+                    type=p.child_type, payload={"path": path}, priority=priority, dedup_key=True
+                )
+                try:
+                    await ctx.submit_child(spec)
+                except InvalidParams as exc:
+                    raise PermanentError(
+                        f"cannot submit a child task: {exc}", kind="invalidPayload"
+                    ) from None
+                children += 1
+        if p.child_type is not None:
+            last = found[-1][1]
+            ctx.checkpoint(
+                {"after": list(last), "files": files, "bytes": total, "children": children}
+            )
+        ctx.progress(message=f"{files} files found")
+    message = f"{files} files found" + (f", {walker.skipped} skipped" if walker.skipped else "")
+    ctx.progress(1.0, message=message)
+    return {"files": files, "bytes": total, "children": children}
