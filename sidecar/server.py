@@ -10,7 +10,6 @@ same graceful shutdown: stop taking requests (``-32005``), let running tasks fin
 
 from __future__ import annotations
 
-import importlib
 import os
 import signal
 import sys
@@ -23,6 +22,7 @@ import anyio.abc
 import psutil
 import structlog
 
+from sidecar.builtin import PathScope, builtin_executors
 from sidecar.framing import LineReader, LineWriter
 from sidecar.hostexec import HostExecutors
 from sidecar.jsonrpc import JsonRpcProtocol
@@ -230,12 +230,8 @@ class Sidecar:
 
 
 def _register_builtins(sched: Scheduler, opts: Options) -> None:
-    try:  # the sidecar's file, network and process executors
-        module = importlib.import_module("sidecar.builtin")
-    except ImportError:  # pragma: no cover - until they land
-        return
-    scope = module.PathScope(opts.allow_paths)
-    for reg in module.builtin_executors(scope, opts.allow_programs):
+    """The sidecar's file, network and process executors, confined by the command line."""
+    for reg in builtin_executors(PathScope(opts.allow_paths), opts.allow_programs):
         sched.register(reg.type, reg.fn, concurrency=reg.concurrency, builtin=True)
 
 
