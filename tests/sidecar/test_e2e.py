@@ -435,3 +435,33 @@ def test_a_silent_host_times_out_into_a_retry(sidecar: Sidecar) -> None:
     failed = sidecar.event("task.failed", id=t["id"], timeout=10)
     assert failed["error"]["kind"] == "timeout" and failed["willRetry"] is True
     assert failed["state"] == "pending"
+
+
+def test_file_executors_are_confined_to_allow_path(tmp_path: Path) -> None:
+    root = tmp_path / "library"
+    root.mkdir()
+    (root / "a.bin").write_bytes(b"x" * 10_000)
+    outside = tmp_path / "secret.txt"
+    outside.write_text("keep out")
+    (root / "link").symlink_to(outside)
+    sc = Sidecar(f"--allow-path={root}", db=tmp_path / "t.db")
+    try:
+        sc.ready()
+        ok = submit(
+            sc, type="fs.copy", payload={"src": str(root / "a.bin"), "dst": str(root / "b")}
+        )
+        assert sc.event("task.completed", id=ok["id"])["result"]["bytes"] == 10_000
+        assert (root / "b").read_bytes() == b"x" * 10_000
+        for payload in (
+            {"src": str(outside), "dst": str(root / "c")},
+            {"src": str(root / "link"), "dst": str(root / "d")},
+            {"src": str(root / ".." / "secret.txt"), "dst": str(root / "e")},
+            {"src": str(root / "a.bin"), "dst": str(tmp_path / "escaped")},
+        ):
+            bad = submit(sc, type="fs.copy", payload=payload)
+            failed = sc.event("task.failed", id=bad["id"])
+            assert failed["error"]["kind"] == "forbidden" and failed["willRetry"] is False
+        assert not (tmp_path / "escaped").exists()
+        assert sorted(p.name for p in root.iterdir()) == ["a.bin", "b", "link"]
+    finally:
+        sc.close()
