@@ -14,7 +14,7 @@ from typing import Any
 import msgspec
 
 from sidecar.hostexec import HostExecutors
-from sidecar.jsonrpc import JsonRpcProtocol
+from sidecar.jsonrpc import JsonRpcProtocol, validation_path
 from sidecar.params import (
     PROTOCOL_VERSION,
     BatchEntry,
@@ -165,8 +165,6 @@ class Methods:
         try:
             specs = msgspec.convert(p.tasks, list[TaskSpec])
         except msgspec.ValidationError as exc:
-            from sidecar.jsonrpc import validation_path
-
             message = str(exc)
             inner = validation_path(message)
             match = _INDEX.match(inner)
