@@ -230,6 +230,10 @@ class CostModel:
         while len(self._learned) > self.max_types:
             self._learned.popitem(last=False)
 
+    def knows(self, task_type: str) -> bool:
+        """Whether a cost was learned (or seeded) for ``task_type``; cheap, no allocation."""
+        return task_type in self._learned
+
     def learned(self, task_type: str) -> IoBytes | None:
         current = self._learned.get(task_type)
         return None if current is None else io_bytes_from(current)

@@ -120,7 +120,12 @@ class CounterSample:
 
 
 class Sampler(Protocol):
-    """Reads cumulative IO counters. Called from a worker thread; may block briefly."""
+    """Reads cumulative IO counters. Called from a worker thread; may block briefly.
+
+    A sampler that never blocks (a scripted one in tests) may set a class attribute
+    ``blocking = False``: the :class:`IoMonitor` then calls it on the event loop, so tests
+    driven by a fake clock need not wait for a thread.
+    """
 
     def sample(self) -> CounterSample: ...
 
@@ -376,7 +381,10 @@ class IoMonitor:
 
     async def poll(self) -> IoSample | None:
         """Take one sample off the event loop; None until two samples exist."""
-        counters = await anyio.to_thread.run_sync(self.sampler.sample)
+        if getattr(self.sampler, "blocking", True):
+            counters = await anyio.to_thread.run_sync(self.sampler.sample)
+        else:
+            counters = self.sampler.sample()
         result = self.meter.update(counters, self.clock.now_ms())
         if result is not None:
             self.last = result

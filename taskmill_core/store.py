@@ -200,6 +200,8 @@ class Ready:
     type: str
     priority: int
     group: str | None
+    io_cost: bytes | None = None
+    """The declared ``ioCost`` as stored (JSON), decoded only by whoever needs it."""
 
 
 @dataclass(slots=True)
@@ -650,7 +652,8 @@ class SqliteStore:
         sql = self._ready_sql.get(shape)
         if sql is None:
             per_type = (
-                "SELECT * FROM (SELECT id, type, priority, grp FROM tasks INDEXED BY tasks_ready "
+                "SELECT * FROM (SELECT id, type, priority, grp, io_cost FROM tasks "
+                "INDEXED BY tasks_ready "
                 "WHERE state='pending' AND type=? AND (run_at IS NULL OR run_at <= ?)"
             )
             if shape[1]:
@@ -663,7 +666,7 @@ class SqliteStore:
             args += [t, now, *paused_groups, limit]
         args.append(limit)
         rows = self._conn.execute(sql, args).fetchall()
-        return [Ready(r[0], r[1], r[2], r[3]) for r in rows]
+        return [Ready(r[0], r[1], r[2], r[3], r[4]) for r in rows]
 
     def next_due(self, now: int) -> int | None:
         """The earliest future ``run_at`` of a pending task."""

@@ -33,6 +33,9 @@ class Registration:
     fn: ExecutorFn
     concurrency: int | None = None
     builtin: bool = False
+    paced: bool = False
+    """The executor draws its bytes through ``ctx.consume_io``: the IO governor charges it
+    only a first chunk at admission and paces the rest."""
 
 
 def executor(task_type: str, *, concurrency: int | None = None) -> Callable[[F], F]:
