@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import anyio.from_thread
 
+from taskmill_core.iomonitor import Resource
 from taskmill_core.types import IoBytes, SubmitResult, TaskInfo, TaskSpec
 
 if TYPE_CHECKING:
@@ -89,16 +90,21 @@ class TaskContext:
     def record_io(
         self, *, disk_read: int = 0, disk_write: int = 0, net_rx: int = 0, net_tx: int = 0
     ) -> None:
-        """Add bytes this run moved to the task's measured IO (kept in history)."""
-        io = self._run.io
+        """Add bytes this run moved to the task's measured IO (kept in history).
 
-        def add() -> None:
-            io.disk_read += disk_read
-            io.disk_write += disk_write
-            io.net_rx += net_rx
-            io.net_tx += net_tx
+        The IO governor counts them as our own IO (not other programs') and learns the task
+        type's cost from them. To be paced instead, draw bytes with :meth:`consume_io`.
+        """
+        amounts = (disk_read, disk_write, net_rx, net_tx)
+        self._call(lambda: self._sched._record_io(self._run, amounts))
 
-        self._call(add)
+    async def consume_io(self, resource: Resource, nbytes: int) -> None:
+        """Draw ``nbytes`` of ``resource`` (``"diskRead"``, ``"diskWrite"``, ``"netRx"``,
+        ``"netTx"``) from the IO budget *before* moving them, waiting (on the scheduler's
+        clock) while the budget is exhausted; call it per chunk. The bytes count as this run's
+        IO: do not :meth:`record_io` them as well. Executors that pace themselves this way
+        should be registered with ``paced=True``."""
+        await self._sched._consume_io(self._run, resource, nbytes)
 
     async def submit_child(self, spec: TaskSpec) -> SubmitResult:
         """Submit a child task; this task completes only after all its children are final."""

@@ -18,7 +18,7 @@ import math
 import random
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from os import PathLike
@@ -44,15 +44,16 @@ from taskmill_core.errors import (
 from taskmill_core.events import EventBus, Subscription
 from taskmill_core.executors import ExecutorFn, Registration, Registry
 from taskmill_core.executors.builtin import BUILTINS
+from taskmill_core.iogovernor import GovernorSettings, IoGovernor
+from taskmill_core.iomonitor import RESOURCES, IoMonitor, IoSample, Resource, Sampler
 from taskmill_core.progress import DurationModel, RunProgress
 from taskmill_core.retry import DEFAULT_BACKOFF, backoff_delay_ms
-from taskmill_core.store import Follow, Prepared, SqliteStore, Started, Submitted, prepare
+from taskmill_core.store import Follow, Prepared, Ready, SqliteStore, Started, Submitted, prepare
 from taskmill_core.types import (
     ErrorInfo,
     Event,
     HistoryStats,
     IoBytes,
-    IoStatus,
     SchedulerConfig,
     SchedulerPaused,
     SchedulerResumed,
@@ -86,7 +87,9 @@ PRUNE_EVERY = 1000
 PRUNE_BATCH = 500
 _PAUSES_KEY = "pauses"
 _CONFIG_KEY = "config"
+IO_WINDOW = 256  # while IO-heavy work is deferred, dispatch looks this far down the queue
 _decode_backoff = msgspec.json.Decoder(DEFAULT_BACKOFF.__class__).decode
+_decode_io = msgspec.json.Decoder(IoBytes).decode
 
 
 class _Pauses(msgspec.Struct):
@@ -123,6 +126,7 @@ class _Step:
     preempt: list[tuple[int, int]] = field(default_factory=list)
     wake_at: int | None = None
     candidates_found: bool = False
+    io_deferred: int = 0
 
 
 @dataclass(eq=False)
@@ -158,6 +162,7 @@ class _Run:
     stop_deadline: int | None = None
     abandoned: bool = False
     unsaved_checkpoint: bool = False
+    io_held: bool = False  # the IO governor admitted it (holds its expected bytes)
 
     @property
     def timeout_at(self) -> int | None:
@@ -180,6 +185,9 @@ class Scheduler:
         rng: random.Random | None = None,
         load_entry_points: bool = True,
         close_grace_ms: int = 5000,
+        io_sampler: Sampler | None = None,
+        io_monitor: bool = True,
+        io_settings: GovernorSettings | None = None,
     ) -> None:
         self.config = config or SchedulerConfig()
         self.clock: Clock = clock or SystemClock()
@@ -218,6 +226,15 @@ class Scheduler:
         self._closing = False
         self._closed = False
         self.recovered = 0
+        # IO: the governor decides admission and pacing; the monitor (psutil by default, or
+        # ``io_sampler``) feeds it about once a second on the scheduler's clock.
+        self._gov = IoGovernor(self.config.io, clock=self.clock, settings=io_settings)
+        self._io_sampler = io_sampler
+        self._io_monitor_enabled = io_monitor
+        self._io_monitor: IoMonitor | None = None
+        self._io_types_seen: set[str] = set()
+        self._io_admitted: set[int] = set()  # admitted in this tick, not launched yet
+        self._io_pressure_on = False
 
     # --- lifecycle ---------------------------------------------------------------------
 
@@ -247,6 +264,9 @@ class Scheduler:
         self._tg.start_soon(self._dispatch_loop)
         self._tg.start_soon(self._progress_loop)
         self._tg.start_soon(self._maintenance_loop)
+        self._gov.configure(self.config.io)  # the persisted config was loaded by _prepare
+        if self._io_monitor_enabled:
+            self._tg.start_soon(self._io_loop)
         self._pruning = True
         self._tg.start_soon(self._prune_some)
 
@@ -339,6 +359,8 @@ class Scheduler:
             raise InvalidParams(str(exc).split(" - at `")[0], _validation_path(exc)) from None
         self.config = new
         self._store.put_setting(_CONFIG_KEY, msgspec.json.encode(persisted))
+        if any(_camel(name) == "io" for name in changes):
+            self._gov.configure(new.io)
         self._wake()
         return new
 
@@ -351,13 +373,16 @@ class Scheduler:
         *,
         concurrency: int | None = None,
         builtin: bool = False,
+        paced: bool = False,
     ) -> None:
         """Run tasks of ``task_type`` with ``fn``; pending tasks of that type become runnable.
 
         ``builtin`` marks an executor the host application provides itself (the sidecar's
-        file and network executors): clients cannot register over it.
+        file and network executors): clients cannot register over it. ``paced``: ``fn``
+        draws its bytes through ``ctx.consume_io``, so the IO governor charges only a first
+        chunk when it starts and paces the rest.
         """
-        self._registry.add(Registration(task_type, fn, concurrency, builtin))
+        self._registry.add(Registration(task_type, fn, concurrency, builtin, paced))
         self._wake()
 
     def unregister(self, task_type: str) -> None:
@@ -501,6 +526,8 @@ class Scheduler:
                 run = self._running.get(old_id)
                 if run is not None:
                     self._stop(run, "superseded")
+                else:
+                    self._gov.forget(old_id)
                 self._bus.publish(TaskSuperseded(id=old_id, type=p.spec.type, by=res.id))
             if res.outcome in ("inserted", "superseded"):
                 assert res.info is not None
@@ -561,6 +588,8 @@ class Scheduler:
             run = self._running.get(cid)
             if run is not None:
                 self._stop(run, "cancelled")
+            else:
+                self._gov.forget(cid)
             self._bus.publish(TaskCancelled(id=cid, type=ctype))
         self._publish_follow(follow)
         self._wake()
@@ -602,6 +631,7 @@ class Scheduler:
             state = self._store.state_of(task_id)
             if state == "pending":
                 self._store.pause_pending(task_id)
+                self._gov.forget(task_id)
             elif state == "running" and task_id in self._running:
                 self._store.interrupt(task_id, "paused")
             else:
@@ -686,7 +716,7 @@ class Scheduler:
             counts=counts,
             running=running,
             max_concurrency=self.config.max_concurrency,
-            io=IoStatus(),
+            io=self._gov.status(),
             executors=self._registry.types(),
         )
 
@@ -848,6 +878,8 @@ class Scheduler:
             self._bus.publish(event)
         for s in step.started:
             self._launch(s, now)
+        if step.io_deferred or self._io_pressure_on:
+            self._poll_io_pressure(now)
         for victim, for_id in step.preempt:
             victim_run = self._running.get(victim)
             if victim_run is not None:
@@ -861,6 +893,7 @@ class Scheduler:
             and not self._submits
             and not step.started
             and not step.candidates_found
+            and not self._bus.saturated  # work may be held back for a slow reader
         ):
             waiters, self._idle_waiters = self._idle_waiters, []
             for n, ev in waiters:
@@ -875,19 +908,16 @@ class Scheduler:
     def _expire_and_claim(self, now: int, step: _Step) -> None:
         if self._next_expiry is not None and now >= self._next_expiry:
             for tid, ttype in self._store.expire_due(now):
+                self._gov.forget(tid)
                 step.events.append(TaskExpired(id=tid, type=ttype))
             self._next_expiry = self._store.next_expiry()
         if self._closing or self._pauses.paused or self._bus.saturated:
             return
         limits = self._limits()
         want = max(0, limits.max_concurrency - len(self._running)) + 16
-        ready = self._store.ready(
-            now,
-            self._registry.types(),
-            self._pauses.groups,
-            self._pauses.types,
-            want + len(self._running),
-        )
+        window = want + len(self._running)
+        types = self._registry.types()
+        ready = self._store.ready(now, types, self._pauses.groups, self._pauses.types, window)
         candidates = [
             Candidate(r.id, r.type, r.priority, r.group) for r in ready if r.id not in self._running
         ]
@@ -906,10 +936,89 @@ class Scheduler:
             )
             for r in self._running.values()
         ]
-        decision = decide(candidates, running, limits, now)
+        decision = decide(candidates, running, limits, now, self._io_admission(ready, types, now))
+        start = decision.start
+        if (
+            decision.deferred
+            and len(ready) >= window
+            and window < IO_WINDOW
+            and len(running) + len(start) < limits.max_concurrency
+        ):
+            # The window is full of IO-deferred work: look further down the queue for tasks
+            # that need no saturated resource (they must not wait behind it).
+            seen = {r.id for r in ready}
+            more = self._store.ready(now, types, self._pauses.groups, self._pauses.types, IO_WINDOW)
+            extra = [
+                Candidate(r.id, r.type, r.priority, r.group)
+                for r in more
+                if r.id not in seen and r.id not in self._running
+            ]
+            if extra:
+                running += [RunningTask(c.id, c.type, c.priority, c.group, now) for c in start]
+                admit = self._io_admission(more, types, now)
+                second = decide(extra, running, limits, now, admit)
+                start = start + second.start
+                decision.preempt += second.preempt
+                decision.deferred += second.deferred
+                if second.wake_at is not None:
+                    decision.wake_at = min(second.wake_at, decision.wake_at or second.wake_at)
         step.preempt = decision.preempt
         step.wake_at = decision.wake_at
-        step.started = self._store.start([c.id for c in decision.start], now)
+        step.io_deferred = decision.deferred
+        if decision.deferred:
+            retry_at = self._gov.next_admission_ms(now)
+            if retry_at is not None:
+                step.wake_at = retry_at if step.wake_at is None else min(step.wake_at, retry_at)
+        step.started = self._store.start([c.id for c in start], now)
+        if self._io_admitted and len(step.started) < len(start):  # not claimed: give back
+            claimed = {x.id for x in step.started}
+            for task_id in [i for i in self._io_admitted if i not in claimed]:
+                self._io_admitted.discard(task_id)
+                self._gov.release(task_id, IoBytes(), now)
+
+    def _io_admission(
+        self, ready: list[Ready], types: list[str], now: int
+    ) -> Callable[[Candidate], bool] | None:
+        """The IO admission check for one round of ``decide``, or None when no candidate can
+        expect IO (none declares ``ioCost`` and no runnable type has a learned cost): then
+        admission costs nothing. Otherwise a candidate that expects no IO is still admitted
+        without asking the governor, and a declared ``ioCost`` is decoded only when present.
+        """
+        gov = self._gov
+        knows = gov.cost_model.knows
+        if not self._io_types_seen.issuperset(types):
+            for t in types:
+                if t not in self._io_types_seen:
+                    self._seed_io_cost(t)
+        declared = {r.id: r.io_cost for r in ready if r.io_cost is not None}
+        if not declared and not any(knows(t) for t in types):
+            return None
+        admitted = self._io_admitted
+
+        def admit(c: Candidate) -> bool:
+            raw = declared.get(c.id)
+            if raw is None and not knows(c.type):
+                return True
+            expected = gov.expected_io(c.type, _decode_io(raw) if raw is not None else None)
+            if not expected.total():
+                return True
+            reg = self._registry.get(c.type)
+            paced = reg is not None and reg.paced
+            if gov.admit(c.id, c.priority, expected, now, task_type=c.type, paced=paced):
+                admitted.add(c.id)
+                return True
+            return False
+
+        return admit
+
+    def _seed_io_cost(self, task_type: str) -> None:
+        """Once per type: start its learned IO cost from the average of its stored history."""
+        self._io_types_seen.add(task_type)
+        if self._gov.cost_model.knows(task_type):
+            return
+        average = self._store.average_io(task_type)
+        if average is not None and average.total():
+            self._gov.cost_model.seed(task_type, average)
 
     def _next_deadline(self, now: int, wake_at: int | None) -> int | None:
         times = [wake_at, self._next_expiry]
@@ -937,6 +1046,9 @@ class Scheduler:
             run_started=now,
             progress=RunProgress(now),
         )
+        if self._io_admitted:
+            run.io_held = s.id in self._io_admitted
+            self._io_admitted.discard(s.id)
         self._running[s.id] = run
         self._bus.publish(
             TaskStarted(
@@ -1012,11 +1124,16 @@ class Scheduler:
     ) -> None:
         """Record how a run ended (inside the tick's transaction)."""
         self._running.pop(run.id, None)
+        io = run.io if run.io.total() else None
+        if run.io_held:  # the governor settles its prepaid bytes; io teaches the cost model
+            run.io_held = False
+            self._gov.release(run.id, io)
+        elif io is not None:
+            self._gov.cost_model.observe(run.type, io)
         reason = run.stop_reason
         if reason in ("cancelled", "superseded"):
             return  # already final in the database; its result is discarded
         duration = max(0, now - run.run_started)
-        io = run.io if run.io.total() else None
         if kind == "ok":
             state = self._store.complete(
                 run.id, now, result=value, duration_ms=duration, io_actual=io, follow=follow
@@ -1201,6 +1318,63 @@ class Scheduler:
                 await self._store.checkpoint()
             except Exception as exc:  # a busy checkpoint is retried on the next write
                 log.debug("wal checkpoint skipped", error=str(exc))
+
+    # --- IO ------------------------------------------------------------------------------
+
+    @property
+    def io_governor(self) -> IoGovernor:
+        """The IO governor (admission, pacing, learned capacity and costs)."""
+        return self._gov
+
+    async def _io_loop(self) -> None:
+        """Sample the machine's IO about once a second (on the scheduler's clock)."""
+        try:
+            self._io_monitor = IoMonitor(self.clock, self._io_sampler)
+            await self._io_monitor.run(self._on_io_sample)
+        except Exception as exc:  # no psutil, a broken sampler: run on, unmeasured
+            log.warning("IO monitoring stopped; IO is no longer measured", error=repr(exc))
+
+    def _on_io_sample(self, sample: IoSample) -> None:
+        gov = self._gov
+        now = self.clock.now_ms()
+        gov.observe(sample, now)
+        self._poll_io_pressure(now)
+        if gov.next_admission_ms(now) is not None:
+            self._wake()  # refill rates changed: deferred work may fit sooner
+
+    def _poll_io_pressure(self, now: int) -> None:
+        event = self._gov.poll_pressure(now)
+        if event is not None:
+            self._io_pressure_on = event.throttling
+            self._bus.publish(event)
+
+    def _record_io(self, run: _Run, amounts: tuple[int, int, int, int]) -> None:
+        io = run.io
+        disk_read, disk_write, net_rx, net_tx = amounts
+        io.disk_read += disk_read
+        io.disk_write += disk_write
+        io.net_rx += net_rx
+        io.net_tx += net_tx
+        gov = self._gov
+        for resource, nbytes in zip(RESOURCES, amounts, strict=True):
+            if nbytes > 0:
+                gov.record(run.id, resource, nbytes)
+
+    async def _consume_io(self, run: _Run, resource: Resource, nbytes: int) -> None:
+        if resource not in RESOURCES:
+            raise ValueError(f"unknown IO resource {resource!r}; one of {', '.join(RESOURCES)}")
+        if nbytes <= 0:
+            return
+        await self._gov.consume(run.id, resource, nbytes)
+        io = run.io
+        if resource == "diskRead":
+            io.disk_read += nbytes
+        elif resource == "diskWrite":
+            io.disk_write += nbytes
+        elif resource == "netRx":
+            io.net_rx += nbytes
+        else:
+            io.net_tx += nbytes
 
     def statistics(self) -> dict[str, Any]:
         return {

@@ -26,6 +26,7 @@ async def open_scheduler(
     path: Path, config: SchedulerConfig | None = None, **kw: Any
 ) -> AsyncIterator[tuple[Scheduler, FakeClock, Subscription]]:
     clock = kw.pop("clock", None) or FakeClock()
+    kw.setdefault("io_monitor", False)  # no real IO sampling unless a test scripts it
     sched = Scheduler(path, config or SchedulerConfig(), clock=clock, close_grace_ms=0, **kw)
     async with sched:
         sub = sched.subscribe()
