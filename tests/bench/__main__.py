@@ -11,7 +11,7 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import NamedTuple
 
-from tests.bench import core
+from tests.bench import all_suites, core, sidecar_suite
 
 
 class Suite(NamedTuple):
@@ -25,6 +25,16 @@ SUITES: dict[str, Suite] = {
         "taskmill_core vs huey, persist-queue and a raw sqlite3 floor (issue 2 targets)",
         core.add_arguments,
         core.main,
+    ),
+    "sidecar": Suite(
+        "the JSON-RPC stdio sidecar vs huey in-process; latency, startup, idle CPU (issue 3)",
+        sidecar_suite.add_arguments,
+        sidecar_suite.main,
+    ),
+    "all": Suite(
+        "every suite in turn (shared options: --quick, --rounds, --tmp, --keep)",
+        all_suites.add_arguments,
+        lambda args: all_suites.main(args, SUITES),
     ),
 }
 DEFAULT_SUITE = "core"
