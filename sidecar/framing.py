@@ -446,6 +446,19 @@ class LineWriter:
         if not self._accept(line):
             return
         try:
+            # With room in the queue, no yield: a burst of responses and events costs one
+            # loop turn, not one per line.
+            self._send.send_nowait(line)
+            return
+        except anyio.WouldBlock:
+            pass
+        except anyio.BrokenResourceError:
+            self._unqueue(line)
+            return
+        except BaseException:
+            self._queued_bytes -= len(line)
+            raise
+        try:
             await self._send.send(line)
         except anyio.BrokenResourceError:  # the writer stopped while we waited for room
             self._unqueue(line)

@@ -393,7 +393,12 @@ class JsonRpcProtocol:
                     if _is_response(message):
                         self._handle_response(message)
                         continue
-                    await self._slots.acquire()
+                    # Without a yield per line, the requests of one read chunk start
+                    # together, and the scheduler can commit their submits in one group.
+                    try:
+                        self._slots.acquire_nowait()
+                    except anyio.WouldBlock:
+                        await self._slots.acquire()
                     self._in_flight += 1
                     tg.start_soon(self._serve_message, message)
                 self._close_input()
