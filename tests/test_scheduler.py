@@ -870,3 +870,24 @@ async def test_large_batch_is_all_or_nothing_across_chunks(tmp_path: Path) -> No
         assert (await s.get(held.id)).state == "cancelled"
         assert len({r.id for r in results}) == 2500
         assert [e.EVENT for e in drain(sub)].count("task.submitted") == 2499
+
+
+async def test_a_reader_far_behind_stops_new_work_until_it_catches_up(tmp_path: Path) -> None:
+    async with open_scheduler(tmp_path / "t.db", SchedulerConfig(max_concurrency=1)) as (
+        s,
+        _,
+        sub,
+    ):
+        s._bus.high_water = 20  # small for the test; 10,000 by default
+        await s.submit_batch([TaskSpec(type="noop") for _ in range(50)])
+        await settle(200)
+        done = (await s.status()).counts["completed"]
+        assert done < 50  # dispatch stopped: lifecycle events are kept, never dropped
+        assert sub.backlog >= 20
+        events = []
+        for _ in range(100):  # the reader catches up, and the work goes on
+            events += drain(sub)
+            await settle()
+        events += drain(sub)
+        assert (await s.status()).counts["completed"] == 50
+        assert [e.EVENT for e in events].count("task.completed") == 50
