@@ -88,6 +88,7 @@ PRUNE_BATCH = 500
 _PAUSES_KEY = "pauses"
 _CONFIG_KEY = "config"
 IO_WINDOW = 256  # while IO-heavy work is deferred, dispatch looks this far down the queue
+IO_RETRY_MS = 1000  # deferred work waiting for a release, not tokens, is re-checked this often
 _decode_backoff = msgspec.json.Decoder(DEFAULT_BACKOFF.__class__).decode
 _decode_io = msgspec.json.Decoder(IoBytes).decode
 
@@ -968,6 +969,10 @@ class Scheduler:
         if decision.deferred:
             retry_at = self._gov.next_admission_ms(now)
             if retry_at is not None:
+                if retry_at <= now:
+                    # Waiting for a heavy task to end, not for tokens: its release wakes us.
+                    # The timer is only a safety net (and keeps the deferral alive).
+                    retry_at = now + IO_RETRY_MS
                 step.wake_at = retry_at if step.wake_at is None else min(step.wake_at, retry_at)
         step.started = self._store.start([c.id for c in start], now)
         if self._io_admitted and len(step.started) < len(start):  # not claimed: give back
