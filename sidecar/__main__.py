@@ -16,6 +16,7 @@ from pathlib import Path
 import anyio
 import structlog
 
+from sidecar.frozen import watch_bootloader
 from sidecar.server import ExitCode, Options, Sidecar, stderr_sentence
 from taskmill_core import __version__
 
@@ -101,6 +102,7 @@ def configure_logging(level: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
+    watch_bootloader()  # a onefile child leaves with its bootloader, even when it is SIGKILLed
     opts, level = parse_args(argv)
     configure_logging(level)
     # Unbuffered stdin: the reader thread may still be blocked in a read when we exit, and a

@@ -10,7 +10,6 @@ same graceful shutdown: stop taking requests (``-32005``), let running tasks fin
 
 from __future__ import annotations
 
-import os
 import signal
 import sys
 from dataclasses import dataclass, field
@@ -24,6 +23,7 @@ import structlog
 
 from sidecar.builtin import PathScope, builtin_executors
 from sidecar.framing import LineReader, LineWriter
+from sidecar.frozen import host_pid
 from sidecar.hostexec import HostExecutors
 from sidecar.jsonrpc import JsonRpcProtocol
 from sidecar.lock import AlreadyLocked, DatabaseLock
@@ -37,6 +37,10 @@ from taskmill_core.events import Subscription
 __all__ = ["ExitCode", "Options", "Sidecar"]
 
 log = structlog.get_logger("taskmill.sidecar")
+
+# Grace for running tasks once the parent is gone: nobody is left to see them finish, and a
+# relaunched app must not find the database still locked by us; the rest goes back to pending.
+PARENT_GONE_GRACE_MS = 500
 
 
 class ExitCode(Exception):
@@ -71,6 +75,7 @@ class Sidecar:
         self._stop = anyio.Event()
         self._reason = "shutdown"
         self._grace_ms = 5000
+        self._parent: tuple[int, float | None] | None = None  # --parent-pid, its start time
 
     def request_stop(self, reason: str, grace_ms: int | None = None) -> None:
         if self._stop.is_set():
@@ -157,14 +162,15 @@ class Sidecar:
         tg.start_soon(self._read_stdin, proto)
         tg.start_soon(self._watch_signals)
         if opts.parent_pid is not None:
-            tg.start_soon(self._watch_parent, opts.parent_pid)
+            self._parent = (opts.parent_pid, _created(opts.parent_pid))
+            tg.start_soon(self._watch_parent)
 
         await proto.notify(
             "sidecar.ready",
             ReadyParams(
                 server_info=info,
                 protocol_version=PROTOCOL_VERSION,
-                pid=os.getpid(),
+                pid=host_pid(),
                 db=str(opts.db),
                 recovered=Recovered(requeued=sched.recovered),
                 executors=sched.executor_types(),
@@ -201,7 +207,11 @@ class Sidecar:
     async def _read_stdin(self, proto: JsonRpcProtocol) -> None:
         async with LineReader(self._stdin, max_message_bytes=self.options.max_message_bytes) as r:
             await proto.serve(r)
-        self.request_stop("stdinClosed")
+        # A parent killed outright closes our stdin as it dies: that is the parent's death.
+        if await self._parent_gone(wait_s=0.3):
+            self.request_stop("parentExited", PARENT_GONE_GRACE_MS)
+        else:
+            self.request_stop("stdinClosed")
 
     async def _watch_signals(self) -> None:
         try:
@@ -211,22 +221,39 @@ class Sidecar:
         except NotImplementedError:  # Windows: no signal receivers; rely on stdin EOF
             return
 
-    async def _watch_parent(self, pid: int) -> None:
+    async def _watch_parent(self) -> None:
         """Poll the parent; its death (or PID reuse by another process) means shutdown."""
-        try:
-            created = psutil.Process(pid).create_time()
-        except psutil.Error:
-            self.request_stop("parentExited")
-            return
-        while True:
+        assert self._parent is not None
+        while _alive(*self._parent):  # noqa: ASYNC110 (another process: nothing to await)
             await anyio.sleep(self.options.parent_poll_s)
-            try:
-                alive = psutil.Process(pid).create_time() == created
-            except psutil.Error:
-                alive = False
-            if not alive:
-                self.request_stop("parentExited")
-                return
+        self.request_stop("parentExited", PARENT_GONE_GRACE_MS)
+
+    async def _parent_gone(self, wait_s: float) -> bool:
+        """Whether ``--parent-pid`` has exited, waiting up to ``wait_s`` for it to finish dying."""
+        if self._parent is None:
+            return False
+        deadline = anyio.current_time() + wait_s
+        while _alive(*self._parent):
+            if anyio.current_time() >= deadline:
+                return False
+            await anyio.sleep(0.02)
+        return True
+
+
+def _alive(pid: int, created: float | None) -> bool:
+    """Whether the process ``pid`` started at ``created`` still runs (a zombie does not)."""
+    try:
+        proc = psutil.Process(pid)
+        return proc.create_time() == created and proc.status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
+
+
+def _created(pid: int) -> float | None:
+    try:
+        return psutil.Process(pid).create_time()
+    except psutil.Error:
+        return None
 
 
 def _register_builtins(sched: Scheduler, opts: Options) -> None:
