@@ -1,0 +1,190 @@
+// The app's model of the scheduler: tasks kept current from the sidecar's events (with
+// `task.get` for ids first seen in an event), and `scheduler.status` (counts, pauses, IO)
+// refreshed after lifecycle events and once a second.
+import type { IoStatus, SchedulerStatus, TaskInfo, TaskmillClient } from '../taskmill/client.js';
+import { isActive } from './format.js';
+
+export type SidecarState =
+  | { kind: 'starting' }
+  | { kind: 'ready'; version: string; pid: number; restarts: number }
+  | { kind: 'down'; why: string; willRestart: boolean };
+
+export interface ActivityEntry {
+  at: number;
+  text: string;
+  tone: 'info' | 'ok' | 'warn' | 'error';
+}
+
+/** How many finished tasks stay in memory (the newest ones). */
+const KEEP_FINISHED = 300;
+
+export class Store {
+  readonly tasks = new Map<number, TaskInfo>();
+  status: SchedulerStatus | null = null;
+  io: IoStatus | null = null;
+  sidecar: SidecarState = { kind: 'starting' };
+  readonly activity: ActivityEntry[] = [];
+
+  private readonly subscribers = new Set<() => void>();
+  private readonly fetching = new Set<number>();
+  private statusTimer: ReturnType<typeof setTimeout> | undefined;
+  private statusInFlight = false;
+  private interval: ReturnType<typeof setInterval> | undefined;
+
+  constructor(private readonly client: TaskmillClient) {}
+
+  subscribe(fn: () => void): () => void {
+    this.subscribers.add(fn);
+    return () => this.subscribers.delete(fn);
+  }
+
+  private changed(): void {
+    for (const fn of this.subscribers) fn();
+  }
+
+  log(text: string, tone: ActivityEntry['tone'] = 'info'): void {
+    this.activity.unshift({ at: Date.now(), text, tone });
+    this.activity.length = Math.min(this.activity.length, 40);
+    this.changed();
+  }
+
+  /** Wires the events, loads the current tasks and starts the status refresh. */
+  async start(): Promise<void> {
+    const c = this.client;
+    c.listen('sidecar.ready', (r) => {
+      this.sidecar = { kind: 'ready', version: r.serverInfo.version, pid: r.pid, restarts: c.restartCount };
+      this.log(`Sidecar ready (pid ${r.pid}${r.recovered.requeued ? `, ${r.recovered.requeued} tasks recovered` : ''})`, 'ok');
+      void this.reload();
+    });
+    c.listen('exited', (e) => {
+      const why = e.error ?? (e.signal !== null ? `signal ${e.signal}` : `exit code ${e.code}`);
+      this.sidecar = { kind: 'down', why, willRestart: e.willRestart };
+      this.log(`Sidecar exited (${why})${e.willRestart ? ', restarting' : ''}`, 'error');
+    });
+    c.listen('task.submitted', ({ task }) => this.put(task));
+    c.listen('task.updated', ({ task }) => this.put(task));
+    c.listen('task.started', (e) =>
+      this.patch(e.id, { state: 'running', startedAt: e.startedAt, attempt: e.attempt, priority: e.priority, progress: null }),
+    );
+    c.listen('task.progress', (e) => this.patch(e.id, { progress: e.progress }, false));
+    c.listen('task.completed', (e) => {
+      const t = this.tasks.get(e.id);
+      const progress = { ...(t?.progress ?? { estimated: false }), fraction: 1, etaMs: null };
+      this.patch(e.id, { state: 'completed', durationMs: e.durationMs, result: e.result, progress, finishedAt: Date.now() });
+    });
+    c.listen('task.failed', (e) => {
+      this.patch(e.id, { state: e.state as TaskInfo['state'], error: e.error, attempt: e.attempt });
+      if (!e.willRetry) this.log(`#${e.id} ${e.type} failed: ${e.error.message}`, 'error');
+    });
+    c.listen('task.cancelled', (e) => this.patch(e.id, { state: 'cancelled', finishedAt: Date.now() }));
+    c.listen('task.superseded', (e) => this.patch(e.id, { state: 'superseded', finishedAt: Date.now() }));
+    c.listen('task.expired', (e) => this.patch(e.id, { state: 'expired', finishedAt: Date.now() }));
+    c.listen('task.preempted', (e) => {
+      this.patch(e.id, { state: 'pending' });
+      this.log(`#${e.id} preempted by #${e.by}`, 'warn');
+    });
+    c.listen('scheduler.paused', (e) => {
+      this.log(e.group ? `Group “${e.group}” paused` : e.type ? `Type ${e.type} paused` : 'All work paused', 'warn');
+      this.refreshStatusSoon();
+    });
+    c.listen('scheduler.resumed', (e) => {
+      this.log(e.group ? `Group “${e.group}” resumed` : e.type ? `Type ${e.type} resumed` : 'All work resumed', 'ok');
+      this.refreshStatusSoon();
+    });
+    c.listen('io.pressure', (io) => {
+      this.io = io;
+      this.changed();
+    });
+    this.interval = setInterval(() => void this.refreshStatus(), 1000);
+    await c.start();
+  }
+
+  stop(): void {
+    clearInterval(this.interval);
+    clearTimeout(this.statusTimer);
+  }
+
+  /** Replaces the task list with the newest tasks (after a (re)start). */
+  async reload(): Promise<void> {
+    try {
+      const [active, recent] = await Promise.all([
+        this.client.invoke('task.list', { state: ['running', 'pending', 'paused', 'waiting', 'blocked'], limit: 500 }),
+        this.client.invoke('task.list', { limit: 200 }),
+      ]);
+      this.tasks.clear();
+      for (const t of [...recent.tasks, ...active.tasks]) this.tasks.set(t.id, t);
+      this.changed();
+      await this.refreshStatus();
+    } catch (err) {
+      this.log(`Loading tasks failed: ${String(err)}`, 'error');
+    }
+  }
+
+  put(task: TaskInfo): void {
+    const old = this.tasks.get(task.id);
+    // A TaskInfo snapshot carries no live progress: keep what the events said while the task
+    // runs, and what it had reached when it was paused.
+    const keep =
+      old && (old.state === 'running' || old.state === 'paused') && !task.progress &&
+      (task.state === 'running' || task.state === 'paused')
+        ? { progress: old.progress }
+        : {};
+    this.tasks.set(task.id, { ...task, ...keep });
+    this.prune();
+    this.refreshStatusSoon();
+    this.changed();
+  }
+
+  private patch(id: number, fields: Partial<TaskInfo>, lifecycle = true): void {
+    const t = this.tasks.get(id);
+    if (t) {
+      this.tasks.set(id, { ...t, ...fields });
+    } else if (!this.fetching.has(id)) {
+      // First heard of in an event (submitted before this page loaded): fetch it once.
+      this.fetching.add(id);
+      this.client.invoke('task.get', { id }).then(
+        (task) => {
+          this.fetching.delete(id);
+          if (!this.tasks.has(id)) this.put(task);
+        },
+        () => this.fetching.delete(id),
+      );
+    }
+    if (lifecycle) this.refreshStatusSoon();
+    this.changed();
+  }
+
+  private prune(): void {
+    const finished = [...this.tasks.values()].filter((t) => !isActive(t.state));
+    if (finished.length <= KEEP_FINISHED) return;
+    finished.sort((a, b) => b.id - a.id);
+    for (const t of finished.slice(KEEP_FINISHED)) this.tasks.delete(t.id);
+  }
+
+  refreshStatusSoon(): void {
+    if (this.statusTimer !== undefined) return;
+    this.statusTimer = setTimeout(() => {
+      this.statusTimer = undefined;
+      void this.refreshStatus();
+    }, 150);
+  }
+
+  async refreshStatus(): Promise<void> {
+    if (!this.client.isReady || this.statusInFlight) return;
+    this.statusInFlight = true;
+    try {
+      const status = await this.client.invoke('scheduler.status', {}, { timeoutMs: 5000 });
+      this.status = status;
+      this.io = status.io;
+      for (const t of status.running) {
+        const old = this.tasks.get(t.id);
+        if (!old || old.state !== 'running') this.put(t);
+      }
+      this.changed();
+    } catch {
+      // The sidecar is restarting or busy; the next tick tries again.
+    } finally {
+      this.statusInFlight = false;
+    }
+  }
+}

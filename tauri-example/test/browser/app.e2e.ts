@@ -1,0 +1,347 @@
+// The built frontend in headless Chromium, its shell plugin bridged to a REAL sidecar.
+//
+//   npm run test:browser     (needs /usr/bin/chromium, or CHROMIUM_PATH; no browser download)
+//
+// Vite builds dist/, a small HTTP server serves it on 127.0.0.1, playwright-core drives
+// Debian's chromium. Before the app's script runs, shell-bridge.ts installs Tauri's `mockIPC`;
+// `plugin:shell|spawn` checks the arguments against capabilities/default.json and starts
+// `TASKMILL_SIDECAR_CMD` or `TASKMILL_PYTHON -m sidecar` (default ../.venv/bin/python) with
+// them; stdout/stderr lines and the exit travel back as the plugin's Channel events.
+import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
+import { createReadStream, existsSync, mkdirSync, mkdtempSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { createServer, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { constants, tmpdir } from 'node:os';
+import { dirname, extname, join, resolve, sep } from 'node:path';
+import { randomBytes } from 'node:crypto';
+import { chromium, type BrowserContext, type Page } from 'playwright-core';
+import { build } from 'vite';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { checkSidecarArgs } from '../helpers/shell-scope.js';
+import { REPO_ROOT, sidecarArgv } from '../helpers/sidecar.js';
+import type { ShellEvent } from './shell-bridge.js';
+
+const PKG = resolve(import.meta.dirname, '..', '..');
+const DIST = join(PKG, 'dist');
+/** The committed screenshot; TASKMILL_SCREENSHOT writes it elsewhere (e.g. in CI). */
+const SCREENSHOT = process.env.TASKMILL_SCREENSHOT ?? join(PKG, 'screenshots', 'app.png');
+const CHROMIUM = process.env.CHROMIUM_PATH ?? '/usr/bin/chromium';
+const SAMPLE_FILES = 18;
+const SIM_SECONDS = 12;
+
+/** The sidecar command without its arguments (the app supplies those, as in Tauri). */
+function sidecarCommand(): string[] {
+  // sidecarArgv appends `--db <db>`; drop it, the page passes its own `--db`.
+  return sidecarArgv('').slice(0, -2);
+}
+
+class SidecarBridge {
+  readonly children = new Map<number, ChildProcessWithoutNullStreams>();
+  readonly spawned: { pid: number; args: string[] }[] = [];
+  readonly registered: (number | null)[] = [];
+  readonly stderr: string[] = [];
+  private chain: Promise<unknown> = Promise.resolve();
+  private readonly queue = new Map<number, ShellEvent[]>();
+  private flushing = false;
+
+  constructor(private readonly page: Page, private readonly args: string[]) {}
+
+  async install(): Promise<void> {
+    const p = this.page;
+    await p.exposeFunction('__tmSidecarArgs', () => this.args);
+    await p.exposeFunction('__tmRegisterPid', (pid: number | null) => void this.registered.push(pid));
+    await p.exposeFunction('__tmSpawn', (program: string, args: string[], options: { sidecar?: boolean }) =>
+      this.spawn(program, args, options));
+    await p.exposeFunction('__tmWrite', (pid: number, data: string | number[]) => this.write(pid, data));
+    await p.exposeFunction('__tmKill', (pid: number) => void this.children.get(pid)?.kill('SIGKILL'));
+  }
+
+  private spawn(program: string, args: string[], options: { sidecar?: boolean }): number {
+    if (!options?.sidecar) throw new Error(`${program}: only sidecars are allowed`);
+    const refused = checkSidecarArgs(program, args);
+    if (refused) throw new Error(`Scoped command refused: ${refused}`);
+    const [command, ...prefix] = sidecarCommand();
+    const child = spawn(command!, [...prefix, ...args], { cwd: REPO_ROOT, stdio: 'pipe' });
+    const pid = child.pid;
+    if (pid === undefined) throw new Error(`cannot start ${command}`);
+    this.children.set(pid, child);
+    this.spawned.push({ pid, args });
+    // Like the plugin (non-raw mode): one event per line, without its '\n'.
+    const lines = (stream: NodeJS.ReadableStream, event: 'Stdout' | 'Stderr') => {
+      let rest = '';
+      stream.setEncoding('utf8');
+      stream.on('data', (chunk: string) => {
+        const parts = (rest + chunk).split('\n');
+        rest = parts.pop()!;
+        for (const line of parts) {
+          if (event === 'Stderr') this.stderr.push(line);
+          this.send(pid, { event, payload: line });
+        }
+      });
+      stream.on('end', () => {
+        if (rest) this.send(pid, { event, payload: rest });
+        rest = '';
+      });
+    };
+    lines(child.stdout, 'Stdout');
+    lines(child.stderr, 'Stderr');
+    child.on('error', (err) => this.send(pid, { event: 'Error', payload: String(err) }));
+    child.on('close', (code, signal) => {
+      this.children.delete(pid);
+      const signo = signal ? (constants.signals as Record<string, number>)[signal] ?? null : null;
+      this.send(pid, { event: 'Terminated', payload: { code, signal: signo } });
+    });
+    return pid;
+  }
+
+  private write(pid: number, data: string | number[]): Promise<void> {
+    const child = this.children.get(pid);
+    if (!child) return Promise.reject(new Error(`no child process ${pid}`));
+    return new Promise((res, rej) =>
+      child.stdin.write(typeof data === 'string' ? data : Buffer.from(data), (err) => (err ? rej(err) : res())),
+    );
+  }
+
+  /** Queues events and hands them to the page in order, a batch per evaluate. */
+  private send(pid: number, event: ShellEvent): void {
+    this.queue.set(pid, [...(this.queue.get(pid) ?? []), event]);
+    if (this.flushing) return;
+    this.flushing = true;
+    setImmediate(() => {
+      this.flushing = false;
+      const batches = [...this.queue];
+      this.queue.clear();
+      for (const [p, events] of batches) {
+        this.chain = this.chain
+          .then(() => this.page.evaluate(([p, e]) => window.__tmDeliver(p, e), [p, events] as const))
+          .catch(() => undefined); // the page is gone
+      }
+    });
+  }
+
+  /** Ends every sidecar: stdin EOF (its graceful shutdown), then SIGKILL after 8 s. */
+  async stopAll(): Promise<void> {
+    await Promise.all(
+      [...this.children.values()].map(
+        (child) =>
+          new Promise<void>((res) => {
+            if (child.exitCode !== null || child.signalCode !== null) return res();
+            const timer = setTimeout(() => child.kill('SIGKILL'), 8000);
+            child.once('close', () => {
+              clearTimeout(timer);
+              res();
+            });
+            child.stdin.end();
+          }),
+      ),
+    );
+  }
+}
+
+function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+function serve(dir: string): Promise<Server> {
+  const types: Record<string, string> = {
+    '.html': 'text/html', '.js': 'text/javascript', '.css': 'text/css', '.svg': 'image/svg+xml', '.png': 'image/png',
+  };
+  const server = createServer((req, res) => {
+    const path = decodeURIComponent(new URL(req.url ?? '/', 'http://x').pathname);
+    const file = resolve(dir, '.' + (path === '/' ? '/index.html' : path));
+    if (!file.startsWith(dir + sep) || !existsSync(file) || !statSync(file).isFile()) {
+      res.writeHead(404).end();
+      return;
+    }
+    res.writeHead(200, { 'content-type': types[extname(file)] ?? 'application/octet-stream', 'cache-control': 'no-store' });
+    createReadStream(file).pipe(res);
+  });
+  return new Promise((res) => server.listen(0, '127.0.0.1', () => res(server)));
+}
+
+async function bundleBridge(): Promise<string> {
+  const out = await build({
+    configFile: false,
+    logLevel: 'warn',
+    build: {
+      write: false,
+      minify: false,
+      lib: { entry: join(import.meta.dirname, 'shell-bridge.ts'), formats: ['iife'], name: 'TaskmillShellBridge' },
+    },
+  });
+  const outputs = (Array.isArray(out) ? out : [out]) as { output: { type: string; code?: string }[] }[];
+  const chunk = outputs[0]!.output.find((o) => o.type === 'chunk');
+  return chunk!.code!;
+}
+
+function sampleLibrary(root: string): string[] {
+  const files: string[] = [];
+  for (let i = 0; i < SAMPLE_FILES; i++) {
+    const dir = join(root, i % 3 === 0 ? '' : i % 3 === 1 ? '2024' : join('2025', 'trip'));
+    mkdirSync(dir, { recursive: true });
+    const file = join(dir, `photo-${String(i).padStart(3, '0')}.jpg`);
+    writeFileSync(file, randomBytes(64 * 1024 + i * 40 * 1024));
+    files.push(file);
+  }
+  return files;
+}
+
+describe('the example app in Chromium, over a real sidecar', () => {
+  let base: string;
+  let library: string;
+  let files: string[];
+  let server: Server;
+  let context: BrowserContext;
+  let page: Page;
+  let bridge: SidecarBridge;
+  const pageErrors: string[] = [];
+
+  beforeAll(async () => {
+    if (!existsSync(CHROMIUM)) throw new Error(`no Chromium at ${CHROMIUM}: apt-get install -y chromium (or set CHROMIUM_PATH)`);
+    await build({ root: PKG, logLevel: 'warn' });
+    base = mkdtempSync(join(tmpdir(), 'taskmill-browser-'));
+    library = join(base, 'library');
+    files = sampleLibrary(library);
+    mkdirSync(join(base, 'data'));
+    server = await serve(DIST);
+    const args = ['--parent-pid', String(process.pid), '--db', join(base, 'data', 'tasks.db'), '--allow-path', library, '--log-level', 'info'];
+    context = await chromium.launchPersistentContext(join(base, 'chromium-profile'), {
+      executablePath: CHROMIUM,
+      headless: true,
+      viewport: { width: 1280, height: 800 },
+      args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
+        '--disable-background-networking', '--disable-component-update', '--disable-sync'],
+    });
+    page = context.pages()[0] ?? (await context.newPage());
+    page.on('pageerror', (err) => pageErrors.push(String(err)));
+    page.on('console', (msg) => {
+      if (msg.type() === 'error') pageErrors.push(msg.text());
+    });
+    bridge = new SidecarBridge(page, args);
+    await bridge.install();
+    await page.addInitScript({ content: await bundleBridge() });
+    const { port } = server.address() as AddressInfo;
+    await page.goto(`http://127.0.0.1:${port}/`);
+  }, 90_000);
+
+  afterAll(async () => {
+    await context?.close().catch(() => undefined);
+    await bridge?.stopAll();
+    server?.close();
+    if (bridge) {
+      for (const { pid } of bridge.spawned) expect(alive(pid), `sidecar ${pid} still running`).toBe(false);
+    }
+    if (base) rmSync(base, { recursive: true, force: true });
+  }, 30_000);
+
+  const row = (id: number) => page.locator(`tr[data-task-id="${id}"]`);
+  const count = async (state: string) => Number(await page.locator(`[data-count="${state}"] .n`).textContent());
+  const waitState = (id: number, state: string, timeout = 20_000) =>
+    page.waitForSelector(`tr[data-task-id="${id}"][data-state="${state}"]`, { timeout });
+  const progressOf = async (id: number) => Number(await row(id).locator('.fill').getAttribute('data-progress'));
+  const rowIds = (selector: string) =>
+    page.$$eval(selector, (trs) => trs.map((tr) => Number((tr as HTMLElement).dataset.taskId)));
+
+  it('drives real work: submit → progress → pause → resume → cancel, scan + hash + copy', async () => {
+    // The app asked Rust for its args and spawned the sidecar with them; the scope allowed it.
+    await page.waitForSelector('[data-testid="sidecar-status"][data-state="ready"]', { timeout: 30_000 });
+    expect(bridge.spawned).toHaveLength(1);
+    const sidecarPid = bridge.spawned[0]!.pid;
+    await expect.poll(() => bridge.registered.at(-1)).toBe(sidecarPid);
+    expect(await page.locator('#folder').inputValue()).toBe(library);
+
+    // Simulated work: three sleep tasks (normal, background, high) start and move.
+    await page.fill('#sim-count', '3');
+    await page.fill('#sim-seconds', String(SIM_SECONDS));
+    await page.click('#btn-simulate');
+    await page.waitForFunction(() => document.querySelectorAll('tr[data-state="running"]').length === 3, null, { timeout: 20_000 });
+    const [a, b, c] = (await rowIds('tr[data-state="running"]')).sort((x, y) => x - y) as [number, number, number];
+    await page.waitForFunction((id) => Number(document.querySelector(`tr[data-task-id="${id}"] .fill`)?.getAttribute('data-progress')) > 0, a, { timeout: 15_000 });
+    const before = await progressOf(a);
+    await page.waitForFunction(
+      ([id, p]) => Number(document.querySelector(`tr[data-task-id="${id}"] .fill`)?.getAttribute('data-progress')) > p,
+      [a, before] as const, { timeout: 15_000 });
+    expect(await progressOf(a)).toBeGreaterThan(before);
+    expect(await row(a).locator('.meta').textContent()).toMatch(/% · .*(left|elapsed)/);
+
+    // Pause task a: it shows paused, with a Resume button, and the count says so.
+    await row(a).locator('button[data-action="pause"]').click();
+    await waitState(a, 'paused');
+    expect(await row(a).locator('.pill').textContent()).toBe('Paused');
+    await expect.poll(() => count('paused'), { timeout: 5000 }).toBe(1);
+
+    // Scan & hash the sample folder: one scan, one hash per file, all completed.
+    await page.click('#btn-scan');
+    await page.waitForFunction(
+      (n) => [...document.querySelectorAll('tr[data-state="completed"] .c-task .sub')].filter((e) => e.textContent!.startsWith('fs.hash')).length === n,
+      SAMPLE_FILES, { timeout: 40_000 });
+    await page.waitForSelector('tr[data-state="completed"] >> text=Scan & hash library', { timeout: 20_000 });
+
+    // Copy files: every scanned file lands in the backup folder.
+    await page.click('#btn-copy');
+    await page.waitForFunction(
+      (n) => [...document.querySelectorAll('tr[data-state="completed"] .c-task .sub')].filter((e) => e.textContent!.startsWith('fs.copy')).length === n,
+      SAMPLE_FILES, { timeout: 40_000 });
+    const backup = join(library, 'taskmill-backup');
+    for (const f of files) {
+      const copy = join(backup, f.slice(library.length + 1));
+      expect(existsSync(copy), copy).toBe(true);
+      expect(statSync(copy).size).toBe(statSync(f).size);
+    }
+
+    // Resume a; cancel b; raise c (background → high).
+    await row(a).locator('button[data-action="resume"]').click();
+    await page.waitForSelector(`tr[data-task-id="${a}"]:is([data-state="running"],[data-state="pending"],[data-state="completed"])`, { timeout: 10_000 });
+    await expect.poll(() => count('paused'), { timeout: 5000 }).toBe(0);
+    await row(b).locator('button[data-action="cancel"]').click();
+    await waitState(b, 'cancelled');
+    expect(await row(b).locator('.pill').textContent()).toBe('Cancelled');
+    const cPrio = await row(c).locator('.badge').textContent();
+    if ((await row(c).getAttribute('data-state')) === 'running') {
+      await row(c).locator('button[data-action="raise"]').click();
+      await page.waitForFunction(
+        ([id, old]) => document.querySelector(`tr[data-task-id="${id}"] .badge`)?.textContent !== old, [c, cPrio] as const);
+    }
+
+    // Group and global pause toggle the scheduler's filters.
+    await page.click('li[data-group="demo"] button');
+    await page.waitForSelector('li[data-group="demo"].paused');
+    await page.click('li[data-group="demo"] button');
+    await page.waitForSelector('li[data-group="demo"]:not(.paused)');
+    await page.click('#btn-pause-all');
+    await page.waitForFunction(() => document.querySelector('#btn-pause-all')?.textContent === 'Resume all');
+    await page.click('#btn-pause-all');
+    await page.waitForFunction(() => document.querySelector('#btn-pause-all')?.textContent === 'Pause all');
+
+    // Counts agree with the work done.
+    await expect.poll(() => count('cancelled'), { timeout: 5000 }).toBe(1);
+    expect(await count('completed')).toBeGreaterThanOrEqual(2 * SAMPLE_FILES + 1);
+    expect(await count('failed')).toBe(0);
+    expect(await count('paused')).toBe(0);
+
+    // More work in flight for the picture, then the screenshot at 1280×800.
+    await page.fill('#sim-count', '4');
+    await page.click('#btn-simulate');
+    await page.waitForFunction(() => document.querySelectorAll('tr[data-state="running"] .fill[data-progress]:not([data-progress="0.0000"])').length >= 3, null, { timeout: 20_000 });
+    const p = await page.waitForFunction(() => {
+      const fill = [...document.querySelectorAll<HTMLElement>('tr[data-state="running"] .fill')]
+        .find((f) => Number(f.dataset.progress) >= 0.2);
+      return fill ? Number(fill.closest<HTMLElement>('tr')!.dataset.taskId) : 0;
+    }, null, { timeout: 20_000 });
+    const pid = (await p.jsonValue()) as number;
+    await row(pid).locator('button[data-action="pause"]').click();
+    await waitState(pid, 'paused');
+    expect(await row(pid).locator('.meta').textContent()).toMatch(/^Paused at [1-9]\d?%$/);
+    await page.waitForTimeout(600); // let the bars' width transition settle
+    mkdirSync(dirname(SCREENSHOT), { recursive: true });
+    await page.screenshot({ path: SCREENSHOT });
+
+    expect(bridge.spawned).toHaveLength(1); // no restart happened
+    expect(pageErrors).toEqual([]);
+  }, 110_000);
+});
