@@ -338,7 +338,11 @@ class Scheduler:
         self._store.put_setting(_PAUSES_KEY, msgspec.json.encode(self._pauses))
 
     async def configure(self, **changes: Any) -> SchedulerConfig:
-        """Change settings (snake_case or camelCase names); persisted, effective at once."""
+        """Change settings (snake_case or camelCase names); persisted, effective at once.
+
+        Each given setting replaces the old value whole: ``io={"disk_write_bps": 10e6}`` drops
+        any other budget. ``None`` means "leave this setting as it is".
+        """
         await self._writes_allowed()
         current = msgspec.to_builtins(self.config)
         persisted = msgspec.json.decode(self._store.get_setting(_CONFIG_KEY) or b"{}")
@@ -350,8 +354,8 @@ class Scheduler:
                 raise InvalidParams("durability is chosen when the database is opened", "$")
             if isinstance(value, msgspec.Struct):
                 value = msgspec.to_builtins(value)
-            if isinstance(value, dict) and isinstance(current.get(key), dict):
-                value = {**current[key], **value}
+            # A given object replaces the setting whole (io, retention, groupLimits), so a
+            # budget or limit is removed by leaving it out.
             current[key] = value
             persisted[key] = value
         try:

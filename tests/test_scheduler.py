@@ -891,3 +891,17 @@ async def test_a_reader_far_behind_stops_new_work_until_it_catches_up(tmp_path: 
         events += drain(sub)
         assert (await s.status()).counts["completed"] == 50
         assert [e.EVENT for e in events].count("task.completed") == 50
+
+
+async def test_configure_replaces_a_setting_whole(tmp_path: Path) -> None:
+    from taskmill_core import IoConfig
+
+    async with open_scheduler(tmp_path / "t.db") as (s, _, _sub):
+        cfg = await s.configure(io=IoConfig(disk_read_bps=5_000_000, net_bps=1_000_000))
+        assert cfg.io.disk_read_bps == 5_000_000
+        cfg = await s.configure(io=IoConfig(net_bps=2_000_000), group_limits={"net": 2})
+        assert cfg.io.disk_read_bps is None and cfg.io.net_bps == 2_000_000
+        cfg = await s.configure(group_limits={})
+        assert cfg.group_limits == {} and cfg.io.net_bps == 2_000_000
+    async with open_scheduler(tmp_path / "t.db") as (s, _, _sub):
+        assert s.config.io.disk_read_bps is None and s.config.io.net_bps == 2_000_000
