@@ -259,7 +259,7 @@ def _created(pid: int) -> float | None:
 def _register_builtins(sched: Scheduler, opts: Options) -> None:
     """The sidecar's file, network and process executors, confined by the command line."""
     for reg in builtin_executors(PathScope(opts.allow_paths), opts.allow_programs):
-        sched.register(reg.type, reg.fn, concurrency=reg.concurrency, builtin=True)
+        sched.register(reg.type, reg.fn, concurrency=reg.concurrency, builtin=True, paced=reg.paced)
 
 
 def stderr_sentence(message: str) -> None:

@@ -86,7 +86,7 @@ async def scheduler(
     )
     async with sched:
         for reg in builtin_executors(PathScope(roots), programs):
-            sched.register(reg.type, reg.fn)
+            sched.register(reg.type, reg.fn, paced=reg.paced)
         yield sched, sched.subscribe()
 
 
@@ -119,6 +119,7 @@ class FakeContext:
         self.reports: list[dict[str, Any]] = []
         self.io = {"disk_read": 0, "disk_write": 0, "net_rx": 0, "net_tx": 0}
         self.children: list[TaskSpec] = []
+        self.consumed: list[tuple[str, int]] = []
 
     def progress(self, fraction: float | None = None, **kw: Any) -> None:
         self.reports.append({"fraction": fraction, **kw})
@@ -131,6 +132,11 @@ class FakeContext:
     def record_io(self, **kw: int) -> None:
         for key, value in kw.items():
             self.io[key] += value
+
+    async def consume_io(self, resource: str, nbytes: int) -> None:
+        key = {"diskRead": "disk_read", "diskWrite": "disk_write", "netRx": "net_rx"}[resource]
+        self.io[key] += nbytes
+        self.consumed.append((resource, nbytes))
 
     async def submit_child(self, spec: TaskSpec) -> Any:
         self.children.append(spec)
@@ -170,6 +176,8 @@ def test_registrations() -> None:
     regs = builtin_executors(PathScope([]), [sys.executable])
     assert [r.type for r in regs][-1] == "process.run"
     assert all(r.builtin for r in regs)
+    paced = {r.type for r in regs if r.paced}
+    assert paced == {"fs.copy", "fs.hash", "http.download"}
 
 
 # --- fs.copy ---------------------------------------------------------------------------------

@@ -23,13 +23,15 @@ __all__ = ["PathScope", "builtin_executors"]
 def builtin_executors(scope: PathScope, allowed_programs: Sequence[str]) -> list[Registration]:
     """The registrations of the scoped built-in executors.
 
-    ``process.run`` is included only when ``allowed_programs`` is not empty.
+    ``process.run`` is included only when ``allowed_programs`` is not empty. ``fs.copy``,
+    ``fs.hash`` and ``http.download`` are ``paced``: they draw their bytes through the IO
+    governor chunk by chunk (``ctx.consume_io``), so register them with ``paced=True``.
     """
     regs = [
-        Registration("fs.copy", partial(copy, scope=scope), builtin=True),
-        Registration("fs.hash", partial(hash_file, scope=scope), builtin=True),
+        Registration("fs.copy", partial(copy, scope=scope), builtin=True, paced=True),
+        Registration("fs.hash", partial(hash_file, scope=scope), builtin=True, paced=True),
         Registration("fs.scan", partial(scan, scope=scope), builtin=True),
-        Registration("http.download", partial(download, scope=scope), builtin=True),
+        Registration("http.download", partial(download, scope=scope), builtin=True, paced=True),
     ]
     if allowed_programs:
         allowed = tuple(allowed_programs)

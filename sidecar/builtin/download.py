@@ -12,6 +12,12 @@ followed (at most 5, http and https only). Proxies are not used.
 
 Blocking socket calls run in worker threads that a cancellation abandons; the socket is then
 shut down so that the thread returns at once and closes the connection on its way out.
+
+The executor is *paced* (registered with ``paced=True``): each chunk's bytes are drawn from the
+IO governor with ``ctx.consume_io`` — ``netRx`` as the chunk arrives (its size is known only
+then; waiting delays the next read, and TCP flow control holds the sender back), ``diskWrite``
+(and ``diskRead`` when re-hashing a resumed part file) before the bytes are moved. Those draws
+are the run's IO accounting; the bytes are not recorded again.
 """
 
 from __future__ import annotations
@@ -253,11 +259,11 @@ async def download(ctx: TaskContext, payload: Any, *, scope: PathScope) -> dict[
             pos = 0
             while pos < offset:
                 await anyio.lowlevel.checkpoint_if_cancelled()
+                await ctx.consume_io("diskRead", min(CHUNK, offset - pos))
                 n = await anyio.to_thread.run_sync(part.hash_prefix, pos, offset)
                 if not n:
                     raise RetryableError("the part file shrank while resuming", kind="io")
                 pos += n
-                ctx.record_io(disk_read=n)
 
         total: int | None = None
         complete = False
@@ -310,12 +316,13 @@ async def download(ctx: TaskContext, payload: Any, *, scope: PathScope) -> dict[
                 raise _network_error(exc, p.url) from exc
             if not data:
                 break
+            n = len(data)
+            await ctx.consume_io("netRx", n)
+            await ctx.consume_io("diskWrite", n)
             with os_errors("cannot write the download"):
                 await anyio.to_thread.run_sync(part.write, data)
-            n = len(data)
             done += n
             since_checkpoint += n
-            ctx.record_io(net_rx=n, disk_write=n)
             ctx.progress(bytes_done=done, bytes_total=total)
             if since_checkpoint >= CHECKPOINT_BYTES:
                 with os_errors("cannot write the download"):

@@ -2,8 +2,13 @@
 
 Every path goes through the :class:`~sidecar.builtin.scope.PathScope` when the task runs.
 Blocking file work runs in worker threads one chunk (1 MiB) per hop, so cancellation
-(anyio cancellation at the next ``await``) stops a run within one chunk, and progress and IO
-accounting are reported from the event loop between chunks.
+(anyio cancellation at the next ``await``) stops a run within one chunk, and progress is
+reported from the event loop between chunks.
+
+``fs.copy`` and ``fs.hash`` are *paced* (registered with ``paced=True``): before each chunk they
+draw its bytes from the IO governor with ``ctx.consume_io`` (``diskRead``, and ``diskWrite``
+for a copy), which waits while the budget is spent, so one big copy is spread over time instead
+of bursting. Those draws are the run's IO accounting; the bytes are not recorded again.
 """
 
 from __future__ import annotations
@@ -38,6 +43,7 @@ from sidecar.builtin._files import (
 from sidecar.builtin.scope import PathScope
 from taskmill_core.context import TaskContext
 from taskmill_core.errors import InvalidParams, PermanentError
+from taskmill_core.iomonitor import Resource
 from taskmill_core.types import PriorityName, PriorityValue, TaskSpec, TaskType
 
 __all__ = ["CopyPayload", "HashPayload", "ScanPayload", "copy", "hash_file", "scan"]
@@ -80,9 +86,10 @@ class _Copier:
         self.fin.seek(self.offset)
         return self.offset
 
-    def step(self) -> int:
+    def step(self, limit: int = CHUNK) -> int:
+        """Copy at most ``limit`` (≤ one chunk) bytes; 0 at the end of the source."""
         assert self.fin is not None and self.fout is not None
-        view = memoryview(self._buf)
+        view = memoryview(self._buf)[:limit]
         n = self.fin.readinto(view)
         if n:
             self.fout.write(view[:n])
@@ -143,13 +150,15 @@ async def copy(ctx: TaskContext, payload: Any, *, scope: PathScope) -> dict[str,
         since_checkpoint = 0
         while True:
             await anyio.lowlevel.checkpoint_if_cancelled()
+            drawn = await _draw(ctx, ("diskRead", "diskWrite"), min(CHUNK, size - done))
             with os_errors("copy failed"):
-                n = await anyio.to_thread.run_sync(copier.step)
+                n = await anyio.to_thread.run_sync(copier.step, drawn or CHUNK)
+            if n > drawn:  # the source grew past its size at the start: draw the extra too
+                await _draw(ctx, ("diskRead", "diskWrite"), n - drawn)
             if not n:
                 break
             done += n
             since_checkpoint += n
-            ctx.record_io(disk_read=n, disk_write=n)
             ctx.progress(bytes_done=done, bytes_total=max(size, done))
             if since_checkpoint >= CHECKPOINT_BYTES:
                 with os_errors("copy failed"):
@@ -185,6 +194,17 @@ async def copy(ctx: TaskContext, payload: Any, *, scope: PathScope) -> dict[str,
     return {"bytes": done, "dst": p.dst}
 
 
+async def _draw(ctx: TaskContext, resources: tuple[Resource, ...], nbytes: int) -> int:
+    """Draw ``nbytes`` (if positive) of each resource through the IO governor; returns what
+    was drawn. A chunk is drawn before it is moved, so a spent budget holds the next chunk
+    back; the draw also counts the bytes as the run's IO."""
+    if nbytes <= 0:
+        return 0
+    for resource in resources:
+        await ctx.consume_io(resource, nbytes)
+    return nbytes
+
+
 def _has_size(path: Path, size: int) -> bool:
     try:
         return os.stat(path).st_size == size
@@ -213,8 +233,8 @@ async def hash_file(ctx: TaskContext, payload: Any, *, scope: PathScope) -> dict
     hasher = hashlib.new(p.algorithm)
     buf = bytearray(CHUNK)
 
-    def step(f: io.FileIO) -> int:
-        view = memoryview(buf)
+    def step(f: io.FileIO, limit: int) -> int:
+        view = memoryview(buf)[:limit]
         n = f.readinto(view) or 0
         hasher.update(view[:n])
         return n
@@ -225,12 +245,14 @@ async def hash_file(ctx: TaskContext, payload: Any, *, scope: PathScope) -> dict
     try:
         while True:
             await anyio.lowlevel.checkpoint_if_cancelled()
+            drawn = await _draw(ctx, ("diskRead",), min(CHUNK, st.st_size - done))
             with os_errors("hash failed"):
-                n = await anyio.to_thread.run_sync(step, f)
+                n = await anyio.to_thread.run_sync(step, f, drawn or CHUNK)
+            if n > drawn:  # the file grew since it was stat'ed
+                await _draw(ctx, ("diskRead",), n - drawn)
             if not n:
                 break
             done += n
-            ctx.record_io(disk_read=n)
             ctx.progress(bytes_done=done, bytes_total=max(st.st_size, done))
     finally:
         f.close()

@@ -11,7 +11,7 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import NamedTuple
 
-from tests.bench import all_suites, core, sidecar_suite
+from tests.bench import all_suites, core, io_suite, sidecar_suite
 
 
 class Suite(NamedTuple):
@@ -30,6 +30,11 @@ SUITES: dict[str, Suite] = {
         "the JSON-RPC stdio sidecar vs huey in-process; latency, startup, idle CPU (issue 3)",
         sidecar_suite.add_arguments,
         sidecar_suite.main,
+    ),
+    "io": Suite(
+        "IO governor on the real disk: paced fs.copy vs a foreground fsync probe (issue 4)",
+        io_suite.add_arguments,
+        io_suite.main,
     ),
     "all": Suite(
         "every suite in turn (shared options: --quick, --rounds, --tmp, --keep)",
