@@ -575,10 +575,16 @@ class IoGovernor:
     # --- pacing -------------------------------------------------------------------------------
 
     def reserve(
-        self, task_id: int, resource: Resource, nbytes: int, now_ms: int | None = None
+        self,
+        task_id: int,
+        resource: Resource,
+        nbytes: int,
+        now_ms: int | None = None,
+        priority: int = 255,
     ) -> int:
         """Pure pacing step: charge ``nbytes`` of the task's IO and return 0, or return how
-        many ms to wait before asking again (nothing charged)."""
+        many ms to wait before asking again (nothing charged). ``priority`` is used for a task
+        that was admitted without the governor (it expected no IO)."""
         now = self._now(now_ms)
         st = self._resources[resource]
         task = self._running.get(task_id)
@@ -589,7 +595,8 @@ class IoGovernor:
         prepaid = task.prepaid.get(resource, 0.0) if task is not None else 0.0
         rest = nbytes - min(prepaid, nbytes)
         if rest > 0:
-            priority = task.priority if task is not None else 255
+            if task is not None:
+                priority = task.priority
             level = rest + self._floor(st, priority)
             blocker = self._blocker_level(resource, priority, task_id)
             if blocker is not None:
@@ -607,14 +614,18 @@ class IoGovernor:
         self._waiting.pop(task_id, None)
         return 0
 
-    async def consume(self, task_id: int, resource: Resource, nbytes: int) -> None:
+    async def consume(
+        self, task_id: int, resource: Resource, nbytes: int, priority: int = 255
+    ) -> None:
         """Draw ``nbytes`` for a running task before moving them, waiting on the clock as the
         bucket requires. Large amounts are drawn in chunks, so one big call is paced too."""
         remaining = nbytes
         while remaining > 0:
             st = self._resources[resource]
             part = remaining if st.budget is None else min(remaining, self._chunk(st))
-            while (wait := self.reserve(task_id, resource, part, self.clock.now_ms())) > 0:
+            while (
+                wait := self.reserve(task_id, resource, part, self.clock.now_ms(), priority)
+            ) > 0:
                 await self.clock.sleep(wait)
             remaining -= part
 

@@ -1374,7 +1374,7 @@ class Scheduler:
             raise ValueError(f"unknown IO resource {resource!r}; one of {', '.join(RESOURCES)}")
         if nbytes <= 0:
             return
-        await self._gov.consume(run.id, resource, nbytes)
+        await self._gov.consume(run.id, resource, nbytes, run.priority)
         io = run.io
         if resource == "diskRead":
             io.disk_read += nbytes

@@ -28,15 +28,23 @@ MiB = 1 << 20
 
 
 @pytest.mark.parametrize(
-    ("task_type", "io", "mib", "budget_mib"),
+    ("task_type", "io", "mib", "budget_mib", "declared"),
     [
-        ("fs.copy", IoConfig(disk_write_bps=2 * MiB, auto=False), 16, 2),
-        ("fs.copy", IoConfig(disk_read_bps=4 * MiB, disk_write_bps=4 * MiB, auto=False), 24, 4),
-        ("fs.hash", IoConfig(disk_read_bps=2 * MiB, auto=False), 12, 2),
+        ("fs.copy", IoConfig(disk_write_bps=2 * MiB, auto=False), 16, 2, True),
+        (
+            "fs.copy",
+            IoConfig(disk_read_bps=4 * MiB, disk_write_bps=4 * MiB, auto=False),
+            24,
+            4,
+            True,
+        ),
+        ("fs.hash", IoConfig(disk_read_bps=2 * MiB, auto=False), 12, 2, True),
+        # no declared cost: admitted without the governor, paced at its own priority all the same
+        ("fs.copy", IoConfig(disk_write_bps=2 * MiB, auto=False), 16, 2, False),
     ],
 )
 async def test_paced_file_executor_takes_n_over_b(
-    tmp_path: Path, task_type: str, io: IoConfig, mib: int, budget_mib: int
+    tmp_path: Path, task_type: str, io: IoConfig, mib: int, budget_mib: int, declared: bool
 ) -> None:
     root = tmp_path / "root"
     root.mkdir()
@@ -57,7 +65,7 @@ async def test_paced_file_executor_takes_n_over_b(
         # admit the run at its own priority; paced, it is charged only a first chunk.
         n = len(data)
         cost = IoBytes(disk_read=n, disk_write=n if task_type == "fs.copy" else 0)
-        spec = TaskSpec(type=task_type, payload=payload, io_cost=cost)
+        spec = TaskSpec(type=task_type, payload=payload, io_cost=cost if declared else None)
         task_id = (await sched.submit(spec)).id
         with anyio.fail_after(60):  # real time: the file work itself
             while (await sched.get(task_id)).state not in ("completed", "failed"):
