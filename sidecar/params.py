@@ -13,6 +13,8 @@ from msgspec import Meta, Struct
 
 from taskmill_core.types import (
     IoConfig,
+    NonNegInt,
+    PositiveInt,
     PriorityName,
     PriorityValue,
     Retention,
@@ -185,12 +187,12 @@ class ScopeParams(Struct, **_Strict):
 
 class ConfigureParams(Struct, **_Strict):
     max_concurrency: Annotated[int, Meta(ge=1, le=1024)] | None = None
-    group_limits: dict[ShortText, Annotated[int, Meta(ge=1)]] | None = None
+    group_limits: dict[ShortText, PositiveInt] | None = None
     io: IoConfig | None = None
     progress_hz: Annotated[float, Meta(gt=0.0, le=100.0)] | None = None
     retention: Retention | None = None
     preempt_priority: PriorityValue | None = None
-    min_run_ms: Annotated[int, Meta(ge=0)] | None = None
+    min_run_ms: NonNegInt | None = None
 
 
 class HistoryStatsParams(Struct, **_Strict):
@@ -198,8 +200,8 @@ class HistoryStatsParams(Struct, **_Strict):
 
 
 class PruneParams(Struct, **_Strict):
-    older_than_ms: Annotated[int, Meta(ge=0)] | None = None
-    keep: Annotated[int, Meta(ge=0)] | None = None
+    older_than_ms: NonNegInt | None = None
+    keep: NonNegInt | None = None
 
 
 class PruneResult(Struct, **_Out):
@@ -231,8 +233,8 @@ class ExecuteResult(Struct, rename="camel", gc=False):
 class ExecutorProgressParams(Struct, **_Strict):
     id: TaskId
     fraction: Annotated[float, Meta(ge=0.0, le=1.0)] | None = None
-    bytes_done: Annotated[int, Meta(ge=0)] | None = None
-    bytes_total: Annotated[int, Meta(ge=0)] | None = None
+    bytes_done: NonNegInt | None = None
+    bytes_total: NonNegInt | None = None
     message: Annotated[str, Meta(max_length=1024)] | None = None
 
 

@@ -50,6 +50,7 @@ from taskmill_core.progress import DurationModel, RunProgress
 from taskmill_core.retry import DEFAULT_BACKOFF, backoff_delay_ms
 from taskmill_core.store import Follow, Prepared, Ready, SqliteStore, Started, Submitted, prepare
 from taskmill_core.types import (
+    MAX_SAFE_INT,
     ErrorInfo,
     Event,
     HistoryStats,
@@ -570,7 +571,9 @@ class Scheduler:
             try:
                 before = int(cursor)
             except ValueError:
-                raise InvalidParams("cursor is not one this server gave out", "$.cursor") from None
+                before = -1
+            if not 0 < before <= MAX_SAFE_INT:
+                raise InvalidParams("cursor is not one this server gave out", "$.cursor")
         if not 1 <= limit <= 1000:
             raise InvalidParams("limit must be between 1 and 1000", "$.limit")
         rows = await self._store.list_tasks(

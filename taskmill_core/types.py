@@ -20,6 +20,7 @@ from msgspec import Meta, Struct
 __all__ = [
     "ACTIVE_STATES",
     "FINAL_STATES",
+    "MAX_SAFE_INT",
     "PRIORITY_NAMES",
     "Backoff",
     "ErrorInfo",
@@ -90,9 +91,11 @@ PRIORITY_NAMES: dict[str, int] = {
 TaskType = Annotated[str, Meta(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.:-]+$")]
 PriorityValue = Annotated[int, Meta(ge=0, le=255)]
 PriorityName = Literal["realtime", "high", "normal", "background", "idle"]
-NonNegInt = Annotated[int, Meta(ge=0)]
-PositiveInt = Annotated[int, Meta(ge=1)]
-TaskId = Annotated[int, Meta(ge=1)]
+# Integers on the wire stay within what a JavaScript number holds exactly (and SQLite's int64).
+MAX_SAFE_INT = 2**53 - 1
+NonNegInt = Annotated[int, Meta(ge=0, le=MAX_SAFE_INT)]
+PositiveInt = Annotated[int, Meta(ge=1, le=MAX_SAFE_INT)]
+TaskId = Annotated[int, Meta(ge=1, le=MAX_SAFE_INT)]
 ShortText = Annotated[str, Meta(max_length=256)]
 Label = Annotated[str, Meta(max_length=1024)]
 Tags = Annotated[dict[ShortText, Annotated[str, Meta(max_length=1024)]], Meta(max_length=32)]
@@ -227,7 +230,7 @@ class SchedulerConfig(Struct, rename="camel", gc=False, forbid_unknown_fields=Tr
     """Scheduler settings. Values set later with ``configure`` are persisted and win on reopen."""
 
     max_concurrency: Annotated[int, Meta(ge=1, le=1024)] = 4
-    group_limits: dict[ShortText, Annotated[int, Meta(ge=1)]] = msgspec.field(default_factory=dict)
+    group_limits: dict[ShortText, PositiveInt] = msgspec.field(default_factory=dict)
     io: IoConfig = msgspec.field(default_factory=IoConfig)
     progress_hz: Annotated[float, Meta(gt=0.0, le=100.0)] = 4.0
     retention: Retention = msgspec.field(default_factory=Retention)

@@ -168,6 +168,16 @@ def test_retry_and_history(sidecar: Sidecar) -> None:
         ("task.get", [1], -32602, "invalidParams", None),
         ("task.retry", {"id": 424242}, -32001, "taskNotFound", None),
         ("executor.register", {"type": "noop"}, -32007, "forbidden", None),
+        ("task.get", {"id": 2**63}, -32602, "invalidParams", "$.id"),
+        (
+            "task.submit",
+            {"type": "noop", "delayMs": 2**63 - 1},
+            -32602,
+            "invalidParams",
+            "$.delayMs",
+        ),
+        ("history.prune", {"keep": 2**63}, -32602, "invalidParams", "$.keep"),
+        ("task.list", {"cursor": "9" * 30}, -32602, "invalidParams", "$.cursor"),
     ],
 )
 def test_errors_are_coded_and_name_the_field(
