@@ -162,11 +162,17 @@ def render(view: View, title: str, drawn: list[int]) -> None:
                                                         "completed", "failed")),
     ]  # fmt: skip
     if view.io:
-        util = view.io.get("utilization", {})
+        io = view.io
+        cap = io.get("capacity", {}).get("diskRead")
         lines.append(
-            "  io: " + ", ".join(f"{k} {v:.0%}" for k, v in util.items())
-            + ("  (throttling)" if view.io.get("throttling") else "")
-        )  # fmt: skip
+            f"  io: disk read {io.get('diskReadBps', 0) / 1e6:5.1f} MB/s"
+            f" (budget {cap / 1e6:.0f} MB/s)"
+            if cap
+            else "  io: learning"
+        )
+        lines[-1] += f", write {io.get('diskWriteBps', 0) / 1e6:5.1f} MB/s"
+        if io.get("throttling"):
+            lines[-1] += f"  THROTTLING, {io.get('deferred', 0)} held back"
     for t in sorted(view.running(), key=lambda t: (t.get("priority", 128), t.get("id", 0)))[:6]:
         p = t.get("progress") or {}
         frac = float(p.get("fraction", 0.0))
@@ -183,7 +189,8 @@ def render(view: View, title: str, drawn: list[int]) -> None:
         sys.stdout.write("\n".join(lines) + "\n")
         drawn[0] = len(lines)
     else:
-        sys.stdout.write(lines[0] + " |" + lines[1] + "\n")
+        io = [line for line in lines if line.startswith("  io:")]
+        sys.stdout.write(lines[0] + " |" + lines[1] + (" |" + io[0][1:] if io else "") + "\n")
     sys.stdout.flush()
 
 
@@ -193,9 +200,13 @@ def pump(sc: Sidecar, view: View, seconds: float, title: str, until: Any = None)
     end = time.monotonic() + seconds
     next_draw = 0.0
     interval = 0.15 if TTY else 1.0
+    next_status = 0.0
     while time.monotonic() < end:
         with contextlib.suppress(queue.Empty):
             view.apply(sc.inbox.get(timeout=0.05))
+        if time.monotonic() >= next_status:  # the IO gauge, as a UI would poll it
+            view.io = sc.call("scheduler.status")["io"]
+            next_status = time.monotonic() + 1.0
         if time.monotonic() >= next_draw:
             render(view, title, drawn)
             next_draw = time.monotonic() + interval
@@ -239,7 +250,9 @@ def main() -> int:
     ready = sc.wait_ready()
     print(f"  sidecar pid {ready['pid']} ready; executors: {', '.join(ready['executors'])}")
 
-    sc.call("scheduler.configure", {"maxConcurrency": 3})
+    # 3 tasks at a time, and at most 80 MB/s of disk reads for our background work, so the
+    # machine stays responsive while the library is hashed (the built-ins pace themselves).
+    sc.call("scheduler.configure", {"maxConcurrency": 3, "io": {"diskReadBps": 80_000_000}})
     # 1. background: scan the library and hash every photo (fan-out children)
     scan = {"type": "fs.scan", "priority": "background", "label": "scan library",
             "payload": {"root": str(lib), "glob": "*.jpg", "childType": "fs.hash",
