@@ -90,13 +90,15 @@ class GovernorSettings:
     """Auto capacity is enforced after our own heavy IO ran this long unthrottled."""
     min_capacity: Mapping[Resource, float] = field(
         default_factory=lambda: {
-            "diskRead": 4.0 * _MIB,
-            "diskWrite": 4.0 * _MIB,
+            "diskRead": 32.0 * _MIB,
+            "diskWrite": 32.0 * _MIB,
             "netRx": 256.0 * 1024,
             "netTx": 256.0 * 1024,
         }
     )
-    """Floor for learned capacities, so an idle history cannot throttle to a trickle."""
+    """Floor for learned capacities, and the device rate below which our IO does not count as
+    heavy: light work (a few small files, mostly from the page cache) must not teach the
+    governor a tiny "capacity" that it would then enforce; any desktop disk sustains 32 MiB/s."""
 
 
 # --- capacity learning ------------------------------------------------------------------------
