@@ -81,6 +81,9 @@ __all__ = ["MAX_BATCH", "Scheduler"]
 log = structlog.get_logger("taskmill.scheduler")
 
 MAX_BATCH = 10_000
+# A quarter second of budget per bucket: tokens saved while writers stall (fsync) may be spent
+# at once, so the bucket size bounds how far one second can overshoot the budget.
+DESKTOP_IO_SETTINGS = GovernorSettings(burst_s=0.25)
 INLINE_SUBMIT = 16  # submits up to this many tasks are written inline (see _commit)
 BATCH_CHUNK = 250  # larger batches are written this many per loop turn (_commit_large)
 YIELD_AFTER_S = 0.002
@@ -230,7 +233,9 @@ class Scheduler:
         self.recovered = 0
         # IO: the governor decides admission and pacing; the monitor (psutil by default, or
         # ``io_sampler``) feeds it about once a second on the scheduler's clock.
-        self._gov = IoGovernor(self.config.io, clock=self.clock, settings=io_settings)
+        self._gov = IoGovernor(
+            self.config.io, clock=self.clock, settings=io_settings or DESKTOP_IO_SETTINGS
+        )
         self._io_sampler = io_sampler
         self._io_monitor_enabled = io_monitor
         self._io_monitor: IoMonitor | None = None

@@ -12,6 +12,7 @@ import anyio.lowlevel
 
 from taskmill_core import FakeClock, Scheduler, SchedulerConfig, TaskContext
 from taskmill_core.events import Subscription
+from taskmill_core.iogovernor import GovernorSettings
 from taskmill_core.types import Event
 
 
@@ -27,6 +28,9 @@ async def open_scheduler(
 ) -> AsyncIterator[tuple[Scheduler, FakeClock, Subscription]]:
     clock = kw.pop("clock", None) or FakeClock()
     kw.setdefault("io_monitor", False)  # no real IO sampling unless a test scripts it
+    # The governor's mechanics are specified with its reference settings (a one-second
+    # bucket); the scheduler's desktop default (a quarter second) has a test of its own.
+    kw.setdefault("io_settings", GovernorSettings())
     sched = Scheduler(path, config or SchedulerConfig(), clock=clock, close_grace_ms=0, **kw)
     async with sched:
         sub = sched.subscribe()

@@ -419,3 +419,34 @@ async def test_configure_io_applies_at_once_and_unconstrained_admits_all(tmp_pat
         await sched.cancel(b)
         gate.release(a)
         await sched.wait_idle()
+
+
+async def test_desktop_default_bucket_bounds_a_one_second_burst(tmp_path: Path) -> None:
+    """Tokens saved while idle are at most a quarter second of budget: after a pause, one
+    second moves at most 1.25 x the budget (a 1-s bucket would allow 2x)."""
+    from taskmill_core.scheduler import DESKTOP_IO_SETTINGS
+
+    assert DESKTOP_IO_SETTINGS.burst_s == 0.25
+    async with open_scheduler(tmp_path / "t.db", config(), io_settings=DESKTOP_IO_SETTINGS) as (
+        sched,
+        clock,
+        _,
+    ):
+        done_at: list[int] = []
+
+        async def copy(ctx: TaskContext, payload: Any) -> None:
+            for _ in range(30):
+                await ctx.consume_io("diskWrite", 1 * MB)
+                done_at.append(clock.now_ms())
+
+        sched.register("copy", copy, paced=True)
+        clock.advance(5000)  # idle: the bucket fills up
+        start = clock.now_ms()
+        await sched.submit(writes(30 * MB, task_type="copy"))
+        await settle()
+        while len(done_at) < 30:
+            clock.advance(50)
+            await settle()
+        first_second = sum(1 for t in done_at if t - start <= 1000)
+        assert first_second <= 10 * 1.25 + 1  # MB, with one chunk of rounding
+        assert 2600 <= done_at[-1] - start <= 3100  # 2.5 MB from the bucket, 27.5 at 10 MB/s
