@@ -356,7 +356,8 @@ class SqliteStore:
         try:
             await anyio.to_thread.run_sync(self._open_writer)
             self._reader = await aiosqlite.connect(self.path, isolation_level=None)
-            await self._reader.execute("PRAGMA busy_timeout=5000")
+            async with self._reader.execute("PRAGMA busy_timeout=5000") as cur:
+                await cur.fetchall()
         except sqlite3.DatabaseError as exc:
             await self.close()
             raise NotATaskmillDatabase(f"{self.path} cannot be opened: {exc}") from None
@@ -443,7 +444,8 @@ class SqliteStore:
 
     async def checkpoint(self) -> None:
         """Fold the WAL back into the database file, off the event loop."""
-        await self._rd.execute("PRAGMA wal_checkpoint(PASSIVE)")
+        async with self._rd.execute("PRAGMA wal_checkpoint(PASSIVE)") as cur:
+            await cur.fetchall()
 
     # --- settings ----------------------------------------------------------------------
 

@@ -5,7 +5,7 @@ import { defineConfig } from 'vitest/config';
 export default defineConfig({
   test: {
     include: ['test/browser/**/*.e2e.ts'],
-    testTimeout: 110_000,
+    testTimeout: 180_000,
     hookTimeout: 90_000,
     fileParallelism: false,
   },
