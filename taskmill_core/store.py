@@ -124,6 +124,10 @@ _COLUMNS = (
 )
 
 
+def _dispatch_order(row: Sequence[Any]) -> tuple[int, int]:
+    return (row[2], row[0])  # (priority, id) of a ready row
+
+
 def _row_to_info(row: Sequence[Any]) -> TaskInfo:
     return TaskInfo(
         id=row[0],
@@ -323,7 +327,7 @@ class SqliteStore:
         self._db: sqlite3.Connection | None = None
         self._reader: aiosqlite.Connection | None = None
         self._in_txn = False
-        self._ready_sql: dict[tuple[int, int], str] = {}
+        self._ready_sql: dict[int, str] = {}  # by the number of paused groups
 
     # --- opening, migrations, closing ---------------------------------------------------
 
@@ -644,30 +648,33 @@ class SqliteStore:
     ) -> list[Ready]:
         """Due pending tasks in dispatch order, that some executor can run and no pause covers.
 
-        One statement: per runnable type, the first ``limit`` rows of its slice of the ready
-        index, merged by SQLite in (priority, id) order.
+        Per runnable type, the first ``limit`` rows of its slice of the ready index, merged
+        here in (priority, id) order. (One ``UNION ALL`` statement had SQLite sort every
+        slice in a temporary b-tree: ~300 µs for seven types against ~45 µs for seven seeks.)
         """
-        runnable = [t for t in types if t not in paused_types]
-        if not runnable:
-            return []
-        shape = (len(runnable), len(paused_groups))
-        sql = self._ready_sql.get(shape)
+        sql = self._ready_sql.get(len(paused_groups))
         if sql is None:
-            per_type = (
-                "SELECT * FROM (SELECT id, type, priority, grp, io_cost FROM tasks "
-                "INDEXED BY tasks_ready "
+            sql = (
+                "SELECT id, type, priority, grp, io_cost FROM tasks INDEXED BY tasks_ready "
                 "WHERE state='pending' AND type=? AND (run_at IS NULL OR run_at <= ?)"
             )
-            if shape[1]:
-                per_type += f" AND (grp IS NULL OR grp NOT IN ({','.join('?' * shape[1])}))"
-            per_type += " ORDER BY priority, id LIMIT ?)"
-            sql = " UNION ALL ".join([per_type] * shape[0]) + " ORDER BY priority, id LIMIT ?"
-            self._ready_sql[shape] = sql
-        args: list[Any] = []
-        for t in runnable:
-            args += [t, now, *paused_groups, limit]
-        args.append(limit)
-        rows = self._conn.execute(sql, args).fetchall()
+            if paused_groups:
+                sql += f" AND (grp IS NULL OR grp NOT IN ({','.join('?' * len(paused_groups))}))"
+            sql += " ORDER BY priority, id LIMIT ?"
+            self._ready_sql[len(paused_groups)] = sql
+        execute = self._conn.execute
+        rows: list[Any] = []
+        found = 0
+        for t in types:
+            if t in paused_types:
+                continue
+            part = execute(sql, (t, now, *paused_groups, limit)).fetchall()
+            if part:
+                rows += part
+                found += 1
+        if found > 1:
+            rows.sort(key=_dispatch_order)
+            del rows[limit:]
         return [Ready(r[0], r[1], r[2], r[3], r[4]) for r in rows]
 
     def next_due(self, now: int) -> int | None:
