@@ -32,13 +32,14 @@ from __future__ import annotations
 
 import itertools
 import re
-from collections.abc import AsyncIterable, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterable, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final, Protocol, TypeVar, overload
 
 import anyio
 import msgspec
 import structlog
+from anyio.abc import TaskGroup
 
 from sidecar.framing import EndOfInput, MessageTooLarge
 
@@ -212,10 +213,19 @@ def _valid_id(value: object) -> bool:
     return value is None or (isinstance(value, str | int | float) and not isinstance(value, bool))
 
 
+BatchHandler = Callable[[list[Any]], Awaitable[Sequence[Any]]]
+"""Handles many requests' converted params at once; one result or exception per entry."""
+
+
 @dataclass(slots=True)
 class _Handler:
     func: Callable[..., Awaitable[Any]]
     params_type: Any  # a type msgspec can convert to, or None: the handler takes no arguments
+    batch: BatchHandler | None = None
+
+
+# Requests of a batchable method taken into one group at most (a group is one task).
+MAX_GROUP = 1024
 
 
 class _Pending:
@@ -278,6 +288,7 @@ class JsonRpcProtocol:
         self._input_closed = anyio.Event()
         self._ids = itertools.count(1)
         self._pending: dict[int, _Pending] = {}
+        self._groups: dict[str, list[tuple[Any, Any]]] = {}  # method -> requests not yet taken
         self._in_flight = 0
         self._held = 0
         self._requests = 0
@@ -301,7 +312,12 @@ class JsonRpcProtocol:
 
     @overload
     def register(
-        self, method: str, handler: Callable[[P], Awaitable[Any]], params_type: type[P]
+        self,
+        method: str,
+        handler: Callable[[P], Awaitable[Any]],
+        params_type: type[P],
+        *,
+        batch: Callable[[list[P]], Awaitable[Sequence[Any]]] | None = None,
     ) -> None: ...
 
     def register(
@@ -309,16 +325,27 @@ class JsonRpcProtocol:
         method: str,
         handler: Callable[..., Awaitable[Any]],
         params_type: type[Any] | None = None,
+        *,
+        batch: BatchHandler | None = None,
     ) -> None:
         """Route ``method`` to ``handler``.
 
         With a ``params_type`` (a msgspec Struct, or any type :func:`msgspec.convert`
         accepts) the handler gets the converted params (``{}`` when omitted); with ``None``
         it is called without arguments and any params object is accepted and ignored.
+
+        ``batch`` (with a ``params_type``) handles many requests of this method at once: the
+        requests that arrive together (read in one go from the input, outside JSON-RPC batch
+        arrays) are grouped, their params converted one by one, and ``batch`` gets the list
+        of converted params in one task. It returns one entry per request: the result, or
+        the exception that request's answer is made from. Each request still gets its own
+        response, exactly as ``handler`` would have produced it.
         """
         if method in self._handlers:
             raise ValueError(f"method {method!r} is already registered")
-        self._handlers[method] = _Handler(handler, params_type)
+        if batch is not None and params_type is None:
+            raise ValueError("a batch handler needs a params_type")
+        self._handlers[method] = _Handler(handler, params_type, batch)
 
     @property
     def methods(self) -> list[str]:
@@ -393,6 +420,11 @@ class JsonRpcProtocol:
                     if _is_response(message):
                         self._handle_response(message)
                         continue
+                    grouped = self._group(message, tg)
+                    if grouped is not None:
+                        if grouped:  # the params were invalid: answered right away
+                            await self._send(grouped)
+                        continue
                     # Without a yield per line, the requests of one read chunk start
                     # together, and the scheduler can commit their submits in one group.
                     try:
@@ -404,6 +436,76 @@ class JsonRpcProtocol:
                 self._close_input()
         finally:
             self._close_input()
+
+    def _group(self, message: Any, tg: TaskGroup) -> bytes | None:
+        """Take a request of a batchable method into the current group of its method.
+
+        Returns ``None`` when the message is not such a request (it takes the general path,
+        which also produces every envelope error), ``b""`` when it joined a group, or the
+        encoded error response when its params are invalid. The first request of a group
+        starts the task that handles the group; it runs once the reader has handed over
+        everything that arrived together, so a burst of pipelined requests becomes one
+        task and one wake-up instead of one of each per request.
+        """
+        if not (self._ready and not self._shutting_down and isinstance(message, dict)):
+            return None
+        method = message.get("method")
+        handler = self._handlers.get(method) if isinstance(method, str) else None
+        if handler is None or handler.batch is None:
+            return None
+        rid = message.get("id", _MISSING)
+        params = message.get("params", _MISSING)
+        if (
+            rid is _MISSING
+            or not _valid_id(rid)
+            or message.get("jsonrpc") != "2.0"
+            or not (params is _MISSING or isinstance(params, dict))
+        ):
+            return None
+        assert isinstance(method, str)
+        try:  # each grouped request holds a slot, like a request handled on its own
+            self._slots.acquire_nowait()
+        except anyio.WouldBlock:
+            return None  # at the limit: the general path waits for a slot
+        self._requests += 1
+        try:
+            converted = msgspec.convert({} if params is _MISSING else params, handler.params_type)
+        except Exception as exc:
+            self._slots.release()
+            self._errors += 1
+            return self._error(rid, error_from_exception(exc, method=method))
+        group = self._groups.get(method)
+        if group is None or len(group) >= MAX_GROUP:
+            group = self._groups[method] = []
+            self._in_flight += 1
+            tg.start_soon(self._serve_group, method, handler, group)
+        group.append((rid, converted))
+        return b""
+
+    async def _serve_group(self, method: str, handler: _Handler, group: list[Any]) -> None:
+        try:
+            # Every request read together has joined by now (serve does not yield between
+            # the lines of one read); later ones start a new group.
+            if self._groups.get(method) is group:
+                del self._groups[method]
+            assert handler.batch is not None
+            try:
+                outcomes: Sequence[Any] = await handler.batch([p for _, p in group])
+                if len(outcomes) != len(group):
+                    raise RuntimeError(f"batch handler of {method} answered {len(outcomes)}")
+            except Exception as exc:
+                outcomes = [exc] * len(group)
+            for (rid, _), outcome in zip(group, outcomes, strict=True):
+                if isinstance(outcome, Exception):
+                    self._errors += 1
+                    line = self._error(rid, error_from_exception(outcome, method=method))
+                else:
+                    line = self._result(rid, outcome, method)
+                await self._send(line)
+        finally:
+            self._in_flight -= 1
+            for _ in group:
+                self._slots.release()
 
     async def process_line(self, line: bytes) -> bytes | None:
         """Handle one line and return the encoded answer (``None``: nothing to send).
@@ -511,6 +613,9 @@ class JsonRpcProtocol:
             return self._error(rid, error)
         if not has_id:
             return None
+        return self._result(rid, result, method)
+
+    def _result(self, rid: Any, result: Any, method: str) -> bytes:
         try:
             return self._encoder.encode({"jsonrpc": "2.0", "id": rid, "result": result})
         except (TypeError, msgspec.EncodeError) as exc:

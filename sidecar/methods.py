@@ -111,7 +111,7 @@ class Methods:
         r("ping", self.ping, Empty)
         r("shutdown", self.shutdown, ShutdownParams)
         r("rpc.discover", self.discover, Empty)
-        r("task.submit", self.submit, TaskSpec)
+        r("task.submit", self.submit, TaskSpec, batch=self.submit_many)
         r("task.submitBatch", self.submit_batch, RawBatch)
         r("task.get", self.get, TaskIdParams)
         r("task.list", self.list_tasks, ListParams)
@@ -158,6 +158,10 @@ class Methods:
 
     async def submit(self, p: TaskSpec) -> SubmitResult:
         return await self.s.submit(p, validated=True)
+
+    async def submit_many(self, ps: list[TaskSpec]) -> list[SubmitResult | Exception]:
+        """Pipelined ``task.submit`` requests that arrived together, each answered on its own."""
+        return await self.s.submit_many(ps, validated=True)
 
     async def submit_batch(self, p: RawBatch) -> SubmitBatchResult:
         if len(p.tasks) > MAX_BATCH:

@@ -435,6 +435,45 @@ class Scheduler:
         info = res.info if res.info is not None else self._store.get(res.id)
         return SubmitResult(res.id, res.outcome, self._with_progress(info))
 
+    async def submit_many(
+        self, specs: Sequence[TaskSpec], *, validated: bool = False
+    ) -> list[SubmitResult | Exception]:
+        """Submit each spec on its own, as if by concurrent :meth:`submit` calls.
+
+        Unlike :meth:`submit_batch` this is not all-or-nothing: each entry of the result is
+        that spec's :class:`SubmitResult`, or the exception its ``submit`` would have raised.
+        All are written in the dispatcher's next transaction and share one wake-up, which
+        makes this the cheap way to hand over many independent requests at once (the
+        sidecar uses it for pipelined ``task.submit`` requests).
+        """
+        self._check_open()
+        now = self.clock.now_ms()
+        outcomes: list[SubmitResult | Exception | None] = [None] * len(specs)
+        queued: list[tuple[int, _PendingSubmit]] = []
+        done = anyio.Event()
+        for i, spec in enumerate(specs):
+            try:
+                p = prepare(spec if validated else _check_spec(spec), now)
+            except Exception as exc:
+                outcomes[i] = exc
+                continue
+            queued.append((i, _PendingSubmit([p], now, done)))
+        if queued:
+            self._submits.extend(ps for _, ps in queued)
+            self._wake()
+            with anyio.CancelScope(shield=True):  # once queued, each is committed or fails
+                await done.wait()
+        for i, ps in queued:
+            if ps.error is not None:
+                outcomes[i] = (
+                    ps.error if isinstance(ps.error, Exception) else RuntimeError(str(ps.error))
+                )
+                continue
+            (res,) = ps.results
+            info = res.info if res.info is not None else self._store.get(res.id)
+            outcomes[i] = SubmitResult(res.id, res.outcome, self._with_progress(info))
+        return [o for o in outcomes if o is not None]
+
     async def submit_batch(
         self, specs: Sequence[TaskSpec], *, validated: bool = False
     ) -> list[SubmitResult]:
@@ -882,10 +921,13 @@ class Scheduler:
                 ps.error = ps.error or exc
                 ps.done.set()
             raise
+        # Submitters first: woken before any event is published, they answer (a sidecar
+        # writes the responses) before the forwarder sends these tasks' events.
+        for ps in submits:
+            ps.done.set()
         for ps in submits:
             if ps.error is None:
                 self._after_submit(ps.prepared, ps.results)
-            ps.done.set()
         self._publish_follow(step.follow, step.events)
         for event in step.events:
             self._bus.publish(event)

@@ -20,7 +20,7 @@ from taskmill_core import (
     TaskNotFound,
     TaskSpec,
 )
-from taskmill_core.types import TaskCompleted, TaskFailed, TaskPreempted, TaskProgress
+from taskmill_core.types import SubmitResult, TaskCompleted, TaskFailed, TaskPreempted, TaskProgress
 
 from .helpers import Gate, drain, names, open_scheduler, recorder, settle
 
@@ -207,6 +207,31 @@ async def test_batch_is_all_or_nothing(tmp_path: Path) -> None:
         assert dup.value.data["index"] == 1 and dup.value.existing_id == held.id
         assert (await s.status()).counts["pending"] == 1  # nothing of either batch was written
         assert names(drain(sub)) == []
+
+
+async def test_submit_many_answers_each_spec_on_its_own(tmp_path: Path) -> None:
+    async with open_scheduler(tmp_path / "t.db") as (s, _, sub):
+        await s.pause_all()
+        held = await s.submit(TaskSpec(type="noop", dedup_key="x"))
+        drain(sub)
+        out = await s.submit_many(
+            [
+                TaskSpec(type="noop", priority=7),
+                TaskSpec(type="noop", priority=999),  # type: ignore[arg-type]
+                TaskSpec(type="noop", dedup_key="x", on_duplicate="reject"),
+                TaskSpec(type="noop", dedup_key="y"),
+                TaskSpec(type="noop", dedup_key="y"),
+            ]
+        )
+        first, bad, rejected, y1, y2 = out
+        assert isinstance(first, SubmitResult) and first.outcome == "inserted"
+        assert first.task is not None and first.task.priority == 7
+        assert isinstance(bad, InvalidParams) and bad.path == "$.priority"
+        assert isinstance(rejected, DuplicateRejected) and rejected.existing_id == held.id
+        assert isinstance(y1, SubmitResult) and isinstance(y2, SubmitResult)
+        assert (y1.outcome, y2.outcome, y2.id) == ("inserted", "duplicate", y1.id)
+        assert (await s.status()).counts["pending"] == 3  # held, first and y
+        assert names(drain(sub)) == ["task.submitted", "task.submitted"]
 
 
 # --- retries -----------------------------------------------------------------------------

@@ -803,3 +803,124 @@ async def test_notify() -> None:
         {"jsonrpc": "2.0", "method": "task.cancelled", "params": {"id": 1, "type": "noop"}},
         {"jsonrpc": "2.0", "method": "scheduler.paused", "params": {}},
     ]
+
+
+# -- grouping pipelined requests of a batchable method ---------------------------------------
+
+
+class Burst:
+    """A line source that hands over each burst of lines without yielding in between, the
+    way the stdin reader hands over everything one read returned."""
+
+    def __init__(self) -> None:
+        self.send, self._receive = anyio.create_memory_object_stream[list[Any]](10)
+
+    def __aiter__(self) -> AsyncIterator[Any]:
+        return self._lines()
+
+    async def _lines(self) -> AsyncIterator[Any]:
+        async with self._receive:
+            async for burst in self._receive:
+                for line in burst:
+                    yield line.encode() if isinstance(line, str) else line
+
+
+@asynccontextmanager
+async def bursts(proto: JsonRpcProtocol) -> AsyncIterator[Burst]:
+    source = Burst()
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(proto.serve, source)
+        try:
+            yield source
+        finally:
+            source.send.close()
+
+
+def grouping_protocol(calls: list[list[int]], **kwargs: Any) -> JsonRpcProtocol:
+    """``double`` doubles ``x``; its batch handler records each group and fails on 13."""
+
+    class X(msgspec.Struct, forbid_unknown_fields=True):
+        x: int
+
+    async def double(p: X) -> int:
+        calls.append([p.x])
+        return 2 * p.x
+
+    async def double_many(ps: list[X]) -> list[int | Exception]:
+        calls.append([p.x for p in ps])
+        return [errors.InvalidState("unlucky") if p.x == 13 else 2 * p.x for p in ps]
+
+    proto = make_protocol(**kwargs)
+    proto.register("double", double, X, batch=double_many)
+    return proto
+
+
+def call(rid: Any, x: Any) -> str:
+    return msgspec.json.encode(
+        {"jsonrpc": "2.0", "method": "double", "params": {"x": x}, "id": rid}
+    ).decode()
+
+
+async def test_requests_read_together_are_handled_as_one_group() -> None:
+    calls: list[list[int]] = []
+    proto = grouping_protocol(calls)
+    async with bursts(proto) as source:
+        await source.send.send([call(1, 1), call("b", 2), call(3, "not a number"), call(4, 13)])
+        messages = await proto._sink.wait_for(4)  # type: ignore[attr-defined]
+        await source.send.send([call(5, 5)])
+        later = await proto._sink.wait_for(5)  # type: ignore[attr-defined]
+    assert calls == [[1, 2, 13], [5]]
+    by_id = {m["id"]: m for m in messages}
+    assert by_id[1] == {"jsonrpc": "2.0", "id": 1, "result": 2}
+    assert by_id["b"] == {"jsonrpc": "2.0", "id": "b", "result": 4}
+    assert shape(by_id[3]) == err(-32602, "invalidParams", 3)
+    assert by_id[3]["error"]["data"]["path"] == "$.x"
+    assert shape(by_id[4]) == err(-32002, "invalidState", 4)
+    assert later[4] == {"jsonrpc": "2.0", "id": 5, "result": 10}
+    stats = proto.statistics()
+    assert (stats.in_flight, stats.requests, stats.errors) == (0, 5, 2)
+
+
+async def test_a_failing_batch_handler_fails_each_request_of_its_group() -> None:
+    proto = make_protocol()
+
+    async def broken(ps: list[SubtractParams]) -> list[int]:
+        raise errors.ShuttingDown("closing")
+
+    proto.register("minus", subtract, SubtractParams, batch=broken)
+    line = '{{"jsonrpc":"2.0","method":"minus","params":{{"minuend":3,"subtrahend":1}},"id":{}}}'
+    async with bursts(proto) as source:
+        await source.send.send([line.format(1), line.format(2)])
+        messages = await proto._sink.wait_for(2)  # type: ignore[attr-defined]
+    assert sorted(shape(m)["id"] for m in messages) == [1, 2]
+    assert {shape(m)["kind"] for m in messages} == {"shuttingDown"}
+
+
+async def test_notifications_arrays_and_held_requests_use_the_single_handler() -> None:
+    calls: list[list[int]] = []
+    proto = grouping_protocol(calls, ready=False)
+    async with bursts(proto) as source:
+        await source.send.send([call(1, 1)])  # held until ready: the general path
+        await wait_until(lambda: proto.statistics().held == 1)
+        proto.set_ready()
+        await source.send.send(
+            [
+                '{"jsonrpc":"2.0","method":"double","params":{"x":2}}',  # a notification
+                f"[{call(3, 3)},{call(4, 4)}]",  # a JSON-RPC batch array
+            ]
+        )
+        messages = await proto._sink.wait_for(2)  # type: ignore[attr-defined]
+        await wait_until(lambda: len(calls) == 4)
+    assert sorted(calls) == [[1], [2], [3], [4]]
+    assert messages[0] == {"jsonrpc": "2.0", "id": 1, "result": 2}
+    assert sorted(m["id"] for m in messages[1]) == [3, 4]
+
+
+def test_a_batch_handler_needs_a_params_type() -> None:
+    proto = make_protocol()
+
+    async def many(ps: list[Any]) -> list[Any]:
+        return ps
+
+    with pytest.raises(ValueError, match="params_type"):
+        proto.register("x", get_data, None, batch=many)  # type: ignore[call-overload]
