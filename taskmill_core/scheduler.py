@@ -87,6 +87,7 @@ DESKTOP_IO_SETTINGS = GovernorSettings(burst_s=0.25)
 INLINE_SUBMIT = 16  # submits up to this many tasks are written inline (see _commit)
 BATCH_CHUNK = 250  # larger batches are written this many per loop turn (_commit_large)
 YIELD_AFTER_S = 0.002
+TICK_SUBMITS = 64  # queued submits one tick writes at most (see _take_submits)
 PRUNE_EVERY = 1000
 PRUNE_BATCH = 500
 _PAUSES_KEY = "pauses"
@@ -134,11 +135,30 @@ class _Step:
     io_deferred: int = 0
 
 
+class _Countdown:
+    """Set once it has been set ``count`` times: one wake-up for a group of submits that
+    ticks may write in several parts."""
+
+    __slots__ = ("_event", "_left")
+
+    def __init__(self, count: int) -> None:
+        self._left = count
+        self._event = anyio.Event()
+
+    def set(self) -> None:
+        self._left -= 1
+        if self._left <= 0:
+            self._event.set()
+
+    async def wait(self) -> None:
+        await self._event.wait()
+
+
 @dataclass(eq=False)
 class _PendingSubmit:
     prepared: list[Prepared]
     now: int
-    done: anyio.Event = field(default_factory=anyio.Event)
+    done: anyio.Event | _Countdown = field(default_factory=anyio.Event)
     results: list[Submitted] = field(default_factory=list)
     error: BaseException | None = None
 
@@ -449,15 +469,14 @@ class Scheduler:
         self._check_open()
         now = self.clock.now_ms()
         outcomes: list[SubmitResult | Exception | None] = [None] * len(specs)
-        queued: list[tuple[int, _PendingSubmit]] = []
-        done = anyio.Event()
+        prepared: list[tuple[int, Prepared]] = []
         for i, spec in enumerate(specs):
             try:
-                p = prepare(spec if validated else _check_spec(spec), now)
+                prepared.append((i, prepare(spec if validated else _check_spec(spec), now)))
             except Exception as exc:
                 outcomes[i] = exc
-                continue
-            queued.append((i, _PendingSubmit([p], now, done)))
+        done = _Countdown(len(prepared))
+        queued = [(i, _PendingSubmit([p], now, done)) for i, p in prepared]
         if queued:
             self._submits.extend(ps for _, ps in queued)
             self._wake()
@@ -898,7 +917,7 @@ class Scheduler:
                 run.abandoned = True
                 self._finished.append((run, "stopped", None))
         step = _Step()
-        submits, self._submits = self._submits, []
+        submits = self._take_submits()
         finished, self._finished = self._finished, []
         try:
             with self._store.transaction():
@@ -958,7 +977,25 @@ class Scheduler:
                     self._idle_waiters.append((n, ev))
         if finished or submits or step.started or step.events:
             self._dirty_event.set()
+        if self._submits:
+            self._wake()  # more queued than one tick takes: the next tick goes on at once
         return self._next_deadline(now, step.wake_at)
+
+    def _take_submits(self) -> list[_PendingSubmit]:
+        """The queued submits one tick writes: up to ``TICK_SUBMITS`` tasks, in order.
+
+        Bounds the time a tick holds the loop when hundreds of submitters queue at once;
+        the rest wait for the next tick, which follows at once.
+        """
+        queued = self._submits
+        taken = 0
+        for n, ps in enumerate(queued):
+            taken += len(ps.prepared)
+            if taken >= TICK_SUBMITS:
+                self._submits = queued[n + 1 :]
+                return queued[: n + 1]
+        self._submits = []
+        return queued
 
     def _expire_and_claim(self, now: int, step: _Step) -> None:
         if self._next_expiry is not None and now >= self._next_expiry:

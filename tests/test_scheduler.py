@@ -20,6 +20,7 @@ from taskmill_core import (
     TaskNotFound,
     TaskSpec,
 )
+from taskmill_core.scheduler import TICK_SUBMITS
 from taskmill_core.types import SubmitResult, TaskCompleted, TaskFailed, TaskPreempted, TaskProgress
 
 from .helpers import Gate, drain, names, open_scheduler, recorder, settle
@@ -232,6 +233,20 @@ async def test_submit_many_answers_each_spec_on_its_own(tmp_path: Path) -> None:
         assert (y1.outcome, y2.outcome, y2.id) == ("inserted", "duplicate", y1.id)
         assert (await s.status()).counts["pending"] == 3  # held, first and y
         assert names(drain(sub)) == ["task.submitted", "task.submitted"]
+
+
+async def test_many_queued_submits_are_written_over_several_ticks(tmp_path: Path) -> None:
+    """A tick writes at most TICK_SUBMITS queued tasks (bounding how long it holds the loop);
+    a submit_many larger than that is answered once its last part is written."""
+    async with open_scheduler(tmp_path / "t.db") as (s, _, _sub):
+        await s.pause_all()
+        ticks_before = s._tick_no
+        n = 3 * TICK_SUBMITS + 5
+        results = await s.submit_many([TaskSpec(type="noop", payload=i) for i in range(n)])
+        assert s._tick_no - ticks_before >= 4
+        ids = [r.id for r in results if isinstance(r, SubmitResult)]
+        assert len(ids) == n and ids == sorted(ids)  # written in submission order
+        assert (await s.status()).counts["pending"] == n
 
 
 # --- retries -----------------------------------------------------------------------------
