@@ -921,11 +921,15 @@ class Scheduler:
         finished, self._finished = self._finished, []
         try:
             with self._store.transaction():
-                for ps in submits:
-                    try:
-                        ps.results = self._store.submit(ps.prepared, ps.now, step.follow)
-                    except Exception as exc:
-                        ps.error = exc
+                if submits:
+                    outcomes = self._store.submit_each(
+                        [(ps.prepared, ps.now) for ps in submits], step.follow
+                    )
+                    for ps, outcome in zip(submits, outcomes, strict=True):
+                        if isinstance(outcome, Exception):
+                            ps.error = outcome
+                        else:
+                            ps.results = outcome
                 for run in self._running.values():
                     if run.unsaved_checkpoint:
                         self._store.save_checkpoint(run.id, run.checkpoint)

@@ -518,6 +518,34 @@ class SqliteStore:
             follow.merge(local)
         return out
 
+    def submit_each(
+        self, items: Sequence[tuple[Sequence[Prepared], int]], follow: Follow
+    ) -> list[list[Submitted] | Exception]:
+        """Many independent submits ``(entries, now)`` in one transaction, each all or
+        nothing on its own: its outcome is its results, or the exception that undid only it.
+
+        Runs of single plain entries (no dedup key, parent or dependency: nothing can fail
+        them but the database itself) are inserted with one ``executemany``, in order.
+        """
+        out: list[list[Submitted] | Exception] = []
+        plain: list[Prepared] = []
+        plain_now = 0
+        with self.transaction() as db:
+            for entries, now in items:
+                if len(entries) == 1 and _is_plain(entries[0]):
+                    if plain and now != plain_now:
+                        out.extend([r] for r in self._insert_plain(db, plain, plain_now))
+                    plain.append(entries[0])
+                    plain_now = now
+                    continue
+                out.extend([r] for r in self._insert_plain(db, plain, plain_now))
+                try:
+                    out.append(self.submit(entries, now, follow))
+                except Exception as exc:
+                    out.append(exc)
+            out.extend([r] for r in self._insert_plain(db, plain, plain_now))
+        return out
+
     def _insert_plain(
         self, db: sqlite3.Connection, plain: list[Prepared], now: int
     ) -> list[Submitted]:
