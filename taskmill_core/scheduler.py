@@ -1010,8 +1010,9 @@ class Scheduler:
         if self._closing or self._pauses.paused or self._bus.saturated:
             return
         limits = self._limits()
-        want = max(0, limits.max_concurrency - len(self._running)) + 16
-        window = want + len(self._running)
+        # Enough rows to fill the free slots and to look past a few candidates that limits
+        # hold back (or that may preempt); when that is not enough, a second, wider read.
+        window = max(0, limits.max_concurrency - len(self._running)) + 8
         types = self._registry.types()
         ready = self._store.ready(now, types, self._pauses.groups, self._pauses.types, window)
         candidates = [
@@ -1035,13 +1036,13 @@ class Scheduler:
         decision = decide(candidates, running, limits, now, self._io_admission(ready, types, now))
         start = decision.start
         if (
-            decision.deferred
-            and len(ready) >= window
+            len(ready) >= window
             and window < IO_WINDOW
             and len(running) + len(start) < limits.max_concurrency
         ):
-            # The window is full of IO-deferred work: look further down the queue for tasks
-            # that need no saturated resource (they must not wait behind it).
+            # Slots are free but the window is full of work that limits or a saturated
+            # resource hold back: look further down the queue for tasks that may start
+            # (they must not wait behind it).
             seen = {r.id for r in ready}
             more = self._store.ready(now, types, self._pauses.groups, self._pauses.types, IO_WINDOW)
             extra = [

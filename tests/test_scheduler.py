@@ -84,6 +84,21 @@ async def test_max_concurrency_group_and_type_limits(tmp_path: Path) -> None:
         assert d.id in gate.started and f.id in gate.started
 
 
+async def test_free_slots_reach_past_a_long_run_of_held_back_tasks(tmp_path: Path) -> None:
+    cfg = SchedulerConfig(max_concurrency=3, group_limits={"net": 1})
+    async with open_scheduler(tmp_path / "t.db", cfg) as (s, _, _sub):
+        gate = Gate()
+        s.register("g", gate)
+        await s.pause_all()
+        held = [await s.submit(TaskSpec(type="g", group="net", priority=10)) for _ in range(50)]
+        later = await s.submit(TaskSpec(type="g", priority=200))
+        await s.resume_all()
+        await settle()
+        # One of the urgent "net" tasks runs; the other 49 wait for the group, and the
+        # least urgent task, far down the queue, takes a free slot instead of waiting too.
+        assert sorted(gate.started) == [held[0].id, later.id]
+
+
 # --- dedup -----------------------------------------------------------------------------------
 
 
