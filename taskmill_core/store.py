@@ -62,10 +62,7 @@ _decode_tags = msgspec.json.Decoder(dict[str, str]).decode
 _ACTIVE_SQL = "('pending','running','paused','waiting','blocked')"
 _FINAL_SQL = "('completed','failed','deadLetter','cancelled','superseded','expired')"
 
-# Forward migrations, applied in order; PRAGMA user_version is the number applied.
-MIGRATIONS: list[str] = [
-    f"""
-    CREATE TABLE tasks (
+_TASK_COLUMNS_V1 = """
         id INTEGER PRIMARY KEY AUTOINCREMENT,  -- AUTOINCREMENT: ids are never reused
         type TEXT NOT NULL,
         state TEXT NOT NULL,
@@ -95,7 +92,16 @@ MIGRATIONS: list[str] = [
         requeue_priority INTEGER,
         has_children INTEGER NOT NULL DEFAULT 0,   -- lets completion skip the child lookup
         has_dependents INTEGER NOT NULL DEFAULT 0  -- lets completion skip the deps lookup
-    );
+    """
+# Version 2 drops AUTOINCREMENT, whose sqlite_sequence row added a page to every commit
+# (about a third of a single submit's commit). New rows get max(id) + 1; ids stay unique
+# forever because deleting the newest rows records the highest id in the setting
+# ``id_floor`` and the next insert takes an explicit id above it (see _explicit_first_id).
+_TASK_COLUMNS_V2 = _TASK_COLUMNS_V1.replace(
+    "id INTEGER PRIMARY KEY AUTOINCREMENT,  -- AUTOINCREMENT: ids are never reused",
+    "id INTEGER PRIMARY KEY,  -- never reused: see id_floor",
+)
+_TASK_INDEXES = f"""
     -- At most one active task per (type, dedup key): racing submits cannot create two.
     CREATE UNIQUE INDEX tasks_dedup ON tasks(type, dedup_key)
         WHERE dedup_key IS NOT NULL AND state IN {_ACTIVE_SQL};
@@ -107,6 +113,13 @@ MIGRATIONS: list[str] = [
     CREATE INDEX tasks_parent ON tasks(parent_id) WHERE parent_id IS NOT NULL;
     CREATE INDEX tasks_history ON tasks(type, finished_at) WHERE state = 'completed';
     CREATE INDEX tasks_finished ON tasks(finished_at) WHERE finished_at IS NOT NULL;
+"""
+
+# Forward migrations, applied in order; PRAGMA user_version is the number applied.
+MIGRATIONS: list[str] = [
+    f"""
+    CREATE TABLE tasks ({_TASK_COLUMNS_V1});
+    {_TASK_INDEXES}
     CREATE TABLE task_deps (
         task_id INTEGER NOT NULL,
         dep_id INTEGER NOT NULL,
@@ -114,6 +127,17 @@ MIGRATIONS: list[str] = [
     ) WITHOUT ROWID;
     CREATE INDEX task_deps_dep ON task_deps(dep_id);
     CREATE TABLE settings (key TEXT PRIMARY KEY, value BLOB NOT NULL) WITHOUT ROWID;
+    """,
+    f"""
+    CREATE TABLE tasks_v2 ({_TASK_COLUMNS_V2});
+    INSERT INTO tasks_v2 SELECT * FROM tasks;
+    -- AUTOINCREMENT remembered the ids of deleted rows above today's highest.
+    INSERT OR REPLACE INTO settings(key, value)
+        SELECT 'id_floor', CAST(CAST(seq AS TEXT) AS BLOB) FROM sqlite_sequence
+        WHERE name = 'tasks' AND seq > (SELECT coalesce(max(id), 0) FROM tasks_v2);
+    DROP TABLE tasks;
+    ALTER TABLE tasks_v2 RENAME TO tasks;
+    {_TASK_INDEXES}
     """,
 ]
 
@@ -268,6 +292,7 @@ _INSERT_TASK = (
     "io_cost, max_retries, backoff, created_at, run_at, expires_at, timeout_ms, "
     "parent_id) VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
 )
+_INSERT_TASK_WITH_ID = _INSERT_TASK.replace("tasks(type", "tasks(id, type").replace("(?,", "(?,?,")
 
 
 def _insert_params(p: Prepared, state: str, now: int) -> tuple[Any, ...]:
@@ -327,6 +352,7 @@ class SqliteStore:
         self._db: sqlite3.Connection | None = None
         self._reader: aiosqlite.Connection | None = None
         self._in_txn = False
+        self._id_floor = 0  # ids up to this one were handed out: new ids must be above it
         self._ready_sql: dict[int, str] = {}  # by the number of paused groups
 
     # --- opening, migrations, closing ---------------------------------------------------
@@ -378,6 +404,9 @@ class SqliteStore:
         # Checkpoints run off the loop (see checkpoint()); none inside a commit.
         db.execute("PRAGMA wal_autocheckpoint=0")
         self._migrate()
+        floor = self.get_setting("id_floor")
+        if floor and int(floor) > self._max_id(db):
+            self._id_floor = int(floor)
 
     def _migrate(self) -> None:
         db = self._conn
@@ -551,14 +580,21 @@ class SqliteStore:
     ) -> list[Submitted]:
         """Insert a run of plain entries with one ``executemany``; clears ``plain``.
 
-        Within our write transaction AUTOINCREMENT hands out consecutive ids after the
-        current sequence value, so the ids follow from it without a read per row.
+        Inside our write transaction SQLite gives each new row max(id) + 1, so the ids are
+        consecutive after the highest one and follow without a read per row.
         """
         if not plain:
             return []
-        before = self._sequence(db)
-        db.executemany(_INSERT_TASK, [_insert_params(p, "pending", now) for p in plain])
-        if self._sequence(db) != before + len(plain):  # pragma: no cover - SQLite invariant
+        rows = [_insert_params(p, "pending", now) for p in plain]
+        first = self._explicit_first_id(db)
+        if first is not None:
+            db.execute(_INSERT_TASK_WITH_ID, (first, *rows[0]))
+            before = first - 1
+            rows = rows[1:]
+        else:
+            before = self._max_id(db)
+        db.executemany(_INSERT_TASK, rows)
+        if self._max_id(db) != before + len(plain):  # pragma: no cover - SQLite invariant
             raise StorageError("task ids were not assigned consecutively")
         out = [
             Submitted(before + 1 + k, "inserted", _new_info(p, before + 1 + k, "pending", now))
@@ -567,9 +603,16 @@ class SqliteStore:
         plain.clear()
         return out
 
-    def _sequence(self, db: sqlite3.Connection) -> int:
-        row = db.execute("SELECT seq FROM sqlite_sequence WHERE name='tasks'").fetchone()
-        return int(row[0]) if row else 0
+    def _max_id(self, db: sqlite3.Connection) -> int:
+        return int(db.execute("SELECT coalesce(max(id), 0) FROM tasks").fetchone()[0])
+
+    def _explicit_first_id(self, db: sqlite3.Connection) -> int | None:
+        """The id the next new row must take, when the newest tasks were deleted and SQLite's
+        max(id) + 1 would hand out an id again; None otherwise (with no query at all unless
+        the newest tasks were deleted since the store was opened)."""
+        if not self._id_floor or self._max_id(db) >= self._id_floor:
+            return None
+        return self._id_floor + 1
 
     def _submit_one(
         self, db: sqlite3.Connection, p: Prepared, now: int, follow: Follow
@@ -634,7 +677,11 @@ class SqliteStore:
                 )
             if dep_row[0] != "completed":
                 state = "blocked"
-        cur = db.execute(_INSERT_TASK, _insert_params(p, state, now))
+        first = self._explicit_first_id(db)
+        if first is None:
+            cur = db.execute(_INSERT_TASK, _insert_params(p, state, now))
+        else:
+            cur = db.execute(_INSERT_TASK_WITH_ID, (first, *_insert_params(p, state, now)))
         new_id = cur.lastrowid
         assert new_id is not None
         if deps:
@@ -1168,6 +1215,15 @@ class SqliteStore:
     def _delete(self, db: sqlite3.Connection, ids: list[int]) -> int:
         if not ids:
             return 0
+        newest = self._max_id(db)
+        if newest in ids and newest > self._id_floor:
+            # New rows get max(id) + 1: remember the highest id so it is never handed out again.
+            db.execute(
+                "INSERT INTO settings(key, value) VALUES('id_floor', ?) "
+                "ON CONFLICT(key) DO UPDATE SET value=excluded.value",
+                (str(newest).encode(),),
+            )
+            self._id_floor = newest
         marks = ",".join("?" * len(ids))
         db.execute(f"DELETE FROM task_deps WHERE task_id IN ({marks})", ids)
         return db.execute(f"DELETE FROM tasks WHERE id IN ({marks})", ids).rowcount

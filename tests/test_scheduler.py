@@ -58,7 +58,50 @@ async def test_ids_are_never_reused(tmp_path: Path) -> None:
         with pytest.raises(TaskNotFound):
             await s.get(first)
     async with open_scheduler(tmp_path / "t.db") as (s, _, _sub):
-        assert (await s.submit(TaskSpec(type="noop"))).id > first
+        second = (await s.submit(TaskSpec(type="noop"))).id
+        assert second > first
+        await s.wait_idle()
+        await s.prune(keep=0)  # the newest rows go again, now without a reopen
+        batch = await s.submit_batch([TaskSpec(type="noop"), TaskSpec(type="noop")])
+        assert [r.id for r in batch] == [second + 1, second + 2]
+        await s.wait_idle()
+        await s.prune(keep=0)
+        assert (await s.submit(TaskSpec(type="noop", dedup_key="k"))).id == second + 3
+
+
+async def test_a_version_1_database_is_migrated_keeping_every_id(tmp_path: Path) -> None:
+    """Version 1 used AUTOINCREMENT; version 2 rebuilds the table without it. Ids that
+    AUTOINCREMENT handed out to rows deleted since are still never handed out again."""
+    import sqlite3
+
+    from taskmill_core.store import APPLICATION_ID, MIGRATIONS
+
+    path = tmp_path / "v1.db"
+    db = sqlite3.connect(path, isolation_level=None)
+    db.executescript(MIGRATIONS[0])
+    db.execute(f"PRAGMA application_id={APPLICATION_ID}")
+    db.execute("PRAGMA user_version=1")
+    for i in range(5):
+        db.execute(
+            "INSERT INTO tasks(type, state, priority, payload, max_retries, created_at) "
+            "VALUES('noop', 'pending', ?, ?, 3, 1)",
+            (100 + i, f'{{"n": {i}}}'.encode()),
+        )
+    db.execute("DELETE FROM tasks WHERE id >= 4")  # sqlite_sequence still says 5
+    db.close()
+    async with open_scheduler(path) as (s, _, _sub):
+        await s.pause_all()
+        kept = [await s.get(i) for i in (1, 2, 3)]
+        assert [(t.priority, t.payload) for t in kept] == [(100, {"n": 0}), (101, {"n": 1}),
+                                                          (102, {"n": 2})]  # fmt: skip
+        assert (await s.submit(TaskSpec(type="noop"))).id == 6
+    db = sqlite3.connect(path)
+    schema = db.execute("SELECT sql FROM sqlite_master WHERE name='tasks'").fetchone()[0]
+    indexes = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='index'")}
+    assert "AUTOINCREMENT" not in schema
+    assert db.execute("PRAGMA user_version").fetchone()[0] == 2
+    assert {"tasks_ready", "tasks_dedup", "tasks_history", "tasks_finished"} <= indexes
+    db.close()
 
 
 async def test_max_concurrency_group_and_type_limits(tmp_path: Path) -> None:
