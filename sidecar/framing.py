@@ -9,34 +9,43 @@ nothing about JSON-RPC; it moves lines:
   in memory, however long the line is.
 * :class:`LineReader` reads a binary stream (``sys.stdin.buffer``) in a dedicated daemon
   thread, because blocking pipe reads are the one portable way to read stdin (asyncio's
-  ``connect_read_pipe`` fails on Windows' Proactor loop). Lines reach the event loop through
-  a bounded channel, so the thread stops reading when the consumer falls behind and the OS
-  pipe pushes back on the client.
-* :class:`LineWriter` owns stdout: one bounded queue of encoded lines, drained by a daemon
-  thread that writes each batch of queued lines and flushes once per batch. A client that
-  stops reading stdout blocks only that thread, never the event loop; the queue's fill level
-  (:meth:`LineWriter.statistics`) lets upper layers coalesce what may be coalesced.
+  ``connect_read_pipe`` fails on Windows' Proactor loop). The thread hands each chunk's lines
+  to the event loop with one ``call_soon_threadsafe``; a semaphore that the loop releases as
+  it consumes bounds the batches in flight, so the thread stops reading when the consumer
+  falls behind and the OS pipe pushes back on the client.
+* :class:`LineWriter` owns stdout. Queueing a line costs a list append on the loop; once per
+  loop turn one callback joins the turn's lines into a single blob and puts it on a
+  thread-safe queue. A daemon thread writes the queued blobs (merging what has piled up) and
+  flushes once per write. Lines count against ``max_queued`` from queueing until written, so
+  a client that stops reading stdout blocks only the thread, never the event loop, and
+  senders wait or are refused instead of filling memory; the fill level
+  (:meth:`LineWriter.statistics`) lets upper layers coalesce what may be coalesced. The
+  thread calls back into the loop only to wake senders waiting for room, to report a broken
+  stream, and to say that it stopped.
 
-Both threads talk to the event loop through an :class:`anyio.from_thread.BlockingPortal`.
-They are daemon threads: a read or write stuck in the OS never keeps the process alive.
+The hand-offs use asyncio primitives directly (the sidecar runs anyio on its asyncio
+backend); the async API stays cancellable by anyio. Both threads are daemon threads: a read
+or write stuck in the OS never keeps the process alive, and a thread that outlives its event
+loop exits without touching it.
 """
 
 from __future__ import annotations
 
+import asyncio
+import collections
 import contextlib
+import queue
 import threading
 from collections.abc import AsyncIterator, Callable
-from concurrent.futures import CancelledError as FutureCancelledError
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, BinaryIO, Final, Literal
 
 import anyio
+import anyio.lowlevel
 import msgspec
 import structlog
 from anyio.abc import TaskGroup
-from anyio.from_thread import BlockingPortal
-from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 __all__ = [
     "DEFAULT_CHUNK_SIZE",
@@ -57,14 +66,16 @@ DEFAULT_CHUNK_SIZE: Final = 64 * 1024
 
 _log = structlog.get_logger("sidecar.framing")
 
-# What a thread may see when it calls into an event loop that has stopped listening:
-# a stopped portal (RuntimeError), a closed channel, or a call cancelled by the loop.
-_LOOP_GONE: Final = (
-    RuntimeError,
-    anyio.BrokenResourceError,
-    anyio.ClosedResourceError,
-    FutureCancelledError,
-)
+
+def _call_soon_threadsafe(
+    loop: asyncio.AbstractEventLoop, callback: Callable[..., Any], *args: Any
+) -> bool:
+    """Schedule ``callback`` on ``loop`` from another thread; False once the loop is closed."""
+    try:
+        loop.call_soon_threadsafe(callback, *args)
+    except RuntimeError:  # "Event loop is closed": nobody is listening any more
+        return False
+    return True
 
 
 @dataclass(frozen=True, slots=True)
@@ -185,10 +196,11 @@ class LineReader:
                 ...
 
     Iteration stops at end of input; :meth:`receive` returns the :class:`EndOfInput`
-    marker instead, for callers that want to see it. At most ``max_pending`` chunks' worth of
-    lines wait in the channel; beyond that the thread blocks and stops reading.
-    Leaving the context stops delivery; a thread still blocked in ``read`` stays parked until
-    the stream yields data or EOF, and then exits without touching the loop.
+    marker instead, for callers that want to see it. The thread delivers each chunk's lines
+    as one batch; at most ``max_pending`` batches wait for the consumer, beyond that the
+    thread blocks and stops reading. Leaving the context stops delivery; a thread still
+    blocked in ``read`` stays parked until the stream yields data or EOF, and then exits
+    without touching the loop.
     """
 
     def __init__(
@@ -200,19 +212,26 @@ class LineReader:
         max_pending: int = 16,
         name: str = "taskmill-stdin-reader",
     ) -> None:
+        if max_pending < 1:
+            raise ValueError("max_pending must be positive")
         self._stream = stream
         self._splitter = LineSplitter(max_message_bytes)
         self._chunk_size = chunk_size
         self._max_pending = max_pending
         self._name = name
-        self._portal: BlockingPortal | None = None
-        self._send: MemoryObjectSendStream[list[ReaderItem]] | None = None
-        self._receive: MemoryObjectReceiveStream[list[ReaderItem]] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        # Free places for delivered batches; the thread takes one per batch, the loop gives
+        # it back when it starts on a batch.
+        self._slots = threading.Semaphore(max_pending)
+        self._stopping = False  # set by the loop when leaving; read by the thread
+        # Loop side: delivered batches, the current batch reversed, waiting receivers.
+        self._batches: collections.deque[list[ReaderItem]] = collections.deque()
         self._unread: list[ReaderItem] = []
+        self._waiters: list[asyncio.Future[None]] = []
         self._thread: threading.Thread | None = None
         self._lines = 0
         self._too_large = 0
-        self._bytes_read = 0
+        self._bytes_read = 0  # written by the thread
         self._eof = False
 
     def __repr__(self) -> str:
@@ -229,15 +248,13 @@ class LineReader:
         )
 
     async def __aenter__(self) -> LineReader:
-        if self._portal is not None:
+        if self._loop is not None:
             raise RuntimeError("LineReader is already running")
-        self._send, self._receive = anyio.create_memory_object_stream[list[ReaderItem]](
-            self._max_pending
+        loop = asyncio.get_running_loop()
+        self._loop = loop
+        self._thread = threading.Thread(
+            target=self._thread_main, args=(loop,), name=self._name, daemon=True
         )
-        portal = BlockingPortal()
-        await portal.__aenter__()
-        self._portal = portal
-        self._thread = threading.Thread(target=self._thread_main, name=self._name, daemon=True)
         self._thread.start()
         return self
 
@@ -247,29 +264,41 @@ class LineReader:
         exc_val: BaseException | None,
         exc_tb: TracebackType | None,
     ) -> None:
-        assert self._portal is not None and self._receive is not None and self._send is not None
-        # Closing the receiving side fails a send the thread is blocked in; cancelling the
-        # portal's tasks covers a send that has not started yet.
-        self._receive.close()
-        await self._portal.stop(cancel_remaining=True)
-        try:
-            await self._portal.__aexit__(exc_type, exc_val, exc_tb)
-        finally:
-            self._send.close()
+        self._stopping = True
+        self._batches.clear()
+        # A thread blocked waiting for a place wakes up, sees _stopping and leaves.
+        self._slots.release()
+        self._wake_receivers()
 
     async def receive(self) -> ReaderItem:
         """The next line, :class:`MessageTooLarge`, or :class:`EndOfInput` (then forever)."""
         if self._eof:
             return EOF
-        if self._receive is None:
+        if self._loop is None:
             raise RuntimeError("LineReader is not running (use 'async with')")
+        yielded = False
         while not self._unread:
+            if self._stopping:
+                raise anyio.ClosedResourceError
+            if self._batches and yielded:
+                batch = self._batches.popleft()
+                self._slots.release()
+                batch.reverse()
+                self._unread = batch
+                break
+            yielded = True
+            if self._batches:
+                # One yield per chunk, as a channel's receive does: other tasks run between
+                # chunks, the lines of one chunk go out together.
+                await anyio.lowlevel.checkpoint()
+                continue
+            waiter = self._loop.create_future()
+            self._waiters.append(waiter)
             try:
-                batch = await self._receive.receive()
-            except anyio.EndOfStream:  # the thread died without saying why
-                batch = [EndOfInput("reader stopped")]
-            batch.reverse()
-            self._unread = batch
+                await waiter
+            finally:
+                with contextlib.suppress(ValueError):
+                    self._waiters.remove(waiter)
         item = self._unread.pop()
         if isinstance(item, EndOfInput):
             self._eof = True
@@ -289,32 +318,52 @@ class LineReader:
                 return
             yield item
 
+    def _deliver(self, batch: list[ReaderItem]) -> None:
+        """Runs on the loop: one batch from the thread arrives."""
+        if self._stopping:
+            return
+        self._batches.append(batch)
+        self._wake_receivers()
+
+    def _wake_receivers(self) -> None:
+        waiters, self._waiters = self._waiters, []
+        for waiter in waiters:
+            if not waiter.done():
+                waiter.set_result(None)
+
     # -- the reading thread ---------------------------------------------------------------
 
-    def _thread_main(self) -> None:
-        assert self._send is not None
-        send = self._send
+    def _thread_main(self, loop: asyncio.AbstractEventLoop) -> None:
         read = self._read_function()
+        end = EndOfInput("reader stopped")  # unless we learn better below
         try:
             while True:
                 try:
                     chunk = read(self._chunk_size)
                 except (OSError, ValueError) as exc:  # ValueError: the stream was closed
                     _log.warning("stdin read failed", error=repr(exc))
-                    self._post(send, [*self._splitter.finish(), EndOfInput(repr(exc))])
-                    return
+                    end = EndOfInput(repr(exc))
+                    break
                 if not chunk:
-                    self._post(send, [*self._splitter.finish(), EOF])
-                    return
+                    end = EOF
+                    break
                 self._bytes_read += len(chunk)
                 items: list[ReaderItem] = list(self._splitter.feed(chunk))
-                if items:
-                    self._post(send, items)
-        except _LoopGone:
-            return
-        finally:
-            with contextlib.suppress(*_LOOP_GONE):
-                self._call(send.close)
+                if items and not self._hand_over(loop, items):
+                    return
+            self._hand_over(loop, [*self._splitter.finish(), end])
+        except BaseException:
+            # An unexpected failure still ends the input, so the consumer does not wait forever.
+            if not self._stopping:
+                _call_soon_threadsafe(loop, self._deliver, [end])
+            raise
+
+    def _hand_over(self, loop: asyncio.AbstractEventLoop, items: list[ReaderItem]) -> bool:
+        """Deliver one batch, first waiting for a place; False when the loop stopped listening."""
+        self._slots.acquire()
+        if self._stopping:
+            return False
+        return _call_soon_threadsafe(loop, self._deliver, items)
 
     def _read_function(self) -> Callable[[int], bytes | None]:
         # read1 returns what one underlying read yields (a pipe hands over what is there);
@@ -322,33 +371,16 @@ class LineReader:
         read1: Callable[[int], bytes | None] | None = getattr(self._stream, "read1", None)
         return read1 if read1 is not None else self._stream.read
 
-    def _post(
-        self, send: MemoryObjectSendStream[list[ReaderItem]], items: list[ReaderItem]
-    ) -> None:
-        try:
-            self._call(send.send, items)
-        except _LOOP_GONE as exc:
-            raise _LoopGone from exc
-
-    def _call(self, func: Callable[..., Any], *args: Any) -> Any:
-        portal = self._portal
-        if portal is None:
-            raise RuntimeError("no portal")
-        return portal.call(func, *args)
-
-
-class _LoopGone(Exception):
-    """The event loop stopped listening; the thread should exit quietly."""
-
 
 @dataclass(frozen=True, slots=True)
 class WriterStatistics:
     queued: int
-    """Lines waiting in the queue (not counting the batch being written)."""
+    """Lines queued and not yet written, including those of the write in progress."""
     capacity: int
     queued_bytes: int
+    """Bytes of queued lines not yet handed to a write (without their ``\\n``)."""
     writing_bytes: int
-    """Bytes of the batch the thread is writing now (0 when idle)."""
+    """Bytes of the write in progress (0 when idle)."""
     lines_written: int
     bytes_written: int
     flushes: int
@@ -362,15 +394,26 @@ class WriterStatistics:
         return self.queued / self.capacity if self.capacity else 0.0
 
 
+# A blob for the writing thread: the bytes (each line ending in "\n") and how many lines.
+# None asks the thread to leave once everything before it is written.
+_Blob = tuple[bytes, int] | None
+
+
 class LineWriter:
     """The single writer of a binary stream (``sys.stdout.buffer``): bounded queue + thread.
 
     Messages are encoded with :mod:`msgspec.json` when they are queued (an unencodable value
     fails in the caller, not in the writer), each written as one compact line ending in
-    ``\\n``. :meth:`send` waits while the queue is full; :meth:`send_nowait` raises
-    :class:`anyio.WouldBlock` instead. Run it with ``async with LineWriter(...)`` or start
-    :meth:`run` in a task group and call :meth:`close` then :meth:`wait_closed`; either way
-    closing writes out everything queued before it returns.
+    ``\\n``. At most ``max_queued`` lines are queued and not yet written: :meth:`send` waits
+    while that many are; :meth:`send_nowait` raises :class:`anyio.WouldBlock` instead. The
+    lines of one loop turn are handed to the thread together; the thread merges blobs that
+    piled up while it wrote into one write of up to ``max_batch_lines`` lines or
+    ``max_batch_bytes`` bytes (one blob may exceed these), and flushes once per write.
+
+    Run it with ``async with LineWriter(...)`` or start :meth:`run` in a task group and call
+    :meth:`close` then :meth:`wait_closed`; either way closing writes out everything queued
+    before it returns. If :meth:`run` is cancelled instead, the thread stops after the write
+    it is in.
 
     If the stream fails (EPIPE: the client is gone) the writer logs once, turns ``broken``
     and discards further lines, counting them in ``dropped``.
@@ -392,17 +435,33 @@ class LineWriter:
         self._max_batch_lines = max_batch_lines
         self._max_batch_bytes = max_batch_bytes
         self._name = name
-        self._send, self._receive = anyio.create_memory_object_stream[bytes](max_queued)
         self._encoder = msgspec.json.Encoder()
-        self._queued_bytes = 0
+        self._state: Literal["idle", "running", "closing", "closed", "broken"] = "idle"
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._done = asyncio.Event()
+        self._task_group: TaskGroup | None = None
+        self._blobs: queue.SimpleQueue[_Blob] = queue.SimpleQueue()
+        # Loop side. Lines queued this loop turn wait in _pending for the flush callback.
+        self._pending: list[bytes] = []
+        self._flush_scheduled = False
+        self._accepted = 0  # lines ever queued
+        self._accepted_bytes = 0
+        self._discarded = 0  # queued lines the loop threw away when the stream broke
+        self._discarded_bytes = 0
+        self._dropped = 0
+        self._room_waiters: list[asyncio.Future[None]] = []
+        # Thread side; the loop only reads these. _settled counts lines written or lost.
+        self._settled = 0
+        self._taken_bytes = 0
         self._writing_bytes = 0
         self._lines_written = 0
         self._bytes_written = 0
         self._flushes = 0
-        self._dropped = 0
-        self._state: Literal["idle", "running", "closing", "closed", "broken"] = "idle"
-        self._done = anyio.Event()
-        self._task_group: TaskGroup | None = None
+        self._lost = 0
+        self._stopped = False  # set by the loop when run() ended: the thread should leave
+        # Guards the hand-shake "the loop waits for room" / "the thread made room".
+        self._lock = threading.Lock()
+        self._room_wanted = False
 
     def __repr__(self) -> str:
         s = self.statistics()
@@ -410,14 +469,14 @@ class LineWriter:
 
     def statistics(self) -> WriterStatistics:
         return WriterStatistics(
-            queued=self._send.statistics().current_buffer_used,
+            queued=self._unwritten(),
             capacity=self._capacity,
-            queued_bytes=self._queued_bytes,
+            queued_bytes=self._accepted_bytes - self._discarded_bytes - self._taken_bytes,
             writing_bytes=self._writing_bytes,
             lines_written=self._lines_written,
             bytes_written=self._bytes_written,
             flushes=self._flushes,
-            dropped=self._dropped,
+            dropped=self._dropped + self._lost,
             state=self._state,
         )
 
@@ -435,68 +494,107 @@ class LineWriter:
 
     async def send(self, message: Any) -> None:
         """Encode and queue one message; waits while the queue is full."""
-        await self.send_raw(self.encode(message))
+        await self.send_raw(self._encoder.encode(message))
 
     def send_nowait(self, message: Any) -> None:
         """Encode and queue one message or raise :class:`anyio.WouldBlock` if full."""
-        self.send_raw_nowait(self.encode(message))
+        self.send_raw_nowait(self._encoder.encode(message))
 
     async def send_raw(self, line: bytes) -> None:
-        """Queue one already encoded JSON text (without the ``\\n``); waits while full."""
-        if not self._accept(line):
+        """Queue one already encoded JSON text (without the ``\\n``); waits while full.
+
+        With room in the queue it does not yield: a burst of responses and events costs one
+        loop turn, not one per line.
+        """
+        if not self._admit(line):
             return
-        try:
-            # With room in the queue, no yield: a burst of responses and events costs one
-            # loop turn, not one per line.
-            self._send.send_nowait(line)
-            return
-        except anyio.WouldBlock:
-            pass
-        except anyio.BrokenResourceError:
-            self._unqueue(line)
-            return
-        except BaseException:
-            self._queued_bytes -= len(line)
-            raise
-        try:
-            await self._send.send(line)
-        except anyio.BrokenResourceError:  # the writer stopped while we waited for room
-            self._unqueue(line)
-        except BaseException:
-            self._queued_bytes -= len(line)
-            raise
+        while self._unwritten() >= self._capacity:
+            await self._wait_for_room()
+            if not self._accepting():
+                return
+        self._queue(line)
 
     def send_raw_nowait(self, line: bytes) -> None:
         """Queue one encoded JSON text or raise :class:`anyio.WouldBlock` if the queue is full."""
-        if not self._accept(line):
+        if not self._admit(line):
             return
-        try:
-            self._send.send_nowait(line)
-        except anyio.BrokenResourceError:
-            self._unqueue(line)
-        except BaseException:
-            self._queued_bytes -= len(line)
-            raise
+        if self._unwritten() >= self._capacity:
+            raise anyio.WouldBlock
+        self._queue(line)
 
-    def _accept(self, line: bytes) -> bool:
+    def _admit(self, line: bytes) -> bool:
+        """Whether ``line`` may be queued: False drops it (broken); raises when closed."""
         if b"\n" in line:
             raise ValueError("a message must not contain a raw newline")
-        if self._state == "broken":
+        return self._accepting()
+
+    def _accepting(self) -> bool:
+        state = self._state
+        if state == "running" or state == "idle":
+            return True
+        if state == "broken":
             self._dropped += 1
             return False
-        # Counted before the hand-over: the writer may take the line before send() returns.
-        self._queued_bytes += len(line)
-        return True
+        raise anyio.ClosedResourceError
 
-    def _unqueue(self, line: bytes) -> None:
-        self._queued_bytes -= len(line)
-        self._dropped += 1
+    def _unwritten(self) -> int:
+        return self._accepted - self._discarded - self._settled
+
+    def _queue(self, line: bytes) -> None:
+        self._pending.append(line)
+        self._accepted += 1
+        self._accepted_bytes += len(line)
+        if not self._flush_scheduled:
+            self._schedule_flush()
+
+    def _schedule_flush(self) -> None:
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # queued outside the loop: run() or close() hands it over
+            return
+        self._flush_scheduled = True
+        loop.call_soon(self._flush)
+
+    def _flush(self) -> None:
+        """Runs on the loop, once per turn with lines queued: hand them over as one blob."""
+        self._flush_scheduled = False
+        lines = self._pending
+        if not lines:
+            return
+        self._pending = []
+        count = len(lines)
+        lines.append(b"")
+        self._blobs.put((b"\n".join(lines), count))
+
+    async def _wait_for_room(self) -> None:
+        loop = asyncio.get_running_loop()
+        with self._lock:
+            if self._unwritten() < self._capacity:
+                return
+            self._room_wanted = True
+        waiter = loop.create_future()
+        self._room_waiters.append(waiter)
+        try:
+            await waiter
+        finally:
+            with contextlib.suppress(ValueError):
+                self._room_waiters.remove(waiter)
+
+    def _wake_senders(self) -> None:
+        """Runs on the loop: senders waiting for room look again."""
+        waiters, self._room_waiters = self._room_waiters, []
+        for waiter in waiters:
+            if not waiter.done():
+                waiter.set_result(None)
 
     def close(self) -> None:
         """Accept no more lines; :meth:`run` ends once everything queued is written."""
-        if self._state in ("idle", "running"):
-            self._state = "closing"
-        self._send.close()
+        if self._state not in ("idle", "running"):
+            return
+        self._state = "closing"
+        self._flush()
+        self._blobs.put(None)
+        self._wake_senders()  # they fail with ClosedResourceError
 
     async def wait_closed(self) -> None:
         await self._done.wait()
@@ -524,83 +622,100 @@ class LineWriter:
             raise RuntimeError(f"LineWriter cannot run in state {self._state!r}")
         if self._state == "idle":
             self._state = "running"
+        loop = asyncio.get_running_loop()
+        self._loop = loop
+        self._flush()  # lines queued where no loop was running
+        thread = threading.Thread(
+            target=self._thread_main, args=(loop,), name=self._name, daemon=True
+        )
+        thread.start()
         try:
-            async with BlockingPortal() as portal:
-                thread = threading.Thread(
-                    target=self._thread_main, args=(portal,), name=self._name, daemon=True
-                )
-                thread.start()
-                await self._done.wait()
+            await self._done.wait()
         finally:
             self._done.set()
-            if not self.broken:  # (a property: the thread may have changed the state)
+            if not self.broken:  # (a property: mypy would narrow the attribute)
                 self._state = "closed"
-            self._receive.close()
-            self._send.close()
-
-    async def _next_batch(self) -> bytes | None:
-        """Runs on the loop: wait for a line, then take what else is queued, up to a cap."""
-        self._writing_bytes = 0
-        try:
-            first = await self._receive.receive()
-        except anyio.EndOfStream:
-            return None
-        parts = [first]
-        size = len(first)
-        while len(parts) < self._max_batch_lines and size < self._max_batch_bytes:
-            try:
-                line = self._receive.receive_nowait()
-            except (anyio.WouldBlock, anyio.EndOfStream):
-                break
-            parts.append(line)
-            size += len(line)
-        self._queued_bytes -= size
-        parts.append(b"")
-        data = b"\n".join(parts)
-        self._writing_bytes = len(data)
-        return data
-
-    def _wrote(self, lines: int, size: int) -> None:
-        self._lines_written += lines
-        self._bytes_written += size
-        self._flushes += 1
+            # Cancelled rather than closed: a busy thread leaves after its write, an idle
+            # one now.
+            self._stopped = True
+            self._blobs.put(None)
+            self._wake_senders()
 
     def _broke(self, error: str) -> None:
-        self._state = "broken"
-        dropped = 0
+        """Runs on the loop after the thread failed to write: drop what is still queued."""
+        if self._state != "closed":
+            self._state = "broken"
+        lines, size = len(self._pending), sum(map(len, self._pending))
+        self._pending = []
         while True:
             try:
-                line = self._receive.receive_nowait()
-            except (anyio.WouldBlock, anyio.EndOfStream):
+                blob = self._blobs.get_nowait()
+            except queue.Empty:
                 break
-            dropped += 1
-            self._queued_bytes -= len(line)
-        self._dropped += dropped
-        _log.warning("stdout write failed; discarding further output", error=error)
-
-    def _thread_main(self, portal: BlockingPortal) -> None:
-        try:
-            while True:
-                data: bytes | None = portal.call(self._next_batch)
-                if data is None:
-                    return
-                try:
-                    _write_all(self._stream, data)
-                    self._stream.flush()
-                except (OSError, ValueError) as exc:
-                    lines = data.count(b"\n")
-                    portal.call(self._broke, repr(exc))
-                    portal.call(self._count_dropped, lines)
-                    return
-                portal.call(self._wrote, data.count(b"\n"), len(data))
-        except _LOOP_GONE:
-            return
-        finally:
-            with contextlib.suppress(*_LOOP_GONE):
-                portal.call(self._done.set)
-
-    def _count_dropped(self, lines: int) -> None:
+            if blob is not None:
+                lines += blob[1]
+                size += len(blob[0]) - blob[1]
+        self._discarded += lines
+        self._discarded_bytes += size
         self._dropped += lines
+        _log.warning("stdout write failed; discarding further output", error=error)
+        self._wake_senders()  # they drop their lines
+
+    # -- the writing thread ---------------------------------------------------------------
+
+    def _thread_main(self, loop: asyncio.AbstractEventLoop) -> None:
+        try:
+            self._write_blobs(loop)
+        finally:
+            _call_soon_threadsafe(loop, self._done.set)
+
+    def _write_blobs(self, loop: asyncio.AbstractEventLoop) -> None:
+        blobs = self._blobs
+        leaving = False
+        while not leaving:
+            blob = blobs.get()
+            if blob is None or self._stopped:
+                return
+            data, lines = blob
+            parts: list[bytes] | None = None
+            size = len(data)
+            # Merge what piled up while the last write was blocked.
+            while lines < self._max_batch_lines and size < self._max_batch_bytes:
+                try:
+                    more = blobs.get_nowait()
+                except queue.Empty:
+                    break
+                if more is None:
+                    leaving = True
+                    break
+                if parts is None:
+                    parts = [data]
+                parts.append(more[0])
+                lines += more[1]
+                size += len(more[0])
+            if parts is not None:
+                data = b"".join(parts)
+            self._taken_bytes += size - lines
+            self._writing_bytes = size
+            try:
+                _write_all(self._stream, data)
+                self._stream.flush()
+            except (OSError, ValueError) as exc:  # ValueError: the stream was closed
+                self._writing_bytes = 0
+                self._lost += lines
+                with self._lock:
+                    self._settled += lines
+                _call_soon_threadsafe(loop, self._broke, repr(exc))
+                return
+            self._writing_bytes = 0
+            self._lines_written += lines
+            self._bytes_written += size
+            self._flushes += 1
+            with self._lock:
+                self._settled += lines
+                wake, self._room_wanted = self._room_wanted, False
+            if wake:
+                _call_soon_threadsafe(loop, self._wake_senders)
 
 
 def _write_all(stream: BinaryIO, data: bytes) -> None:

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import io
+import os
 import threading
 import tracemalloc
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Iterator
 
 import anyio
 import anyio.lowlevel
 import msgspec
 import pytest
+import structlog.testing
 
 from sidecar.framing import (
     EOF,
@@ -318,9 +320,9 @@ async def test_stalled_reader_blocks_neither_loop_nor_memory(make_pipe: type[Pip
                     writer.send_raw_nowait(line)
                 except anyio.WouldBlock:
                     break
-                await (
-                    anyio.lowlevel.checkpoint()
-                )  # let the thread pick up batches until the pipe is full
+                await anyio.lowlevel.checkpoint()  # one flush per loop turn
+        # The thread takes the lines when it gets the GIL; wait until it is stuck in a write.
+        await wait_until(lambda: writer.statistics().writing_bytes > 0)
         stats = writer.statistics()
         assert stats.queued == 8 and stats.load == 1.0
         assert stats.writing_bytes > 0  # a batch is stuck in the blocked write
@@ -371,3 +373,240 @@ async def test_broken_stream_drops_output_and_says_so() -> None:
     writer.send_raw_nowait(b"{}")
     stats = writer.statistics()
     assert stats.state == "broken" and stats.dropped == 3 and stats.lines_written == 0
+
+
+# -- hand-offs between the loop and the threads ----------------------------------------------
+
+
+class CountingWrites(io.BytesIO):
+    """Counts write calls and flushes."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.writes = 0
+        self.flushes = 0
+
+    def write(self, data: object) -> int:
+        self.writes += 1
+        return super().write(data)  # type: ignore[call-overload, no-any-return]
+
+    def flush(self) -> None:
+        self.flushes += 1
+        super().flush()
+
+
+async def wait_until(condition: Callable[[], bool]) -> None:
+    """Poll ``condition`` (state that a thread changes) until it holds, for up to 5 s."""
+    with anyio.fail_after(5):
+        while not condition():  # noqa: ASYNC110 (another thread: nothing to await)
+            await anyio.sleep(0.001)
+
+
+@pytest.fixture
+def raw_pipe() -> Iterator[tuple[io.FileIO, io.FileIO]]:
+    """An ``os.pipe()`` with unbuffered ends: closing them never flushes (or fails)."""
+    r, w = os.pipe()
+    ends = io.FileIO(r, "rb"), io.FileIO(w, "wb")
+    yield ends
+    for end in ends:
+        end.close()
+
+
+def thread_named(name: str) -> threading.Thread:
+    (thread,) = [t for t in threading.enumerate() if t.name == name]
+    return thread
+
+
+async def test_lines_of_one_loop_turn_are_one_write() -> None:
+    out = CountingWrites()
+    async with LineWriter(out) as writer:
+        await anyio.sleep(0.01)  # the thread is up and idle
+        for i in range(500):
+            await writer.send_raw(b"%d" % i)  # room in the queue: no yield
+        stats = writer.statistics()
+        assert (stats.queued, stats.queued_bytes, stats.lines_written) == (500, 1390, 0)
+        await wait_until(lambda: writer.statistics().lines_written == 500)
+        assert (out.writes, out.flushes, writer.statistics().flushes) == (1, 1, 1)
+    assert out.getvalue() == b"".join(b"%d\n" % i for i in range(500))
+
+
+async def test_send_raw_waits_for_the_thread_to_write(make_pipe: type[Pipe]) -> None:
+    """A full pipe blocks the thread; senders wait (cancellably) and resume as the client reads."""
+    pipe = make_pipe()
+    writer = LineWriter(pipe.writer, max_queued=4)
+    line = b'"' + b"q" * 16382 + b'"'  # 16 KiB: 4 of them fill a Linux pipe (64 KiB)
+    sent: list[int] = []
+
+    async def sender(first: int) -> None:
+        for i in range(first, first + 10):
+            await writer.send_raw(b"%d" % i + line)
+            sent.append(i)
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(writer.run)
+        tg.start_soon(sender, 0)
+        tg.start_soon(sender, 100)
+        await wait_until(lambda: writer.statistics().writing_bytes > 0)
+        await anyio.sleep(0.02)
+        stats = writer.statistics()
+        assert stats.queued == 4 and stats.load == 1.0  # counted until written
+        assert len(sent) < 20 and stats.lines_written < 4
+        with anyio.move_on_after(0.01) as scope:  # waiting for room can be cancelled
+            await writer.send_raw(b"cancelled")
+        assert scope.cancelled_caught and writer.statistics().queued == 4
+        with pytest.raises(anyio.WouldBlock):
+            writer.send_raw_nowait(b"refused")
+
+        received = bytearray()
+
+        def read_all() -> None:
+            while data := pipe.reader.read1(65536):
+                received.extend(data)
+
+        reading = threading.Thread(target=read_all)
+        reading.start()
+        await wait_until(lambda: len(sent) == 20)
+        writer.close()
+        await writer.wait_closed()
+        pipe.close_writer()
+        await anyio.to_thread.run_sync(reading.join)
+    numbers = [int(x[: x.index(b'"')]) for x in bytes(received).splitlines()]
+    assert sorted(numbers) == [*range(10), *range(100, 110)]
+    assert [n for n in numbers if n < 100] == list(range(10))  # each sender's order kept
+    stats = writer.statistics()
+    assert (stats.lines_written, stats.queued, stats.queued_bytes, stats.dropped) == (20, 0, 0, 0)
+
+
+async def test_a_sender_waiting_for_room_fails_when_the_writer_closes(
+    make_pipe: type[Pipe],
+) -> None:
+    pipe = make_pipe()
+    writer = LineWriter(pipe.writer, max_queued=1, name="test-writer-close-waiting")
+    line = b'"' + b"w" * 70000 + b'"'  # more than a pipe holds
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(writer.run)
+        await writer.send_raw(line)
+        await wait_until(lambda: writer.statistics().writing_bytes > 0)
+
+        async def waiting_sender() -> None:
+            with pytest.raises(anyio.ClosedResourceError):
+                await writer.send_raw(b"late")
+
+        tg.start_soon(waiting_sender)
+        await anyio.sleep(0.01)
+        writer.close()
+        # The thread is stuck in its write: closing cannot finish until the client reads.
+        with anyio.move_on_after(0.05) as scope:
+            await writer.wait_closed()
+        assert scope.cancelled_caught
+        tg.cancel_scope.cancel()  # run() gives up; the thread stays parked in the write
+    assert writer.statistics().state == "closed"
+    thread = thread_named("test-writer-close-waiting")
+    assert thread.is_alive()
+    assert len(pipe.reader.read(len(line) + 1)) == len(line) + 1  # unblock it
+    await anyio.to_thread.run_sync(thread.join, 5)
+    assert not thread.is_alive()
+
+
+def test_a_writer_thread_outliving_its_loop_exits_quietly(make_pipe: type[Pipe]) -> None:
+    """The write finishes after the event loop is closed: no call into the dead loop."""
+    pipe = make_pipe()
+    line = b'"' + b"o" * 70000 + b'"'
+    name = "test-writer-outlives-loop"
+
+    async def scenario() -> LineWriter:
+        writer = LineWriter(pipe.writer, name=name)
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(writer.run)
+            await writer.send_raw(line)
+            await wait_until(lambda: writer.statistics().writing_bytes > 0)
+            tg.cancel_scope.cancel()
+        return writer
+
+    writer = anyio.run(scenario, backend="asyncio")
+    thread = thread_named(name)
+    pipe.reader.read(len(line) + 1)
+    thread.join(5)  # an exception in the thread would fail the test (filterwarnings=error)
+    assert not thread.is_alive() and writer.statistics().lines_written == 1
+
+
+async def test_client_closing_its_end_breaks_the_writer(
+    raw_pipe: tuple[io.FileIO, io.FileIO],
+) -> None:
+    """EPIPE while the thread is blocked: queued and waiting lines are dropped, counted."""
+    reader, stream = raw_pipe
+    writer = LineWriter(stream, max_queued=3)
+    line = b'"' + b"e" * 40000 + b'"'
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(writer.run)
+        for _ in range(3):
+            writer.send_raw_nowait(line)
+        await wait_until(lambda: writer.statistics().writing_bytes > 0)
+        tg.start_soon(writer.send_raw, line)  # waits for room, then is dropped
+        await anyio.sleep(0.01)
+        with structlog.testing.capture_logs() as logs:
+            reader.close()
+            with anyio.fail_after(5):
+                await writer.wait_closed()
+    assert [entry["event"] for entry in logs] == ["stdout write failed; discarding further output"]
+    stats = writer.statistics()
+    assert stats.state == "broken" and writer.broken
+    assert stats.lines_written + stats.dropped == 4
+    assert stats.queued == 0 and stats.queued_bytes == 0 and stats.writing_bytes == 0
+    writer.send_raw_nowait(b"{}")
+    assert writer.statistics().dropped == stats.dropped + 1
+
+
+async def test_reader_backpressure_reaches_the_pipe(make_pipe: type[Pipe]) -> None:
+    """An idle consumer stops the thread, the pipe fills and the client's write blocks."""
+    pipe = make_pipe()
+    lines = [b'{"n":%d,"pad":"%s"}' % (i, b"p" * 90) for i in range(10000)]  # ~1 MB
+
+    def produce() -> None:
+        pipe.writer.write(b"\n".join(lines) + b"\n")
+        pipe.close_writer()
+
+    async with LineReader(pipe.reader, chunk_size=4096, max_pending=2) as reader:
+        producer = threading.Thread(target=produce)
+        producer.start()
+        await wait_until(lambda: reader.statistics().bytes_read >= 3 * 4096)
+        await anyio.sleep(0.05)
+        # Two batches delivered, a third waiting for a place; nothing more read.
+        assert reader.statistics().bytes_read <= 3 * 4096
+        assert producer.is_alive()
+        items = await collect(reader)
+        await anyio.to_thread.run_sync(producer.join)
+    assert items == lines
+
+
+async def test_leaving_while_the_thread_reads_delivers_nothing_more(
+    make_pipe: type[Pipe],
+) -> None:
+    pipe = make_pipe()
+    name = "test-reader-parked-in-read"
+    async with LineReader(pipe.reader, name=name) as reader:
+        pipe.writer.write(b"one\n")
+        pipe.writer.flush()
+        assert await reader.receive() == b"one"
+    # The thread is blocked in read; what arrives now is read, then thrown away.
+    thread = thread_named(name)
+    pipe.writer.write(b"two\n")
+    pipe.close_writer()
+    await anyio.to_thread.run_sync(thread.join, 5)
+    assert not thread.is_alive()
+    assert reader.statistics().lines == 1
+    with pytest.raises(anyio.ClosedResourceError):
+        await reader.receive()
+
+
+async def test_leaving_releases_a_thread_waiting_for_a_place(make_pipe: type[Pipe]) -> None:
+    pipe = make_pipe()
+    pipe.writer.write(b"a\n" * 100)
+    pipe.close_writer()
+    name = "test-reader-waiting-for-place"
+    async with LineReader(pipe.reader, max_pending=1, chunk_size=2, name=name) as reader:
+        assert await reader.receive() == b"a"
+        await wait_until(lambda: reader.statistics().bytes_read >= 6)
+    thread = thread_named(name)
+    await anyio.to_thread.run_sync(thread.join, 5)
+    assert not thread.is_alive()
