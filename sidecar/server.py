@@ -10,6 +10,7 @@ same graceful shutdown: stop taking requests (``-32005``), let running tasks fin
 
 from __future__ import annotations
 
+import gc
 import signal
 import sys
 from dataclasses import dataclass, field
@@ -165,6 +166,10 @@ class Sidecar:
             self._parent = (opts.parent_pid, _created(opts.parent_pid))
             tg.start_soon(self._watch_parent)
 
+        # Everything loaded so far (modules, plugins, the scheduler) lives as long as the
+        # process: keep it out of the cyclic GC, whose full passes over it paused the loop
+        # for ~8 ms; collections now only look at objects made while serving.
+        gc.freeze()
         await proto.notify(
             "sidecar.ready",
             ReadyParams(

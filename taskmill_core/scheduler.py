@@ -25,6 +25,10 @@ from os import PathLike
 from typing import Any
 
 import anyio
+
+# anyio loads its asyncio backend on first use (~10 ms of imports): load it with this module,
+# not on the event loop when the app creates its first Scheduler.
+import anyio._backends._asyncio
 import anyio.lowlevel
 import anyio.to_thread
 import msgspec
@@ -238,6 +242,7 @@ class Scheduler:
         self._pauses = _Pauses()
         self._durations = DurationModel()
         self._wake_event = anyio.Event()
+        self._woken = False
         self._progress_event = anyio.Event()
         self._dirty_event = anyio.Event()
         self._runs_empty = anyio.Event()
@@ -879,11 +884,14 @@ class Scheduler:
     # --- the dispatch loop ---------------------------------------------------------------
 
     def _wake(self) -> None:
-        self._wake_event.set()
+        if not self._woken:  # (called several times per task: setting once is enough)
+            self._woken = True
+            self._wake_event.set()
 
     async def _dispatch_loop(self) -> None:
         while True:
             self._wake_event = anyio.Event()
+            self._woken = False
             self._loop_turned = time.perf_counter()
             deadline = self._tick()
             await self.clock.wait(self._wake_event, deadline)
