@@ -125,11 +125,20 @@ def numeric_summary(runs: list[dict[str, Any]]) -> dict[str, Any]:
         for st in stalls:
             for phase, ms in (st.get("phases") or {}).items():
                 per_phase[phase] = max(per_phase.get(phase, 0.0), ms)
+        nogc = [st["worst_nogc_ms"] for st in stalls if "worst_nogc_ms" in st]
+        per_phase_nogc: dict[str, float] = {}
+        for st in stalls:
+            for phase, ms in (st.get("phases_nogc") or {}).items():
+                per_phase_nogc[phase] = max(per_phase_nogc.get(phase, 0.0), ms)
         out["stall_worst_ms"] = {
             "median": statistics.median(worsts),
             "max": max(worsts),
             "phase": max(per_phase, key=lambda k: per_phase[k]) if per_phase else None,
             "phases_max": per_phase,
+            "nogc_max": max(nogc) if nogc else None,
+            "nogc_median": statistics.median(nogc) if nogc else None,
+            "phases_nogc_max": per_phase_nogc,
+            "gc_max": max((st.get("gc_worst_ms") or 0.0) for st in stalls),
         }
     return out
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import time
 from array import array
 from types import TracebackType
@@ -27,6 +28,13 @@ class StallWatch:
         self._task: asyncio.Task[None] | None = None
         self._phase = "open"
         self._phase_worst: dict[str, float] = {}
+        # The same lateness less the cyclic GC's pauses inside each sleep: what is left is
+        # what the code running on the loop (the store, the scheduler) held it for.
+        self._late_nogc = array("d")
+        self._phase_worst_nogc: dict[str, float] = {}
+        self._gc_pauses: list[tuple[float, float]] = []  # (start, end), recent ones
+        self._gc_started = 0.0
+        self._gc_worst = 0.0
 
     def phase(self, name: str) -> None:
         """Attribute the following wake-ups to ``name`` (e.g. open, submit, drain, close).
@@ -35,7 +43,23 @@ class StallWatch:
         ``"<from>-><to>"``: the loop was held while the phase changed."""
         self._phase = name
 
+    def _on_gc(self, phase: str, info: dict[str, Any]) -> None:
+        now = time.perf_counter()
+        if phase == "start":
+            self._gc_started = now
+            return
+        self._gc_pauses.append((self._gc_started, now))
+        self._gc_worst = max(self._gc_worst, now - self._gc_started)
+
+    def _gc_time_since(self, since: float) -> float:
+        """GC pause time after ``since``; forgets pauses that ended before it."""
+        pauses = self._gc_pauses
+        while pauses and pauses[0][1] <= since:
+            pauses.pop(0)
+        return sum(end - max(start, since) for start, end in pauses)
+
     async def __aenter__(self) -> StallWatch:
+        gc.callbacks.append(self._on_gc)
         self._task = asyncio.create_task(self._run(), name="bench-stall-watch")
         await asyncio.sleep(0)  # let the watchdog take its first timestamp
         return self
@@ -46,6 +70,8 @@ class StallWatch:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
+        if self._on_gc in gc.callbacks:
+            gc.callbacks.remove(self._on_gc)
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -60,12 +86,16 @@ class StallWatch:
             await asyncio.sleep(period)
             lateness = clock() - before - period
             late.append(lateness)
+            nogc = max(0.0, lateness - self._gc_time_since(before))
+            self._late_nogc.append(nogc)
             if phase != self._phase:
                 # The loop was held across a phase change: e.g. "submit->drain" means the
                 # submit loop never let the watchdog run until the submits were over.
                 phase = f"{phase}->{self._phase}"
             if lateness > self._phase_worst.get(phase, -1.0):
                 self._phase_worst[phase] = lateness
+            if nogc > self._phase_worst_nogc.get(phase, -1.0):
+                self._phase_worst_nogc[phase] = nogc
 
     def summary(self) -> dict[str, Any]:
         """Worst, p99 and median lateness in ms, wake-ups later than 5 ms, worst per phase."""
@@ -80,4 +110,7 @@ class StallWatch:
             "median_ms": round(ordered[n // 2] * 1000, 3),
             "over_5ms": sum(1 for x in ordered if x > 0.005),
             "phases": {k: round(v * 1000, 3) for k, v in self._phase_worst.items()},
+            "worst_nogc_ms": round(max(self._late_nogc) * 1000, 3),
+            "phases_nogc": {k: round(v * 1000, 3) for k, v in self._phase_worst_nogc.items()},
+            "gc_worst_ms": round(self._gc_worst * 1000, 3),
         }
