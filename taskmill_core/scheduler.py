@@ -228,6 +228,13 @@ class Scheduler:
             self._registry.add(reg)
         self._load_entry_points = load_entry_points
         self._bus = EventBus(on_drained=self._wake)
+        # Durability "full": nothing is acknowledged (a submit's return, an event) before the
+        # WAL holding it is fsynced, and the fsync runs in a worker thread (_sync_loop).
+        self._full = self.config.durability == "full"
+        self._synced = 0  # store commits covered by the last completed fsync
+        self._held: list[Event] = []  # events waiting for that fsync, in order
+        self._after_sync: list[Callable[[], None]] = []
+        self._sync_wanted = anyio.Event()
         self._running: dict[int, _Run] = {}
         self._finished: list[tuple[_Run, str, Any]] = []
         self._submits: list[_PendingSubmit] = []
@@ -296,6 +303,8 @@ class Scheduler:
         self._tg.start_soon(self._dispatch_loop)
         self._tg.start_soon(self._progress_loop)
         self._tg.start_soon(self._maintenance_loop)
+        if self._full:
+            self._tg.start_soon(self._sync_loop)
         self._gov.configure(self.config.io)  # the persisted config was loaded by _prepare
         if self._io_monitor_enabled:
             self._tg.start_soon(self._io_loop)
@@ -341,6 +350,8 @@ class Scheduler:
         assert self._tg is not None
         self._tg.cancel_scope.cancel()
         await self._stack.aclose()
+        if self._full:
+            await self._sync_now()
         self._bus.close()
         for _, ev in self._idle_waiters:
             ev.set()
@@ -398,6 +409,7 @@ class Scheduler:
         if any(_camel(name) == "io" for name in changes):
             self._gov.configure(new.io)
         self._wake()
+        await self._durable()
         return new
 
     # --- executors ---------------------------------------------------------------------
@@ -542,7 +554,13 @@ class Scheduler:
         alone = self._inline_task == me  # no other task submitted since the loop last turned
         if len(prepared) > BATCH_CHUNK:
             return await self._commit_large(prepared, now)
-        if len(prepared) <= INLINE_SUBMIT and alone and not self._submits and not self._batch_open:
+        if (
+            len(prepared) <= INLINE_SUBMIT
+            and alone
+            and not self._submits
+            and not self._batch_open
+            and not self._full  # its fsync is shared by the submits of one tick
+        ):
             follow = Follow()
             results = self._store.submit(prepared, now, follow)
             self._after_submit(prepared, results)
@@ -587,6 +605,7 @@ class Scheduler:
             self._after_submit(prepared[start:end], results[start:end])
             await anyio.lowlevel.checkpoint()
         self._publish_follow(follow)
+        await self._durable()
         return results
 
     def _after_submit(self, prepared: Sequence[Prepared], results: Sequence[Submitted]) -> None:
@@ -602,13 +621,13 @@ class Scheduler:
                     self._stop(run, "superseded")
                 else:
                     self._gov.forget(old_id)
-                self._bus.publish(TaskSuperseded(id=old_id, type=p.spec.type, by=res.id))
+                self._publish(TaskSuperseded(id=old_id, type=p.spec.type, by=res.id))
             if res.outcome in ("inserted", "superseded"):
                 assert res.info is not None
-                self._bus.publish(TaskSubmitted(task=res.info))
+                self._publish(TaskSubmitted(task=res.info))
             elif res.outcome in ("upgraded", "requeued"):
                 assert res.info is not None
-                self._bus.publish(TaskUpdated(task=self._with_progress(res.info)))
+                self._publish(TaskUpdated(task=self._with_progress(res.info)))
         self._wake()
 
     # --- operations on tasks -----------------------------------------------------------
@@ -657,6 +676,10 @@ class Scheduler:
 
     async def cancel(self, task_id: int) -> None:
         """Cancel an active task (and its active children); a running executor is stopped."""
+        await self._cancel(task_id)
+        await self._durable()
+
+    async def _cancel(self, task_id: int) -> None:
         await self._writes_allowed()
         follow = Follow()
         _, cancelled = self._store.cancel(task_id, self.clock.now_ms(), follow)
@@ -666,7 +689,7 @@ class Scheduler:
                 self._stop(run, "cancelled")
             else:
                 self._gov.forget(cid)
-            self._bus.publish(TaskCancelled(id=cid, type=ctype))
+            self._publish(TaskCancelled(id=cid, type=ctype))
         self._publish_follow(follow)
         self._wake()
 
@@ -682,10 +705,11 @@ class Scheduler:
         count = 0
         for task_id in await self._store.find_ids(task_type=type, group=group, tags=tags):
             try:
-                await self.cancel(task_id)
+                await self._cancel(task_id)
                 count += 1
             except (InvalidState, TaskNotFound):
                 pass  # a child already cancelled with its parent
+        await self._durable()  # one fsync for them all
         return count
 
     async def set_priority(self, task_id: int, priority: int | str) -> TaskInfo:
@@ -696,8 +720,9 @@ class Scheduler:
         if run is not None:
             run.priority = value
         info = self._with_progress(info)
-        self._bus.publish(TaskUpdated(task=info))
+        self._publish(TaskUpdated(task=info))
         self._wake()
+        await self._durable()
         return info
 
     async def pause(self, task_id: int) -> TaskInfo:
@@ -720,14 +745,16 @@ class Scheduler:
         if run is not None:
             self._stop(run, "paused")
         info = self._store.get(task_id)
-        self._bus.publish(TaskUpdated(task=info))
+        self._publish(TaskUpdated(task=info))
+        await self._durable()
         return info
 
     async def resume(self, task_id: int) -> TaskInfo:
         await self._writes_allowed()
         info = self._store.resume(task_id)
-        self._bus.publish(TaskUpdated(task=info))
+        self._publish(TaskUpdated(task=info))
         self._wake()
+        await self._durable()
         return info
 
     async def retry(self, task_id: int) -> SubmitResult:
@@ -736,8 +763,9 @@ class Scheduler:
         self._check_open()
         new_id, outcome, info = self._store.retry(task_id)
         if info is not None:
-            self._bus.publish(TaskUpdated(task=info))
+            self._publish(TaskUpdated(task=info))
         self._wake()
+        await self._durable()
         return SubmitResult(new_id, outcome)
 
     # --- scheduler-wide pauses -----------------------------------------------------------
@@ -756,7 +784,8 @@ class Scheduler:
         else:
             self._pauses.paused = True
         self._save_pauses()
-        self._bus.publish(SchedulerPaused(group=group, type=type))
+        self._publish(SchedulerPaused(group=group, type=type))
+        await self._durable()
 
     async def resume_all(self, *, group: str | None = None, type: str | None = None) -> None:
         """Lift the pause of exactly that scope."""
@@ -772,8 +801,9 @@ class Scheduler:
         else:
             self._pauses.paused = False
         self._save_pauses()
-        self._bus.publish(SchedulerResumed(group=group, type=type))
+        self._publish(SchedulerResumed(group=group, type=type))
         self._wake()
+        await self._durable()
 
     # --- status and history -------------------------------------------------------------
 
@@ -839,6 +869,7 @@ class Scheduler:
             ids = await self._store.prunable(self.clock.now_ms(), keep, older_than_ms, PRUNE_BATCH)
             removed += self._store.delete_final(ids)
             if len(ids) < PRUNE_BATCH:
+                await self._durable()
                 return removed
 
     async def _prune_some(self) -> None:
@@ -955,13 +986,13 @@ class Scheduler:
         # Submitters first: woken before any event is published, they answer (a sidecar
         # writes the responses) before the forwarder sends these tasks' events.
         for ps in submits:
-            ps.done.set()
+            self._when_durable(ps.done.set)
         for ps in submits:
             if ps.error is None:
                 self._after_submit(ps.prepared, ps.results)
         self._publish_follow(step.follow, step.events)
         for event in step.events:
-            self._bus.publish(event)
+            self._publish(event)
         for s in step.started:
             self._launch(s, now)
         if step.io_deferred or self._io_pressure_on:
@@ -1159,7 +1190,7 @@ class Scheduler:
             run.io_held = s.id in self._io_admitted
             self._io_admitted.discard(s.id)
         self._running[s.id] = run
-        self._bus.publish(
+        self._publish(
             TaskStarted(
                 id=s.id, type=s.type, attempt=s.attempt, priority=s.priority, started_at=now
             )
@@ -1339,6 +1370,54 @@ class Scheduler:
             self._pruning = True
             self._tg.start_soon(self._prune_some)
 
+    # --- durability "full": acknowledge after an fsync, off the loop ---------------------
+
+    def _publish(self, event: Event) -> None:
+        if self._full and (self._held or self._store.commits != self._synced):
+            self._held.append(event)
+            self._sync_wanted.set()
+            return
+        self._bus.publish(event)
+
+    def _when_durable(self, callback: Callable[[], None]) -> None:
+        """Run ``callback`` once everything committed so far is durable (at once, unless
+        durability is "full" and an fsync is due)."""
+        if self._full and (self._held or self._store.commits != self._synced):
+            self._after_sync.append(callback)
+            self._sync_wanted.set()
+            return
+        callback()
+
+    async def _durable(self) -> None:
+        """Return once everything committed so far is durable."""
+        if self._full:
+            done = anyio.Event()
+            self._when_durable(done.set)
+            await done.wait()
+
+    async def _sync_loop(self) -> None:
+        while True:
+            await self._sync_wanted.wait()
+            self._sync_wanted = anyio.Event()
+            await self._sync_now()
+
+    async def _sync_now(self) -> None:
+        """fsync the WAL in a worker thread, then release what waited for it: acknowledgements
+        first (a submitter answers before its task's events), then the events, in order."""
+        target = self._store.commits
+        callbacks, self._after_sync = self._after_sync, []
+        events, self._held = self._held, []
+        if target != self._synced:
+            try:
+                await anyio.to_thread.run_sync(self._store.sync_wal)
+            except OSError as exc:  # as SQLite's own FULL would, say so; nothing more to do
+                log.error("fsync of the write-ahead log failed", error=str(exc))
+            self._synced = target
+        for callback in callbacks:
+            callback()
+        for event in events:
+            self._bus.publish(event)
+
     def _publish_follow(self, follow: Follow, events: list[Event] | None = None) -> None:
         out: list[Event] = []
         for pid, ptype, attempt, result in follow.completed_parents:
@@ -1362,7 +1441,7 @@ class Scheduler:
             events.extend(out)
         else:
             for e in out:
-                self._bus.publish(e)
+                self._publish(e)
 
     # --- progress, checkpoints ------------------------------------------------------------
 
@@ -1386,7 +1465,7 @@ class Scheduler:
     def _send_progress(self, run: _Run, progress: Any, now: int) -> None:
         run.progress.last_sent_ms = now
         run.progress.dirty = False
-        self._bus.publish(TaskProgress(id=run.id, type=run.type, progress=progress))
+        self._publish(TaskProgress(id=run.id, type=run.type, progress=progress))
 
     def _save_checkpoint(self, run: _Run, state: Any) -> None:
         if run.id in self._running and run.stop_reason not in ("cancelled", "superseded"):
@@ -1455,7 +1534,7 @@ class Scheduler:
         event = self._gov.poll_pressure(now)
         if event is not None:
             self._io_pressure_on = event.throttling
-            self._bus.publish(event)
+            self._publish(event)
 
     def _record_io(self, run: _Run, amounts: tuple[int, int, int, int]) -> None:
         io = run.io

@@ -1004,3 +1004,56 @@ async def test_configure_replaces_a_setting_whole(tmp_path: Path) -> None:
         assert cfg.group_limits == {} and cfg.io.net_bps == 2_000_000
     async with open_scheduler(tmp_path / "t.db") as (s, _, _sub):
         assert s.config.io.disk_read_bps is None and s.config.io.net_bps == 2_000_000
+
+
+# --- durability "full" -----------------------------------------------------------------------
+
+
+async def test_full_durability_acknowledges_only_after_the_wal_is_fsynced(tmp_path: Path) -> None:
+    """With durability "full" a submit returns, and its events go out, only once the WAL that
+    holds it has been fsynced; the fsync runs in a worker thread, so the loop is not held."""
+    import threading
+
+    import anyio
+
+    async with open_scheduler(tmp_path / "t.db", SchedulerConfig(durability="full")) as (
+        s,
+        _,
+        sub,
+    ):
+        fsync_open = threading.Event()
+        fsync_open.set()
+        fsyncs: list[int] = []
+        real_sync = s._store.sync_wal
+
+        def gated_sync() -> None:
+            fsyncs.append(s._store.commits)
+            fsync_open.wait(10)
+            real_sync()
+
+        s._store.sync_wal = gated_sync  # type: ignore[method-assign]
+        await s.pause_all()  # durable before it returns, too
+        assert fsyncs and fsyncs[-1] == s._store.commits
+        drain(sub)
+        fsync_open.clear()
+        answers: list[SubmitResult] = []
+        loop_turns = 0
+
+        async def submit() -> None:
+            answers.append(await s.submit(TaskSpec(type="noop")))
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(submit)
+            seen = len(fsyncs)
+            with anyio.fail_after(5):
+                while len(fsyncs) == seen:  # noqa: ASYNC110 (a worker thread appends)
+                    await anyio.sleep(0.001)
+            for _ in range(20):
+                await anyio.sleep(0.001)
+                loop_turns += 1
+            assert answers == [] and names(drain(sub)) == []  # nothing acknowledged yet
+            fsync_open.set()
+        assert loop_turns == 20  # the loop kept turning while the fsync was blocked
+        assert len(answers) == 1 and answers[0].outcome == "inserted"
+        assert names(drain(sub)) == ["task.submitted"]
+        assert (await s.get(answers[0].id)).state == "pending"
