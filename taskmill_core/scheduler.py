@@ -90,8 +90,8 @@ MAX_BATCH = 10_000
 DESKTOP_IO_SETTINGS = GovernorSettings(burst_s=0.25)
 INLINE_SUBMIT = 16  # submits up to this many tasks are written inline (see _commit)
 BATCH_CHUNK = 250  # larger batches are written this many per loop turn (_commit_large)
-YIELD_AFTER_S = 0.002
-TICK_SUBMITS = 64  # queued submits one tick writes at most (see _take_submits)
+YIELD_AFTER_S = 0.001
+TICK_SUBMITS = 32  # queued submits one tick writes at most (see _take_submits)
 PRUNE_EVERY = 1000
 PRUNE_BATCH = 500
 _PAUSES_KEY = "pauses"
@@ -533,7 +533,12 @@ class Scheduler:
                     exc.data["index"] = i
                 raise
         results = await self._commit(prepared, now)
-        return [SubmitResult(r.id, r.outcome) for r in results]
+        out: list[SubmitResult] = []
+        for start in range(0, len(results), BATCH_CHUNK):
+            if start:
+                await anyio.lowlevel.checkpoint()  # 10,000 results take milliseconds to build
+            out += [SubmitResult(r.id, r.outcome) for r in results[start : start + BATCH_CHUNK]]
+        return out
 
     async def _commit(self, prepared: list[Prepared], now: int) -> list[Submitted]:
         """Write a submit: inline when it is small and nothing is queued, else group commit.
