@@ -139,6 +139,7 @@ def numeric_summary(runs: list[dict[str, Any]]) -> dict[str, Any]:
             "nogc_median": statistics.median(nogc) if nogc else None,
             "phases_nogc_max": per_phase_nogc,
             "gc_max": max((st.get("gc_worst_ms") or 0.0) for st in stalls),
+            "held_max": max((st.get("held_ms") or 0.0) for st in stalls),
         }
     return out
 

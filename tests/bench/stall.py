@@ -32,6 +32,10 @@ class StallWatch:
         # what the code running on the loop (the store, the scheduler) held it for.
         self._late_nogc = array("d")
         self._phase_worst_nogc: dict[str, float] = {}
+        # And the part of it the loop's thread spent running (CPU time): a wall-clock delay
+        # also counts the time the OS did not run the process at all (a shared VM's noise).
+        self._held = array("d")
+        self._phase_worst_held: dict[str, float] = {}
         self._gc_pauses: list[tuple[float, float]] = []  # (start, end), recent ones
         self._gc_started = 0.0
         self._gc_worst = 0.0
@@ -81,13 +85,17 @@ class StallWatch:
         period = self.period_s
         late = self._late
         clock = time.perf_counter
+        cpu = time.thread_time
         while True:
-            before, phase = clock(), self._phase
+            before, cpu_before, phase = clock(), cpu(), self._phase
             await asyncio.sleep(period)
             lateness = clock() - before - period
             late.append(lateness)
-            nogc = max(0.0, lateness - self._gc_time_since(before))
+            gc_time = self._gc_time_since(before)
+            nogc = max(0.0, lateness - gc_time)
             self._late_nogc.append(nogc)
+            held = max(0.0, min(lateness, cpu() - cpu_before) - gc_time)
+            self._held.append(held)
             if phase != self._phase:
                 # The loop was held across a phase change: e.g. "submit->drain" means the
                 # submit loop never let the watchdog run until the submits were over.
@@ -96,6 +104,8 @@ class StallWatch:
                 self._phase_worst[phase] = lateness
             if nogc > self._phase_worst_nogc.get(phase, -1.0):
                 self._phase_worst_nogc[phase] = nogc
+            if held > self._phase_worst_held.get(phase, -1.0):
+                self._phase_worst_held[phase] = held
 
     def summary(self) -> dict[str, Any]:
         """Worst, p99 and median lateness in ms, wake-ups later than 5 ms, worst per phase."""
@@ -113,4 +123,6 @@ class StallWatch:
             "worst_nogc_ms": round(max(self._late_nogc) * 1000, 3),
             "phases_nogc": {k: round(v * 1000, 3) for k, v in self._phase_worst_nogc.items()},
             "gc_worst_ms": round(self._gc_worst * 1000, 3),
+            "held_ms": round(max(self._held) * 1000, 3),
+            "phases_held": {k: round(v * 1000, 3) for k, v in self._phase_worst_held.items()},
         }
