@@ -89,7 +89,7 @@ MAX_BATCH = 10_000
 # at once, so the bucket size bounds how far one second can overshoot the budget.
 DESKTOP_IO_SETTINGS = GovernorSettings(burst_s=0.25)
 INLINE_SUBMIT = 16  # submits up to this many tasks are written inline (see _commit)
-BATCH_CHUNK = 250  # larger batches are written this many per loop turn (_commit_large)
+BATCH_CHUNK = 100  # larger batches are written this many per loop turn (_commit_large)
 YIELD_AFTER_S = 0.001
 TICK_SUBMITS = 32  # queued submits one tick writes at most (see _take_submits)
 PRUNE_EVERY = 1000
@@ -494,7 +494,22 @@ class Scheduler:
                 outcomes[i] = exc
         done = _Countdown(len(prepared))
         queued = [(i, _PendingSubmit([p], now, done)) for i, p in prepared]
-        if queued:
+        if queued and len(queued) <= INLINE_SUBMIT and not self._submits and not self._batch_open:
+            # A few requests (an interactive client): written at once, like a lone submit,
+            # so that a request the client sends next sees them.
+            follow = Follow()
+            written = self._store.submit_each([(ps.prepared, now) for _, ps in queued], follow)
+            for (_, ps), outcome in zip(queued, written, strict=True):
+                if isinstance(outcome, Exception):
+                    ps.error = outcome
+                else:
+                    ps.results = outcome
+                    self._after_submit(ps.prepared, ps.results)
+            self._publish_follow(follow)
+            if self._full:
+                with anyio.CancelScope(shield=True):
+                    await self._durable()
+        elif queued:
             self._submits.extend(ps for _, ps in queued)
             self._wake()
             with anyio.CancelScope(shield=True):  # once queued, each is committed or fails
@@ -559,18 +574,15 @@ class Scheduler:
         alone = self._inline_task == me  # no other task submitted since the loop last turned
         if len(prepared) > BATCH_CHUNK:
             return await self._commit_large(prepared, now)
-        if (
-            len(prepared) <= INLINE_SUBMIT
-            and alone
-            and not self._submits
-            and not self._batch_open
-            and not self._full  # its fsync is shared by the submits of one tick
-        ):
+        if len(prepared) <= INLINE_SUBMIT and alone and not self._submits and not self._batch_open:
             follow = Follow()
             results = self._store.submit(prepared, now, follow)
             self._after_submit(prepared, results)
             self._publish_follow(follow)
-            if time.perf_counter() - self._loop_turned > YIELD_AFTER_S:
+            if self._full:
+                with anyio.CancelScope(shield=True):  # committed: answer once it is durable
+                    await self._durable()
+            elif time.perf_counter() - self._loop_turned > YIELD_AFTER_S:
                 await anyio.lowlevel.checkpoint()
             return results
         pending = _PendingSubmit(prepared, now)
@@ -588,7 +600,10 @@ class Scheduler:
         While it is open nothing else may write through the connection: the dispatcher
         skips its ticks, other writes wait in ``_writes_allowed``, single submits queue for
         the next tick and executors' checkpoints are kept until then. Any failure (or the
-        caller's cancellation) rolls the whole batch back.
+        caller's cancellation) rolls the whole batch back. Once it is committed, the tasks
+        are announced (``task.submitted``), also over several loop turns, before the
+        dispatcher may start any of them: an urgent task at the end of the batch must not
+        start before its announcement.
         """
         await self._writes_allowed()
         self._batch_open = True
@@ -601,15 +616,16 @@ class Scheduler:
                     chunk = prepared[start : start + BATCH_CHUNK]
                     results += self._store.submit(chunk, now, follow, index_base=start)
                     await anyio.lowlevel.checkpoint()
+            with anyio.CancelScope(shield=True):  # committed: every task gets announced
+                for start in range(0, len(prepared), BATCH_CHUNK):
+                    end = start + BATCH_CHUNK
+                    self._after_submit(prepared[start:end], results[start:end])
+                    await anyio.lowlevel.checkpoint()
+                self._publish_follow(follow)
         finally:
             self._batch_open = False
             self._batch_done.set()
             self._wake()
-        for start in range(0, len(prepared), BATCH_CHUNK):
-            end = start + BATCH_CHUNK
-            self._after_submit(prepared[start:end], results[start:end])
-            await anyio.lowlevel.checkpoint()
-        self._publish_follow(follow)
         await self._durable()
         return results
 

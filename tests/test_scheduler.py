@@ -20,7 +20,7 @@ from taskmill_core import (
     TaskNotFound,
     TaskSpec,
 )
-from taskmill_core.scheduler import TICK_SUBMITS
+from taskmill_core.scheduler import BATCH_CHUNK, TICK_SUBMITS
 from taskmill_core.types import SubmitResult, TaskCompleted, TaskFailed, TaskPreempted, TaskProgress
 
 from .helpers import Gate, drain, names, open_scheduler, recorder, settle
@@ -1057,3 +1057,25 @@ async def test_full_durability_acknowledges_only_after_the_wal_is_fsynced(tmp_pa
         assert len(answers) == 1 and answers[0].outcome == "inserted"
         assert names(drain(sub)) == ["task.submitted"]
         assert (await s.get(answers[0].id)).state == "pending"
+
+
+async def test_a_large_batch_announces_every_task_before_any_of_them_starts(
+    tmp_path: Path,
+) -> None:
+    """Per task, task.submitted comes before task.started, even for an urgent task at the end
+    of a batch written over several loop turns (PROTOCOL.md: causal order per task)."""
+    async with open_scheduler(tmp_path / "t.db") as (s, _, sub):
+        order, run = recorder()
+        s.register("rec", run)
+        specs = [TaskSpec(type="rec") for _ in range(5 * BATCH_CHUNK)]
+        specs.append(TaskSpec(type="rec", priority=0))
+        results = await s.submit_batch(specs)
+        await s.wait_idle()
+        assert order[0] == results[-1].id  # the urgent one ran first
+        seen: set[int] = set()
+        for event in drain(sub):
+            if event.EVENT == "task.submitted":
+                seen.add(event.task.id)  # type: ignore[attr-defined]
+            elif event.EVENT == "task.started":
+                assert event.id in seen, f"task {event.id} started before it was announced"  # type: ignore[attr-defined]
+        assert len(seen) == len(specs)
