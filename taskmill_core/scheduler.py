@@ -479,9 +479,10 @@ class Scheduler:
 
         Unlike :meth:`submit_batch` this is not all-or-nothing: each entry of the result is
         that spec's :class:`SubmitResult`, or the exception its ``submit`` would have raised.
-        All are written in the dispatcher's next transaction and share one wake-up, which
-        makes this the cheap way to hand over many independent requests at once (the
-        sidecar uses it for pipelined ``task.submit`` requests).
+        A few (up to ``INLINE_SUBMIT``) are written at once, like a lone submit; more go to
+        the dispatcher's next ticks and share one wake-up, which makes this the cheap way
+        to hand over many independent requests at once (the sidecar uses it for pipelined
+        ``task.submit`` requests).
         """
         self._check_open()
         now = self.clock.now_ms()
