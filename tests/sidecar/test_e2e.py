@@ -330,6 +330,27 @@ def test_bad_command_line_exits_2(tmp_path: Path) -> None:
         sc.close()
 
 
+def test_durability_full_answers_runs_and_keeps_what_it_answered(db: Path) -> None:
+    """--durability full (the WAL fsynced off the event loop before anything is answered):
+    the same protocol; what was answered is in the file after a SIGKILL."""
+    sc = Sidecar("--durability=full", db=db)
+    try:
+        sc.ready()
+        done = submit(sc, type="noop")
+        sc.event("task.completed", id=done["id"])
+        burst = [sc.call("task.submit", {"type": "noop", "payload": i}) for i in range(20)]
+        running = submit(sc, type="sleep", payload={"ms": 60_000})
+        sc.event("task.started", id=running["id"])
+        assert sc.result("task.pause", {"id": running["id"]})["state"] == "paused"
+        sc.kill()
+    finally:
+        sc.close()
+    assert reopen_state(db, done["id"]) == ("completed", 0)
+    states = {reopen_state(db, r["result"]["id"])[0] for r in burst}  # each answered one is there
+    assert states <= {"pending", "running", "completed"}
+    assert reopen_state(db, running["id"]) == ("paused", 0)
+
+
 def test_sigkill_under_load_then_restart_recovers_everything(db: Path) -> None:
     sc = Sidecar("--max-concurrency=4", db=db)
     try:
