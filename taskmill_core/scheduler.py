@@ -1430,10 +1430,13 @@ class Scheduler:
         callbacks, self._after_sync = self._after_sync, []
         events, self._held = self._held, []
         if target != self._synced:
-            try:
-                await anyio.to_thread.run_sync(self._store.sync_wal)
-            except OSError as exc:  # as SQLite's own FULL would, say so; nothing more to do
-                log.error("fsync of the write-ahead log failed", error=str(exc))
+            # Shielded: what was taken off the lists above must be released, even when the
+            # scheduler closes while the fsync runs.
+            with anyio.CancelScope(shield=True):
+                try:
+                    await anyio.to_thread.run_sync(self._store.sync_wal)
+                except OSError as exc:  # as SQLite's own FULL would, say so; nothing more
+                    log.error("fsync of the write-ahead log failed", error=str(exc))
             self._synced = target
         for callback in callbacks:
             callback()

@@ -1079,3 +1079,51 @@ async def test_a_large_batch_announces_every_task_before_any_of_them_starts(
             elif event.EVENT == "task.started":
                 assert event.id in seen, f"task {event.id} started before it was announced"  # type: ignore[attr-defined]
         assert len(seen) == len(specs)
+
+
+async def test_closing_during_an_fsync_still_answers_what_it_covers(tmp_path: Path) -> None:
+    """Closing cancels the fsync loop; a submit waiting for the fsync that was running must
+    still get its answer (not wait forever)."""
+    import threading
+
+    import anyio
+
+    from taskmill_core import Scheduler
+    from taskmill_core.clock import FakeClock
+
+    s = Scheduler(
+        tmp_path / "t.db",
+        SchedulerConfig(durability="full"),
+        clock=FakeClock(),
+        close_grace_ms=0,
+        io_monitor=False,
+    )
+    fsync_open = threading.Event()
+    fsyncing = threading.Event()
+    answers: list[SubmitResult] = []
+
+    async def submit() -> None:
+        answers.append(await s.submit(TaskSpec(type="noop")))
+
+    async def open_fsync_later() -> None:
+        await anyio.sleep(0.05)
+        fsync_open.set()
+
+    with anyio.fail_after(10):
+        async with anyio.create_task_group() as tg:
+            await s.open()
+            await s.pause_all()
+            real_sync = s._store.sync_wal
+
+            def gated_sync() -> None:
+                fsyncing.set()
+                fsync_open.wait(10)
+                real_sync()
+
+            s._store.sync_wal = gated_sync  # type: ignore[method-assign]
+            tg.start_soon(submit)
+            while not fsyncing.is_set():  # noqa: ASYNC110 (set by a worker thread)
+                await anyio.sleep(0.001)
+            tg.start_soon(open_fsync_later)
+            await s.close()  # cancels the fsync loop while its fsync runs
+    assert len(answers) == 1 and answers[0].outcome == "inserted"
