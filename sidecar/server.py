@@ -10,12 +10,13 @@ same graceful shutdown: stop taking requests (``-32005``), let running tasks fin
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import signal
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 import anyio
 import anyio.abc
@@ -161,7 +162,7 @@ class Sidecar:
         forwarded = anyio.Event()
         tg.start_soon(self._forward_events, sub, proto, forwarded)
         tg.start_soon(self._read_stdin, proto)
-        tg.start_soon(self._watch_signals)
+        tg.start_soon(self._watch_signals, sched)
         if opts.parent_pid is not None:
             self._parent = (opts.parent_pid, _created(opts.parent_pid))
             tg.start_soon(self._watch_parent)
@@ -218,11 +219,16 @@ class Sidecar:
         else:
             self.request_stop("stdinClosed")
 
-    async def _watch_signals(self) -> None:
+    async def _watch_signals(self, sched: Scheduler) -> None:
+        dump = getattr(signal, "SIGUSR1", None)  # POSIX only
+        watched = [signal.SIGTERM, signal.SIGINT, *([dump] if dump is not None else [])]
         try:
-            with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
-                async for _ in signals:
-                    self.request_stop("signal")
+            with anyio.open_signal_receiver(*watched) as signals:
+                async for signum in signals:
+                    if signum == dump:
+                        _dump_state(sched)
+                    else:
+                        self.request_stop("signal")
         except NotImplementedError:  # Windows: no signal receivers; rely on stdin EOF
             return
 
@@ -243,6 +249,30 @@ class Sidecar:
                 return False
             await anyio.sleep(0.02)
         return True
+
+
+def _dump_state(sched: Scheduler) -> None:
+    """``kill -USR1 <pid>``: log what the scheduler holds and where every task waits."""
+    log.warning("state dump", **sched.debug_state())
+    for task in asyncio.all_tasks():
+        log.warning("task stack", task=task.get_name(), frames=_await_chain(task.get_coro()))
+
+
+def _await_chain(coro: Any) -> list[str]:
+    """Where a suspended coroutine waits: its frame, then what it awaits, and so on."""
+    frames: list[str] = []
+    while coro is not None and len(frames) < 30:
+        frame = getattr(coro, "cr_frame", None) or getattr(coro, "gi_frame", None)
+        frame = frame or getattr(coro, "ag_frame", None)
+        if frame is not None:
+            code = frame.f_code
+            frames.append(f"{code.co_filename.rsplit('/', 1)[-1]}:{frame.f_lineno} {code.co_name}")
+        coro = (
+            getattr(coro, "cr_await", None)
+            or getattr(coro, "gi_yieldfrom", None)
+            or getattr(coro, "ag_await", None)
+        )
+    return frames
 
 
 def _alive(pid: int, created: float | None) -> bool:

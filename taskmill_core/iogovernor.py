@@ -41,6 +41,7 @@ import math
 from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 from taskmill_core.clock import Clock
 from taskmill_core.iomonitor import RESOURCES, IoSample, Resource, io_bytes_from, io_bytes_of
@@ -794,6 +795,17 @@ class IoGovernor:
         late = [i for i, (_, until) in self._waiting.items() if now - until > ttl]
         for task_id in late:
             del self._waiting[task_id]
+
+    def waiting(self) -> dict[int, tuple[Resource, int]]:
+        """Running tasks waiting for budget: task id -> (resource, until ms)."""
+        return dict(self._waiting)
+
+    def deferred(self) -> list[dict[str, Any]]:
+        """Tasks held back at admission, with the bucket levels they wait for."""
+        return [
+            {"id": d.task_id, "priority": d.priority, "needs": dict(d.needs)}
+            for d in self._deferred.values()
+        ]
 
     def __repr__(self) -> str:
         parts = []

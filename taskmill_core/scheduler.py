@@ -1597,6 +1597,31 @@ class Scheduler:
             "ticks": self._tick_no,
         }
 
+    def debug_state(self) -> dict[str, Any]:
+        """What the dispatcher and the IO governor hold right now, for a diagnostic dump."""
+        now = self.clock.now_ms()
+        return {
+            **self.statistics(),
+            "runs": [
+                {
+                    "id": r.id,
+                    "type": r.type,
+                    "ms": now - r.run_started,
+                    "stop": r.stop_reason,
+                    "io": msgspec.to_builtins(r.io),
+                }
+                for r in self._running.values()
+            ],
+            "finished_unsettled": len(self._finished),
+            "queued_submits": len(self._submits),
+            "batch_open": self._batch_open,
+            "paused": self._pauses.paused,
+            "bus_saturated": self._bus.saturated,
+            "io_governor": repr(self._gov),
+            "io_waiting": {str(k): list(v) for k, v in self._gov.waiting().items()},
+            "io_deferred": self._gov.deferred(),
+        }
+
     def __repr__(self) -> str:
         return (
             f"Scheduler({str(self._store.path)!r}, running={len(self._running)}, "

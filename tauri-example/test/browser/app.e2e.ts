@@ -294,6 +294,14 @@ describe('the example app in Chromium, over a real sidecar', () => {
         [...document.querySelectorAll('tr[data-task-id]')].map((r) =>
           `${r.getAttribute('data-task-id')} ${r.getAttribute('data-state')} ${r.querySelector('.c-task .sub')?.textContent} ${r.querySelector('.meta')?.textContent}`).join('\n')));
       console.log('page text tail:\n' + await page.evaluate(() => document.body.innerText.slice(-1500)));
+      // Ask the sidecar where its tasks wait (SIGUSR1: a state dump and every task's await
+      // chain on stderr), then show that.
+      const seen = bridge.stderr.length;
+      for (const child of bridge.children.values()) child.kill('SIGUSR1');
+      await new Promise((r) => setTimeout(r, 1000));
+      console.log('sidecar state dump:\n' + bridge.stderr.slice(seen)
+        .filter((l) => l.includes('state dump') || (l.includes('task stack') && !l.includes('_run_coro"]')))
+        .join('\n'));
       throw e;
     }
     const backup = join(library, 'taskmill-backup');
