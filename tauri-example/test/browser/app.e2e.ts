@@ -40,6 +40,9 @@ class SidecarBridge {
   readonly spawned: { pid: number; args: string[] }[] = [];
   readonly registered: (number | null)[] = [];
   readonly stderr: string[] = [];
+  readonly deliveryFailures: string[] = [];
+  /** The sidecar's stdout lines as they left the process (the last 20,000). */
+  readonly stdout: string[] = [];
   private chain: Promise<unknown> = Promise.resolve();
   private readonly queue = new Map<number, ShellEvent[]>();
   private flushing = false;
@@ -75,6 +78,7 @@ class SidecarBridge {
         rest = parts.pop()!;
         for (const line of parts) {
           if (event === 'Stderr') this.stderr.push(line);
+          else if (this.stdout.push(line) > 20_000) this.stdout.splice(0, 10_000);
           this.send(pid, { event, payload: line });
         }
       });
@@ -114,7 +118,7 @@ class SidecarBridge {
       for (const [p, events] of batches) {
         this.chain = this.chain
           .then(() => this.page.evaluate(([p, e]) => window.__tmDeliver(p, e), [p, events] as const))
-          .catch(() => undefined); // the page is gone
+          .catch((err: unknown) => void this.deliveryFailures.push(String(err))); // e.g. the page is gone
       }
     });
   }
@@ -294,6 +298,16 @@ describe('the example app in Chromium, over a real sidecar', () => {
         [...document.querySelectorAll('tr[data-task-id]')].map((r) =>
           `${r.getAttribute('data-task-id')} ${r.getAttribute('data-state')} ${r.querySelector('.c-task .sub')?.textContent} ${r.querySelector('.meta')?.textContent}`).join('\n')));
       console.log('page text tail:\n' + await page.evaluate(() => document.body.innerText.slice(-1500)));
+      console.log('delivery failures: ' + JSON.stringify(bridge.deliveryFailures) + '\nchannel handler errors: '
+        + JSON.stringify(await page.evaluate(() => window.__tmDeliverErrors)));
+      // What the sidecar wrote about each task the page still shows as running: did its
+      // task.completed leave the process?
+      const stuck = await rowIds('tr[data-state="running"]');
+      for (const id of stuck) {
+        console.log(`stdout lines about task ${id}:\n` + bridge.stdout
+          .filter((l) => l.includes(`"id":${id},`) || l.includes(`"id":${id}}`))
+          .map((l) => l.slice(0, 200)).join('\n'));
+      }
       // Ask the sidecar where its tasks wait (SIGUSR1: a state dump and every task's await
       // chain on stderr), then show that.
       const seen = bridge.stderr.length;

@@ -33,6 +33,7 @@ declare global {
   interface Window {
     __tmDeliver(pid: number, events: ShellEvent[]): void;
     __tmIpcLog: string[];
+    __tmDeliverErrors: string[];
   }
 }
 
@@ -49,12 +50,19 @@ function deliver(pid: number, events: ShellEvent[]): void {
     return;
   }
   for (const message of events) {
-    w.__TAURI_INTERNALS__.runCallback(ch.id, { index: ch.index++, message });
+    try {
+      w.__TAURI_INTERNALS__.runCallback(ch.id, { index: ch.index++, message });
+    } catch (err) {
+      // An exception out of the Channel's handler stalls the Channel for good (its next index
+      // never advances): record it, for the test to show.
+      w.__tmDeliverErrors.push(`${String(err)} ${(err as Error)?.stack ?? ''} on ${JSON.stringify(message).slice(0, 300)}`);
+    }
   }
 }
 
 w.__tmDeliver = deliver;
 w.__tmIpcLog = [];
+w.__tmDeliverErrors = [];
 
 mockWindows('main');
 mockIPC(async (cmd, payload) => {
