@@ -111,8 +111,14 @@ export class Store {
         this.client.invoke('task.list', { state: ['running', 'pending', 'paused', 'waiting', 'blocked'], limit: 500 }),
         this.client.invoke('task.list', { limit: 200 }),
       ]);
+      // The lists replace what this page knew, except that a task an event has meanwhile
+      // reported final stays final (a snapshot can be older than that event).
+      const known = new Map(this.tasks);
       this.tasks.clear();
-      for (const t of [...recent.tasks, ...active.tasks]) this.tasks.set(t.id, t);
+      for (const t of [...recent.tasks, ...active.tasks]) {
+        const now = known.get(t.id);
+        this.tasks.set(t.id, now && !isActive(now.state) && isActive(t.state) ? now : t);
+      }
       this.changed();
       await this.refreshStatus();
     } catch (err) {
@@ -176,9 +182,11 @@ export class Store {
       const status = await this.client.invoke('scheduler.status', {}, { timeoutMs: 5000 });
       this.status = status;
       this.io = status.io;
+      // Only tasks this page has not heard of: for the others the events are newer than this
+      // snapshot (a task.completed read in the same batch as this answer is applied first, and
+      // the snapshot would put the task back to running for good).
       for (const t of status.running) {
-        const old = this.tasks.get(t.id);
-        if (!old || old.state !== 'running') this.put(t);
+        if (!this.tasks.has(t.id)) this.put(t);
       }
       this.changed();
     } catch {
