@@ -203,7 +203,7 @@ export class App {
       label: `Scan & hash ${basename(root)}`,
       dedupKey: true,
     });
-    if (r.task) this.store.put(r.task);
+    if (r.task) this.store.adopt(r.task);
     this.store.log(r.outcome === 'inserted' ? `Scanning ${root}` : `A scan of ${root} is already queued`, 'info');
   }
 
@@ -263,17 +263,17 @@ export class App {
     await this.guard(`#${id}`, async () => {
       switch (action) {
         case 'pause':
-          this.store.put(await this.client.invoke('task.pause', { id }));
+          this.store.adopt(await this.client.invoke('task.pause', { id }));
           break;
         case 'resume':
-          this.store.put(await this.client.invoke('task.resume', { id }));
+          this.store.adopt(await this.client.invoke('task.resume', { id }));
           break;
         case 'cancel':
           await this.client.invoke('task.cancel', { id });
           break;
         case 'raise': {
           const priority = raisedPriority(task.priority);
-          if (priority !== null) this.store.put(await this.client.invoke('task.setPriority', { id, priority }));
+          if (priority !== null) this.store.adopt(await this.client.invoke('task.setPriority', { id, priority }));
           break;
         }
       }

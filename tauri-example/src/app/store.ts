@@ -126,6 +126,15 @@ export class Store {
     }
   }
 
+  /**
+   * A task from an answer (submit, pause, resume, set priority): a snapshot that the events
+   * about the same change (`task.submitted`, `task.updated`) also carry, in order. It only
+   * adds a task this page has not heard of yet: applied later it could undo a newer event.
+   */
+  adopt(task: TaskInfo): void {
+    if (!this.tasks.has(task.id)) this.put(task);
+  }
+
   put(task: TaskInfo): void {
     const old = this.tasks.get(task.id);
     // A TaskInfo snapshot carries no live progress: keep what the events said while the task
@@ -151,7 +160,7 @@ export class Store {
       this.client.invoke('task.get', { id }).then(
         (task) => {
           this.fetching.delete(id);
-          if (!this.tasks.has(id)) this.put(task);
+          this.adopt(task);
         },
         () => this.fetching.delete(id),
       );
@@ -186,7 +195,7 @@ export class Store {
       // snapshot (a task.completed read in the same batch as this answer is applied first, and
       // the snapshot would put the task back to running for good).
       for (const t of status.running) {
-        if (!this.tasks.has(t.id)) this.put(t);
+        this.adopt(t);
       }
       this.changed();
     } catch {

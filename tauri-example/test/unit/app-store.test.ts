@@ -66,6 +66,15 @@ describe('the app store', () => {
     expect(store.tasks.get(35)?.state).toBe('completed');
   });
 
+  it('adopts an answer\'s task only when it is new: events about the same change are newer', async () => {
+    const { fake, store } = await started();
+    store.adopt({ ...COPY, id: 36, state: 'pending' }); // a submit's answer, before any event
+    expect(store.tasks.get(36)?.state).toBe('pending');
+    fake.event('task.started', { id: 36, type: 'fs.copy', attempt: 0, priority: 192, startedAt: 2 });
+    store.adopt({ ...COPY, id: 36, state: 'pending' }); // the same answer, applied late
+    expect(store.tasks.get(36)?.state).toBe('running');
+  });
+
   it('adds a running task it had not heard of from a status snapshot', async () => {
     const { fake, store } = await started();
     const refresh = store.refreshStatus();
