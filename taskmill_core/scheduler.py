@@ -499,17 +499,12 @@ class Scheduler:
             # A few requests (an interactive client): written at once, like a lone submit,
             # so that a request the client sends next sees them.
             follow = Follow()
-            written = self._store.submit_each([(ps.prepared, now) for _, ps in queued], follow)
-            for (_, ps), outcome in zip(queued, written, strict=True):
-                if isinstance(outcome, Exception):
-                    ps.error = outcome
-                else:
-                    ps.results = outcome
+            self._write_submits([ps for _, ps in queued], follow)
+            for _, ps in queued:
+                if ps.error is None:
                     self._after_submit(ps.prepared, ps.results)
             self._publish_follow(follow)
-            if self._full:
-                with anyio.CancelScope(shield=True):
-                    await self._durable()
+            await self._durable()
         elif queued:
             self._submits.extend(ps for _, ps in queued)
             self._wake()
@@ -581,8 +576,7 @@ class Scheduler:
             self._after_submit(prepared, results)
             self._publish_follow(follow)
             if self._full:
-                with anyio.CancelScope(shield=True):  # committed: answer once it is durable
-                    await self._durable()
+                await self._durable()
             elif time.perf_counter() - self._loop_turned > YIELD_AFTER_S:
                 await anyio.lowlevel.checkpoint()
             return results
@@ -983,14 +977,7 @@ class Scheduler:
         try:
             with self._store.transaction():
                 if submits:
-                    outcomes = self._store.submit_each(
-                        [(ps.prepared, ps.now) for ps in submits], step.follow
-                    )
-                    for ps, outcome in zip(submits, outcomes, strict=True):
-                        if isinstance(outcome, Exception):
-                            ps.error = outcome
-                        else:
-                            ps.results = outcome
+                    self._write_submits(submits, step.follow)
                 for run in self._running.values():
                     if run.unsaved_checkpoint:
                         self._store.save_checkpoint(run.id, run.checkpoint)
@@ -1045,6 +1032,16 @@ class Scheduler:
         if self._submits:
             self._wake()  # more queued than one tick takes: the next tick goes on at once
         return self._next_deadline(now, step.wake_at)
+
+    def _write_submits(self, submits: Sequence[_PendingSubmit], follow: Follow) -> None:
+        """Write submits, each on its own, in the current transaction: each gets its results
+        or the error that undid only it."""
+        outcomes = self._store.submit_each([(ps.prepared, ps.now) for ps in submits], follow)
+        for ps, outcome in zip(submits, outcomes, strict=True):
+            if isinstance(outcome, Exception):
+                ps.error = outcome
+            else:
+                ps.results = outcome
 
     def _take_submits(self) -> list[_PendingSubmit]:
         """The queued submits one tick writes: up to ``TICK_SUBMITS`` tasks, in order.
@@ -1394,8 +1391,12 @@ class Scheduler:
 
     # --- durability "full": acknowledge after an fsync, off the loop ---------------------
 
+    def _sync_due(self) -> bool:
+        """Durability "full" and something committed or held since the last fsync."""
+        return self._full and (bool(self._held) or self._store.commits != self._synced)
+
     def _publish(self, event: Event) -> None:
-        if self._full and (self._held or self._store.commits != self._synced):
+        if self._sync_due():
             self._held.append(event)
             self._sync_wanted.set()
             return
@@ -1404,18 +1405,20 @@ class Scheduler:
     def _when_durable(self, callback: Callable[[], None]) -> None:
         """Run ``callback`` once everything committed so far is durable (at once, unless
         durability is "full" and an fsync is due)."""
-        if self._full and (self._held or self._store.commits != self._synced):
+        if self._sync_due():
             self._after_sync.append(callback)
             self._sync_wanted.set()
             return
         callback()
 
     async def _durable(self) -> None:
-        """Return once everything committed so far is durable."""
+        """Return once everything committed so far is durable. Shielded: the write is done,
+        so a cancelled caller still waits the few milliseconds of its fsync."""
         if self._full:
             done = anyio.Event()
             self._when_durable(done.set)
-            await done.wait()
+            with anyio.CancelScope(shield=True):
+                await done.wait()
 
     async def _sync_loop(self) -> None:
         while True:

@@ -607,13 +607,8 @@ class SqliteStore:
         if not plain:
             return []
         rows = [_insert_params(p, "pending", now) for p in plain]
-        first = self._explicit_first_id(db)
-        if first is not None:
-            db.execute(_INSERT_TASK_WITH_ID, (first, *rows[0]))
-            before = first - 1
-            rows = rows[1:]
-        else:
-            before = self._max_id(db)
+        # With an id floor the first row may have to take its id explicitly.
+        before = self._insert_row(db, rows.pop(0)) - 1 if self._id_floor else self._max_id(db)
         db.executemany(_INSERT_TASK, rows)
         if self._max_id(db) != before + len(plain):  # pragma: no cover - SQLite invariant
             raise StorageError("task ids were not assigned consecutively")
@@ -626,6 +621,16 @@ class SqliteStore:
 
     def _max_id(self, db: sqlite3.Connection) -> int:
         return int(db.execute("SELECT coalesce(max(id), 0) FROM tasks").fetchone()[0])
+
+    def _insert_row(self, db: sqlite3.Connection, params: tuple[Any, ...]) -> int:
+        """Insert one task row (``_insert_params``); returns its id."""
+        first = self._explicit_first_id(db)
+        if first is None:
+            cur = db.execute(_INSERT_TASK, params)
+        else:
+            cur = db.execute(_INSERT_TASK_WITH_ID, (first, *params))
+        assert cur.lastrowid is not None
+        return cur.lastrowid
 
     def _explicit_first_id(self, db: sqlite3.Connection) -> int | None:
         """The id the next new row must take, when the newest tasks were deleted and SQLite's
@@ -698,13 +703,7 @@ class SqliteStore:
                 )
             if dep_row[0] != "completed":
                 state = "blocked"
-        first = self._explicit_first_id(db)
-        if first is None:
-            cur = db.execute(_INSERT_TASK, _insert_params(p, state, now))
-        else:
-            cur = db.execute(_INSERT_TASK_WITH_ID, (first, *_insert_params(p, state, now)))
-        new_id = cur.lastrowid
-        assert new_id is not None
+        new_id = self._insert_row(db, _insert_params(p, state, now))
         if deps:
             db.executemany(
                 "INSERT INTO task_deps(task_id, dep_id) VALUES(?, ?)",
@@ -1239,11 +1238,7 @@ class SqliteStore:
         newest = self._max_id(db)
         if newest in ids and newest > self._id_floor:
             # New rows get max(id) + 1: remember the highest id so it is never handed out again.
-            db.execute(
-                "INSERT INTO settings(key, value) VALUES('id_floor', ?) "
-                "ON CONFLICT(key) DO UPDATE SET value=excluded.value",
-                (str(newest).encode(),),
-            )
+            self.put_setting("id_floor", str(newest).encode())
             self._id_floor = newest
         marks = ",".join("?" * len(ids))
         db.execute(f"DELETE FROM task_deps WHERE task_id IN ({marks})", ids)
