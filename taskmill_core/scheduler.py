@@ -158,6 +158,22 @@ class _Countdown:
         await self._event.wait()
 
 
+class _Yielder:
+    """Lets a long piece of work on the loop yield once it has held the loop for
+    ``YIELD_AFTER_S``: often enough that nothing waits long, rarely enough that the work
+    is not spread over hundreds of loop turns (each of which may run a dispatch tick)."""
+
+    __slots__ = ("_since",)
+
+    def __init__(self) -> None:
+        self._since = time.perf_counter()
+
+    async def __call__(self, *, force: bool = False) -> None:
+        if force or time.perf_counter() - self._since > YIELD_AFTER_S:
+            await anyio.lowlevel.checkpoint()
+            self._since = time.perf_counter()
+
+
 @dataclass(eq=False)
 class _PendingSubmit:
     prepared: list[Prepared]
@@ -530,9 +546,10 @@ class Scheduler:
             raise InvalidParams(f"a batch holds at most {MAX_BATCH} tasks", "$.tasks")
         now = self.clock.now_ms()
         prepared: list[Prepared] = []
+        pause = _Yielder()  # a large batch must not hold the loop
         for i, spec in enumerate(specs):
             if i and i % BATCH_CHUNK == 0:
-                await anyio.lowlevel.checkpoint()  # a large batch must not hold the loop
+                await pause()
             try:
                 prepared.append(prepare(spec if validated else _check_spec(spec), now))
             except InvalidParams as exc:
@@ -543,15 +560,20 @@ class Scheduler:
                 if hasattr(exc, "data"):
                     exc.data["index"] = i
                 raise
-        results = await self._commit(prepared, now)
+        results = await self._commit(prepared, now, pause)
         out: list[SubmitResult] = []
         for start in range(0, len(results), BATCH_CHUNK):
-            if start:
-                await anyio.lowlevel.checkpoint()  # 10,000 results take milliseconds to build
+            await pause()  # 10,000 results take milliseconds to build
             out += [SubmitResult(r.id, r.outcome) for r in results[start : start + BATCH_CHUNK]]
+        # ... and milliseconds to free, all at once when this frame ends: free them in steps.
+        while results:
+            await pause()
+            del results[-BATCH_CHUNK:], prepared[-BATCH_CHUNK:]
         return out
 
-    async def _commit(self, prepared: list[Prepared], now: int) -> list[Submitted]:
+    async def _commit(
+        self, prepared: list[Prepared], now: int, pause: _Yielder | None = None
+    ) -> list[Submitted]:
         """Write a submit: inline when it is small and nothing is queued, else group commit.
 
         A single submit is one short transaction right here (tens of microseconds; a hand-off
@@ -569,7 +591,7 @@ class Scheduler:
             self._inline_turn, self._inline_task = self._loop_turned, me
         alone = self._inline_task == me  # no other task submitted since the loop last turned
         if len(prepared) > BATCH_CHUNK:
-            return await self._commit_large(prepared, now)
+            return await self._commit_large(prepared, now, pause or _Yielder())
         if len(prepared) <= INLINE_SUBMIT and alone and not self._submits and not self._batch_open:
             follow = Follow()
             results = self._store.submit(prepared, now, follow)
@@ -589,8 +611,11 @@ class Scheduler:
             raise pending.error
         return pending.results
 
-    async def _commit_large(self, prepared: list[Prepared], now: int) -> list[Submitted]:
-        """One transaction for a large batch, written ``BATCH_CHUNK`` entries per loop turn.
+    async def _commit_large(
+        self, prepared: list[Prepared], now: int, pause: _Yielder
+    ) -> list[Submitted]:
+        """One transaction for a large batch, written ``BATCH_CHUNK`` entries at a time,
+        yielding to the loop every millisecond or so and around the COMMIT.
 
         While it is open nothing else may write through the connection: the dispatcher
         skips its ticks, other writes wait in ``_writes_allowed``, single submits queue for
@@ -610,12 +635,14 @@ class Scheduler:
                 for start in range(0, len(prepared), BATCH_CHUNK):
                     chunk = prepared[start : start + BATCH_CHUNK]
                     results += self._store.submit(chunk, now, follow, index_base=start)
-                    await anyio.lowlevel.checkpoint()
+                    await pause()
+                await pause(force=True)  # the COMMIT of thousands of rows takes milliseconds
             with anyio.CancelScope(shield=True):  # committed: every task gets announced
+                await pause(force=True)
                 for start in range(0, len(prepared), BATCH_CHUNK):
                     end = start + BATCH_CHUNK
                     self._after_submit(prepared[start:end], results[start:end])
-                    await anyio.lowlevel.checkpoint()
+                    await pause()
                 self._publish_follow(follow)
         finally:
             self._batch_open = False
