@@ -92,6 +92,7 @@ INLINE_SUBMIT = 16  # submits up to this many tasks are written inline (see _com
 BATCH_CHUNK = 100  # larger batches are written this many per loop turn (_commit_large)
 YIELD_AFTER_S = 0.001
 TICK_SUBMITS = 32  # queued submits one tick writes at most (see _take_submits)
+QUEUE_PER_TURN = 16  # submits queued in one loop turn before later callers wait a turn
 PRUNE_EVERY = 1000
 PRUNE_BATCH = 500
 _PAUSES_KEY = "pauses"
@@ -262,6 +263,8 @@ class Scheduler:
         self._batch_done = anyio.Event()
         self._inline_turn = -1.0
         self._inline_task = -1
+        self._queued_this_turn = 0  # submits queued in this loop turn (see _turn_slot)
+        self._turn_waiters: deque[asyncio.Future[None]] = deque()
         self._pauses = _Pauses()
         self._durations = DurationModel()
         self._wake_event = anyio.Event()
@@ -479,6 +482,8 @@ class Scheduler:
 
     async def submit(self, spec: TaskSpec, *, validated: bool = False) -> SubmitResult:
         """Submit one task; returns its id and the dedup outcome (PROTOCOL.md)."""
+        if self._turn_waiters or self._queued_this_turn >= QUEUE_PER_TURN:
+            await self._turn_slot()
         self._check_open()
         if not validated:
             spec = _check_spec(spec)
@@ -605,11 +610,44 @@ class Scheduler:
         pending = _PendingSubmit(prepared, now)
         self._submits.append(pending)
         self._wake()
+        if self._on_asyncio:
+            if not self._queued_this_turn:
+                asyncio.get_running_loop().call_soon(self._new_turn)
+            self._queued_this_turn += 1
         with anyio.CancelScope(shield=True):
             await pending.done.wait()
         if pending.error is not None:
             raise pending.error
         return pending.results
+
+    async def _turn_slot(self) -> None:
+        """Wait, in line, for a loop turn with room for one more queued submit.
+
+        Hundreds of callers submitting in the same loop turn (a gather, a burst of requests)
+        would hold the loop for milliseconds; past ``QUEUE_PER_TURN`` they wait here (at no
+        cost per turn) and are let through that many per turn, in order.
+        """
+        fut = asyncio.get_running_loop().create_future()
+        self._turn_waiters.append(fut)
+        if not self._queued_this_turn:  # nothing else will start the next turn
+            self._queued_this_turn = 1
+            asyncio.get_running_loop().call_soon(self._new_turn)
+        try:
+            await fut
+        finally:
+            fut.cancel()  # (no-op once let through; else _new_turn skips it)
+
+    def _new_turn(self) -> None:
+        """A new loop turn: let the next waiting submitters through (see _turn_slot)."""
+        self._queued_this_turn = 0
+        waiters = self._turn_waiters
+        while waiters and self._queued_this_turn < QUEUE_PER_TURN:
+            fut = waiters.popleft()
+            if not fut.done():
+                fut.set_result(None)
+                self._queued_this_turn += 1
+        if self._queued_this_turn:
+            asyncio.get_running_loop().call_soon(self._new_turn)
 
     async def _commit_large(
         self, prepared: list[Prepared], now: int, pause: _Yielder

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import itertools
 import random
 from pathlib import Path
 
@@ -20,7 +22,7 @@ from taskmill_core import (
     TaskNotFound,
     TaskSpec,
 )
-from taskmill_core.scheduler import BATCH_CHUNK, TICK_SUBMITS
+from taskmill_core.scheduler import BATCH_CHUNK, QUEUE_PER_TURN, TICK_SUBMITS
 from taskmill_core.types import SubmitResult, TaskCompleted, TaskFailed, TaskPreempted, TaskProgress
 
 from .helpers import Gate, drain, names, open_scheduler, recorder, settle
@@ -306,6 +308,48 @@ async def test_many_queued_submits_are_written_over_several_ticks(tmp_path: Path
         ids = [r.id for r in results if isinstance(r, SubmitResult)]
         assert len(ids) == n and ids == sorted(ids)  # written in submission order
         assert (await s.status()).counts["pending"] == n
+
+
+async def test_a_burst_of_submits_is_let_through_a_few_per_loop_turn(tmp_path: Path) -> None:
+    """Hundreds of submits started in one loop turn would hold the loop for milliseconds:
+    past QUEUE_PER_TURN they wait in line, are let through at most that many per turn, and
+    are each still written, in the order the callers arrived."""
+    async with open_scheduler(tmp_path / "t.db") as (s, _, _sub):
+        await s.pause_all()
+        n = 6 * QUEUE_PER_TURN
+        loop = asyncio.get_running_loop()
+        line: list[int] = []  # how many wait in line, sampled once per loop turn
+
+        def sample() -> None:
+            line.append(len(s._turn_waiters))
+            if len(line) < 50:
+                loop.call_soon(sample)
+
+        loop.call_soon(sample)
+        results = await asyncio.gather(
+            *(s.submit(TaskSpec(type="noop", payload=i)) for i in range(n))
+        )
+        ids = [r.id for r in results]
+        assert len(set(ids)) == n and ids == sorted(ids)
+        assert max(line) >= n - 2 * QUEUE_PER_TURN  # a line formed ...
+        assert max(a - b for a, b in itertools.pairwise(line)) <= QUEUE_PER_TURN  # ... and moved
+        assert line[-1] == 0
+        assert (await s.status()).counts["pending"] == n
+
+
+async def test_a_submit_cancelled_while_waiting_in_line_writes_nothing(tmp_path: Path) -> None:
+    async with open_scheduler(tmp_path / "t.db") as (s, _, _sub):
+        await s.pause_all()
+        n = 3 * QUEUE_PER_TURN
+        calls = [asyncio.create_task(s.submit(TaskSpec(type="noop", payload=i))) for i in range(n)]
+        await asyncio.sleep(0)  # every call has started: the last ones wait in line
+        assert len(s._turn_waiters) > QUEUE_PER_TURN
+        calls[-1].cancel()
+        results = await asyncio.gather(*calls, return_exceptions=True)
+        assert isinstance(results[-1], asyncio.CancelledError)
+        assert all(isinstance(r, SubmitResult) for r in results[:-1])
+        assert (await s.status()).counts["pending"] == n - 1
+        assert not s._turn_waiters
 
 
 # --- retries -----------------------------------------------------------------------------
