@@ -41,6 +41,7 @@ from taskmill_core.errors import (
     ExecutorError,
     InvalidParams,
     InvalidState,
+    PermanentError,
     RetryableError,
     ShuttingDown,
     TaskNotFound,
@@ -115,6 +116,9 @@ def _validation_path(exc: msgspec.ValidationError) -> str:
     if marker in text:
         return text.rsplit(marker, 1)[1].rstrip("`")
     return "$"
+
+
+_encode_result = msgspec.json.Encoder().encode
 
 
 def _check_spec(spec: TaskSpec) -> TaskSpec:
@@ -209,6 +213,7 @@ class _Run:
     abandoned: bool = False
     unsaved_checkpoint: bool = False
     io_held: bool = False  # the IO governor admitted it (holds its expected bytes)
+    result_json: bytes = b"null"  # what a successful run returned, encoded
 
     @property
     def timeout_at(self) -> int | None:
@@ -568,10 +573,12 @@ class Scheduler:
         results = await self._commit(prepared, now, pause)
         out: list[SubmitResult] = []
         for start in range(0, len(results), BATCH_CHUNK):
-            await pause()  # 10,000 results take milliseconds to build
+            if start:
+                await pause()  # 10,000 results take milliseconds to build
             out += [SubmitResult(r.id, r.outcome) for r in results[start : start + BATCH_CHUNK]]
         # ... and milliseconds to free, all at once when this frame ends: free them in steps.
-        while results:
+        # (A small batch does not yield here: its answer comes before its tasks start.)
+        while len(results) > BATCH_CHUNK:
             await pause()
             del results[-BATCH_CHUNK:], prepared[-BATCH_CHUNK:]
         return out
@@ -1047,10 +1054,12 @@ class Scheduler:
                     if run.unsaved_checkpoint:
                         self._store.save_checkpoint(run.id, run.checkpoint)
                         run.unsaved_checkpoint = False
-                for run, kind, value in finished:
+                for run, _, _ in finished:
                     if run.unsaved_checkpoint:
                         self._store.save_checkpoint(run.id, run.checkpoint)
-                    self._settle(run, kind, value, now, step.follow, step.events)
+                completed = self._complete_plain(finished, now)
+                for run, kind, value in finished:
+                    self._settle(run, kind, value, now, step.follow, step.events, completed)
                 self._expire_and_claim(now, step)
         except BaseException as exc:
             for ps in submits:
@@ -1322,6 +1331,12 @@ class Scheduler:
                 kind = "stopped"
         except Exception as exc:
             kind, value = ("stopped", None) if run.stop_reason else ("error", exc)
+        if kind == "ok":
+            try:
+                run.result_json = _encode_result(value)
+            except (TypeError, msgspec.EncodeError) as exc:
+                kind = "error"
+                value = PermanentError(f"the executor's result is not JSON-serializable: {exc}")
         if not run.abandoned:
             self._finished.append((run, kind, value))
             self._wake()
@@ -1337,6 +1352,21 @@ class Scheduler:
         run.scope.cancel()
         self._wake()
 
+    def _complete_plain(self, finished: list[tuple[_Run, str, Any]], now: int) -> set[int]:
+        """Write the successful runs that need nothing else in one statement (see
+        ``SqliteStore.complete_plain``); returns their ids, for ``_settle``."""
+        done = [
+            (
+                run.id,
+                max(0, now - run.run_started),
+                run.result_json,
+                run.io if run.io.total() else None,
+            )
+            for run, kind, value in finished
+            if kind == "ok" and run.stop_reason not in ("cancelled", "superseded")
+        ]
+        return self._store.complete_plain(done, now) if done else set()
+
     def _settle(
         self,
         run: _Run,
@@ -1345,8 +1375,10 @@ class Scheduler:
         now: int,
         follow: Follow,
         events: list[Event],
+        completed: set[int],
     ) -> None:
-        """Record how a run ended (inside the tick's transaction)."""
+        """Record how a run ended (inside the tick's transaction); ``completed`` holds the
+        runs already written as completed (``_complete_plain``)."""
         self._running.pop(run.id, None)
         io = run.io if run.io.total() else None
         if run.io_held:  # the governor settles its prepaid bytes; io teaches the cost model
@@ -1359,8 +1391,17 @@ class Scheduler:
             return  # already final in the database; its result is discarded
         duration = max(0, now - run.run_started)
         if kind == "ok":
-            state = self._store.complete(
-                run.id, now, result=value, duration_ms=duration, io_actual=io, follow=follow
+            state = (
+                "completed"
+                if run.id in completed
+                else self._store.complete(
+                    run.id,
+                    now,
+                    result=run.result_json,
+                    duration_ms=duration,
+                    io_actual=io,
+                    follow=follow,
+                )
             )
             if state == "completed":
                 self._final(run.type, duration)
@@ -1564,6 +1605,7 @@ class Scheduler:
         if run.id in self._running and run.stop_reason not in ("cancelled", "superseded"):
             run.checkpoint = state
             if self._batch_open:
+                _encode_result(state)  # a bad state fails here, in the executor, not in the tick
                 run.unsaved_checkpoint = True  # written by the next tick
                 self._wake()
             else:

@@ -835,6 +835,56 @@ async def test_list_filters_and_pages(tmp_path: Path) -> None:
             await s.list_tasks(cursor="nope")
 
 
+async def test_runs_ending_in_one_tick_are_each_recorded_as_they_need(tmp_path: Path) -> None:
+    """One tick writes the plain successes together; a success with dependents, a requeued
+    one and a failure in the same tick still get their own handling."""
+    config = SchedulerConfig(max_concurrency=8)
+    async with open_scheduler(tmp_path / "t.db", config) as (s, _, sub):
+        gate = Gate()
+        s.register("g", gate)
+        plain = [(await s.submit(TaskSpec(type="g", payload=i))).id for i in range(3)]
+        needed = (await s.submit(TaskSpec(type="g", payload="dep"))).id
+        requeued = (await s.submit(TaskSpec(type="g", dedup_key="k"))).id
+        failing = (await s.submit(TaskSpec(type="g", payload="bad", max_retries=0))).id
+        later = (await s.submit(TaskSpec(type="noop", depends_on=[needed]))).id
+        await settle()
+        assert len(gate.started) == 6
+        again = await s.submit(TaskSpec(type="g", dedup_key="k"))
+        assert (again.id, again.outcome) == (requeued, "requeued")
+        for tid in [*plain, needed, requeued]:
+            gate.release(tid)
+        gate.release(failing, PermanentError("no"))
+        await settle()
+        states = {tid: (await s.get(tid)).state for tid in [*plain, needed, failing, later]}
+        assert states == {
+            **dict.fromkeys(plain, "completed"),
+            needed: "completed",
+            failing: "failed",
+            later: "completed",  # unblocked by `needed`, then ran
+        }
+        assert len(gate.started) == 7 and gate.started[-1] == requeued  # runs again
+        gate.release(requeued)
+        await s.wait_idle()
+        done = [e.id for e in drain(sub) if isinstance(e, TaskCompleted)]
+        assert sorted(done) == sorted([*plain, needed, later, requeued])
+
+
+async def test_a_result_that_is_not_json_fails_the_task_and_nothing_else(tmp_path: Path) -> None:
+    async with open_scheduler(tmp_path / "t.db") as (s, _, _sub):
+
+        async def odd(ctx, payload):  # type: ignore[no-untyped-def]
+            return object() if payload == "bad" else payload
+
+        s.register("odd", odd)
+        bad = await s.submit(TaskSpec(type="odd", payload="bad"))
+        good = await s.submit(TaskSpec(type="odd", payload="good"))
+        await s.wait_idle()
+        info = await s.get(bad.id)
+        assert info.state == "failed" and info.error is not None
+        assert "not JSON-serializable" in info.error.message and not info.error.retryable
+        assert (await s.get(good.id)).result == "good"
+
+
 # --- children and dependencies ----------------------------------------------------------------
 
 
