@@ -35,8 +35,11 @@ class TaskContext:
 
     @property
     def task(self) -> TaskInfo:
-        """The task as it was when this run started."""
-        return self._run.info
+        """The task as it was when this run first asked for it (state ``running``)."""
+        run = self._run
+        if run.info is None:
+            run.info = self._call(lambda: self._sched._store.get(run.id))
+        return run.info
 
     @property
     def id(self) -> int:

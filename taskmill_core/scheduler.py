@@ -202,7 +202,6 @@ class _Run:
     timeout_ms: int | None
     checkpoint: Any
     payload: Any
-    info: TaskInfo
     run_started: int
     progress: RunProgress
     io: IoBytes = field(default_factory=IoBytes)
@@ -214,6 +213,7 @@ class _Run:
     unsaved_checkpoint: bool = False
     io_held: bool = False  # the IO governor admitted it (holds its expected bytes)
     result_json: bytes = b"null"  # what a successful run returned, encoded
+    info: TaskInfo | None = None  # read when the executor first asks (TaskContext.task)
 
     @property
     def timeout_at(self) -> int | None:
@@ -1275,7 +1275,6 @@ class Scheduler:
             timeout_ms=s.timeout_ms,
             checkpoint=s.checkpoint,
             payload=s.payload,
-            info=s.info,
             run_started=now,
             progress=RunProgress(now),
         )

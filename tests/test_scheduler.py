@@ -7,6 +7,7 @@ import itertools
 import random
 from pathlib import Path
 
+import anyio
 import pytest
 
 from taskmill_core import (
@@ -23,7 +24,14 @@ from taskmill_core import (
     TaskSpec,
 )
 from taskmill_core.scheduler import BATCH_CHUNK, QUEUE_PER_TURN, TICK_SUBMITS
-from taskmill_core.types import SubmitResult, TaskCompleted, TaskFailed, TaskPreempted, TaskProgress
+from taskmill_core.types import (
+    SubmitResult,
+    TaskCompleted,
+    TaskFailed,
+    TaskInfo,
+    TaskPreempted,
+    TaskProgress,
+)
 
 from .helpers import Gate, drain, names, open_scheduler, recorder, settle
 
@@ -142,6 +150,26 @@ async def test_free_slots_reach_past_a_long_run_of_held_back_tasks(tmp_path: Pat
         # One of the urgent "net" tasks runs; the other 49 wait for the group, and the
         # least urgent task, far down the queue, takes a free slot instead of waiting too.
         assert sorted(gate.started) == [held[0].id, later.id]
+
+
+async def test_an_executor_sees_its_task_from_the_loop_and_from_a_thread(
+    tmp_path: Path,
+) -> None:
+    seen: list[tuple[str, TaskInfo, TaskInfo]] = []
+
+    async def look(ctx, payload):  # type: ignore[no-untyped-def]
+        from_thread = await anyio.to_thread.run_sync(lambda: ctx.task)
+        seen.append((payload, ctx.task, from_thread))
+
+    async with open_scheduler(tmp_path / "t.db") as (s, clock, _sub):
+        s.register("look", look)
+        r = await s.submit(TaskSpec(type="look", payload="p", label="L", priority=9))
+        await s.wait_idle()
+        ((payload, task, same),) = seen
+        assert payload == task.payload == "p" and same is task
+        assert (task.id, task.type, task.label, task.priority) == (r.id, "look", "L", 9)
+        assert task.state == "running" and task.attempt == 0
+        assert task.started_at == clock.now_ms()
 
 
 # --- dedup -----------------------------------------------------------------------------------
