@@ -14,12 +14,15 @@ stalls the loop.
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import itertools
 import os
 import sqlite3
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
+from operator import itemgetter
 from pathlib import Path
 from typing import Any
 
@@ -286,34 +289,38 @@ def prepare(spec: TaskSpec, now: int) -> Prepared:
     return Prepared(spec, payload_json, spec.priority_value, key, run_at, expires_at)
 
 
-_INSERT_TASK = (
-    "INSERT INTO tasks(type, state, priority, payload, dedup_key, grp, tags, label, "
-    "io_cost, max_retries, backoff, created_at, run_at, expires_at, timeout_ms, "
-    "parent_id) VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
-)
-_INSERT_TASK_WITH_ID = _INSERT_TASK.replace("tasks(type", "tasks(id, type").replace("(?,", "(?,?,")
+# A new row binds only the columns it has a value for: each bound parameter costs the
+# sqlite3 module ~0.3 us, and a plain task leaves ten of the sixteen NULL (half an insert).
+_InsertRow = tuple[tuple[str, ...], tuple[Any, ...]]
 
 
-def _insert_params(p: Prepared, state: str, now: int) -> tuple[Any, ...]:
+@functools.cache
+def _insert_sql(columns: tuple[str, ...]) -> str:
+    return f"INSERT INTO tasks({', '.join(columns)}) VALUES({','.join('?' * len(columns))})"
+
+
+def _insert_params(p: Prepared, state: str, now: int) -> _InsertRow:
+    """The columns a new task row sets, and their values."""
     spec = p.spec
-    return (
-        spec.type,
-        state,
-        p.priority,
-        p.payload_json,
-        p.dedup_key,
-        spec.group,
-        _encode(spec.tags) if spec.tags else None,
-        spec.label,
-        _encode(spec.io_cost) if spec.io_cost is not None else None,
-        spec.max_retries,
-        _encode(spec.backoff) if spec.backoff is not None else None,
-        now,
-        p.run_at,
-        p.expires_at,
-        spec.timeout_ms,
-        spec.parent_id,
+    cols = ["type", "state", "priority", "payload", "max_retries", "created_at"]
+    vals = [spec.type, state, p.priority, p.payload_json, spec.max_retries, now]
+    optional = (
+        ("dedup_key", p.dedup_key),
+        ("grp", spec.group),
+        ("tags", _encode(spec.tags) if spec.tags else None),
+        ("label", spec.label),
+        ("io_cost", _encode(spec.io_cost) if spec.io_cost is not None else None),
+        ("backoff", _encode(spec.backoff) if spec.backoff is not None else None),
+        ("run_at", p.run_at),
+        ("expires_at", p.expires_at),
+        ("timeout_ms", spec.timeout_ms),
+        ("parent_id", spec.parent_id),
     )
+    for col, val in optional:
+        if val is not None:
+            cols.append(col)
+            vals.append(val)
+    return tuple(cols), tuple(vals)
 
 
 def _new_info(p: Prepared, task_id: int, state: str, now: int) -> TaskInfo:
@@ -620,7 +627,8 @@ class SqliteStore:
         rows = [_insert_params(p, "pending", now) for p in plain]
         # With an id floor the first row may have to take its id explicitly.
         before = self._insert_row(db, rows.pop(0)) - 1 if self._id_floor else self._max_id(db)
-        db.executemany(_INSERT_TASK, rows)
+        for columns, group in itertools.groupby(rows, key=itemgetter(0)):
+            db.executemany(_insert_sql(columns), [values for _, values in group])
         if self._max_id(db) != before + len(plain):  # pragma: no cover - SQLite invariant
             raise StorageError("task ids were not assigned consecutively")
         out = [
@@ -633,13 +641,14 @@ class SqliteStore:
     def _max_id(self, db: sqlite3.Connection) -> int:
         return int(db.execute("SELECT coalesce(max(id), 0) FROM tasks").fetchone()[0])
 
-    def _insert_row(self, db: sqlite3.Connection, params: tuple[Any, ...]) -> int:
+    def _insert_row(self, db: sqlite3.Connection, row: _InsertRow) -> int:
         """Insert one task row (``_insert_params``); returns its id."""
+        columns, values = row
         first = self._explicit_first_id(db)
         if first is None:
-            cur = db.execute(_INSERT_TASK, params)
+            cur = db.execute(_insert_sql(columns), values)
         else:
-            cur = db.execute(_INSERT_TASK_WITH_ID, (first, *params))
+            cur = db.execute(_insert_sql(("id", *columns)), (first, *values))
         assert cur.lastrowid is not None
         return cur.lastrowid
 

@@ -25,6 +25,7 @@ from taskmill_core import (
 )
 from taskmill_core.scheduler import BATCH_CHUNK, QUEUE_PER_TURN, TICK_SUBMITS
 from taskmill_core.types import (
+    IoBytes,
     SubmitResult,
     TaskCompleted,
     TaskFailed,
@@ -296,6 +297,31 @@ async def test_batch_is_all_or_nothing(tmp_path: Path) -> None:
         assert dup.value.data["index"] == 1 and dup.value.existing_id == held.id
         assert (await s.status()).counts["pending"] == 1  # nothing of either batch was written
         assert names(drain(sub)) == []
+
+
+async def test_a_batch_of_differently_shaped_tasks_stores_each_as_given(tmp_path: Path) -> None:
+    """Rows are written with only the columns they set, several shapes in one batch."""
+    specs = [
+        TaskSpec(type="noop", payload=0),
+        TaskSpec(type="noop", payload=1, label="one", group="g", tags={"k": "v"}),
+        TaskSpec(type="noop", payload=2),
+        TaskSpec(type="noop", payload=3, io_cost=IoBytes(disk_read=5), backoff=Backoff()),
+        TaskSpec(type="noop", payload=4, delay_ms=50, ttl_ms=1000, timeout_ms=70),
+        TaskSpec(type="noop", payload=5, max_retries=0, priority="high"),
+        TaskSpec(type="noop", payload=6),
+    ]
+    async with open_scheduler(tmp_path / "t.db") as (s, clock, _sub):
+        await s.pause_all()
+        ids = [r.id for r in await s.submit_batch(specs)]
+        assert ids == list(range(ids[0], ids[0] + len(specs)))
+        got = [await s.get(i) for i in ids]
+        assert [t.payload for t in got] == list(range(len(specs)))
+        assert (got[1].label, got[1].group, got[1].tags) == ("one", "g", {"k": "v"})
+        assert got[0].label is None and got[0].group is None and got[0].tags == {}
+        assert got[3].io_cost == IoBytes(disk_read=5)
+        assert got[4].run_at == clock.now_ms() + 50
+        assert (got[5].max_retries, got[5].priority) == (0, 64)
+        assert all(t.state == "pending" for t in got)
 
 
 async def test_submit_many_answers_each_spec_on_its_own(tmp_path: Path) -> None:
