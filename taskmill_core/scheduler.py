@@ -92,6 +92,7 @@ DESKTOP_IO_SETTINGS = GovernorSettings(burst_s=0.25)
 INLINE_SUBMIT = 16  # submits up to this many tasks are written inline (see _commit)
 BATCH_CHUNK = 100  # larger batches are written this many per loop turn (_commit_large)
 YIELD_AFTER_S = 0.001
+BATCH_YIELD_S = 0.0005  # a large batch yields this often (see _Yielder)
 TICK_SUBMITS = 32  # queued submits one tick writes at most (see _take_submits)
 QUEUE_PER_TURN = 16  # submits queued in one loop turn before later callers wait a turn
 PRUNE_EVERY = 1000
@@ -165,7 +166,7 @@ class _Countdown:
 
 class _Yielder:
     """Lets a long piece of work on the loop yield once it has held the loop for
-    ``YIELD_AFTER_S``: often enough that nothing waits long, rarely enough that the work
+    ``BATCH_YIELD_S``: often enough that nothing waits long, rarely enough that the work
     is not spread over hundreds of loop turns (each of which may run a dispatch tick)."""
 
     __slots__ = ("_since",)
@@ -174,7 +175,7 @@ class _Yielder:
         self._since = time.perf_counter()
 
     async def __call__(self, *, force: bool = False) -> None:
-        if force or time.perf_counter() - self._since > YIELD_AFTER_S:
+        if force or time.perf_counter() - self._since > BATCH_YIELD_S:
             await anyio.lowlevel.checkpoint()
             self._since = time.perf_counter()
 
