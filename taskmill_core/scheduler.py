@@ -262,7 +262,9 @@ class Scheduler:
         self._finished: list[tuple[_Run, str, Any]] = []
         self._submits: list[_PendingSubmit] = []
         self._run_queue: deque[tuple[_Run, ExecutorFn]] = deque()
-        self._idle_workers: deque[anyio.Event] = deque()
+        # Idle workers wait on a future each (an asyncio future is a few times cheaper than
+        # an anyio Event; on another backend, an anyio Event).
+        self._idle_workers: deque[asyncio.Future[None] | anyio.Event] = deque()
         self._on_asyncio = True
         self._loop_turned = 0.0  # when the dispatcher last ran (see _commit)
         self._batch_open = False  # a large batch's transaction spans several loop turns
@@ -1305,20 +1307,31 @@ class Scheduler:
         to the peak of concurrent runs (plus executors that ignored cancellation).
         """
         self._run_queue.append((run, fn))
-        if self._idle_workers:
-            self._idle_workers.popleft().set()
-        else:
-            assert self._tg is not None
-            self._tg.start_soon(self._worker)
+        idle = self._idle_workers
+        while idle:
+            wakeup = idle.popleft()
+            if isinstance(wakeup, anyio.Event):
+                wakeup.set()
+                return
+            if not wakeup.done():  # (a worker cancelled at shutdown left its future)
+                wakeup.set_result(None)
+                return
+        assert self._tg is not None
+        self._tg.start_soon(self._worker)
 
     async def _worker(self) -> None:
         while True:
             while self._run_queue:
                 run, fn = self._run_queue.popleft()
                 await self._execute(run, fn)
-            wakeup = anyio.Event()
-            self._idle_workers.append(wakeup)
-            await wakeup.wait()
+            if self._on_asyncio:
+                fut = asyncio.get_running_loop().create_future()
+                self._idle_workers.append(fut)
+                await fut
+            else:
+                wakeup = anyio.Event()
+                self._idle_workers.append(wakeup)
+                await wakeup.wait()
 
     async def _execute(self, run: _Run, fn: ExecutorFn) -> None:
         ctx = TaskContext(self, run)
