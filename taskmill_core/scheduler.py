@@ -663,7 +663,7 @@ class Scheduler:
         self, prepared: list[Prepared], now: int, pause: _Yielder
     ) -> list[Submitted]:
         """One transaction for a large batch, written ``BATCH_CHUNK`` entries at a time,
-        yielding to the loop every millisecond or so and around the COMMIT.
+        yielding to the loop every ``BATCH_YIELD_S`` and around the COMMIT.
 
         While it is open nothing else may write through the connection: the dispatcher
         skips its ticks, other writes wait in ``_writes_allowed``, single submits queue for

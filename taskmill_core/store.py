@@ -904,20 +904,17 @@ class SqliteStore:
             return []
         db = self._conn
         marks = ",".join("?" * len(ids))
-        before = db.total_changes
         db.execute(
             f"UPDATE tasks SET state='running', started_at=?, expires_at=NULL "
             f"WHERE id IN ({marks}) AND state='pending'",
             (now, *ids),
         )
-        where = f"id IN ({marks})"
-        if db.total_changes - before != len(ids):  # some were no longer pending
-            where += " AND state='running' AND started_at=?"
+        # The ones this UPDATE claimed (an id that was no longer pending is left out).
         rows = db.execute(
             "SELECT id, type, priority, grp, payload, attempt, max_retries, backoff, "
-            f"timeout_ms, checkpoint, parent_id FROM tasks WHERE {where} "
-            "ORDER BY priority, id",
-            (*ids, now) if where.endswith("?") else ids,
+            f"timeout_ms, checkpoint, parent_id FROM tasks WHERE id IN ({marks}) "
+            "AND state='running' AND started_at=? ORDER BY priority, id",
+            (*ids, now),
         ).fetchall()
         return [
             Started(
