@@ -206,7 +206,7 @@ class _Run:
     run_started: int
     progress: RunProgress
     io: IoBytes = field(default_factory=IoBytes)
-    scope: anyio.CancelScope = field(default_factory=anyio.CancelScope)
+    scope: anyio.CancelScope | None = None  # its worker's scope, while the executor runs
     stop_reason: str | None = None
     stop_for: int | None = None
     stop_deadline: int | None = None
@@ -1320,10 +1320,26 @@ class Scheduler:
         self._tg.start_soon(self._worker)
 
     async def _worker(self) -> None:
+        """Run queued executors one after another, inside one cancel scope.
+
+        A scope per run would cost more than a no-op executor (constructing and entering an
+        anyio scope is several microseconds); so the worker keeps its scope until a stop
+        cancels it, and only then starts a fresh one. ``run.scope`` is set only while that
+        run's executor runs, so a stop can never reach the run the worker takes up next.
+        """
         while True:
-            while self._run_queue:
-                run, fn = self._run_queue.popleft()
-                await self._execute(run, fn)
+            current: _Run | None = None
+            with anyio.CancelScope() as scope:
+                while self._run_queue and not scope.cancel_called:
+                    run, fn = self._run_queue.popleft()
+                    current = run
+                    await self._execute(run, fn, scope)
+                    current = None
+            if current is not None:  # its executor ended by the stop's cancellation
+                self._record(current, "stopped", None)
+                continue
+            if scope.cancel_called:  # a stop came as its run returned: take a fresh scope
+                continue
             if self._on_asyncio:
                 fut = asyncio.get_running_loop().create_future()
                 self._idle_workers.append(fut)
@@ -1333,23 +1349,33 @@ class Scheduler:
                 self._idle_workers.append(wakeup)
                 await wakeup.wait()
 
-    async def _execute(self, run: _Run, fn: ExecutorFn) -> None:
+    async def _execute(self, run: _Run, fn: ExecutorFn, scope: anyio.CancelScope) -> None:
+        """Run one executor in its worker's ``scope`` and record how it ended. A stop's
+        cancellation propagates out of here, to the worker's scope, which records it."""
+        run.scope = scope
+        if run.stop_reason is not None:  # stopped while it waited for a worker
+            scope.cancel()
         ctx = TaskContext(self, run)
-        kind, value = "error", None
         try:
-            with run.scope:
-                value = await fn(ctx, run.payload)
-                kind = "ok"
-            if kind != "ok":
-                kind = "stopped"
+            value = await fn(ctx, run.payload)
         except Exception as exc:
-            kind, value = ("stopped", None) if run.stop_reason else ("error", exc)
-        if kind == "ok":
-            try:
-                run.result_json = _encode_result(value)
-            except (TypeError, msgspec.EncodeError) as exc:
-                kind = "error"
-                value = PermanentError(f"the executor's result is not JSON-serializable: {exc}")
+            if run.stop_reason is not None:
+                self._record(run, "stopped", None)
+            else:
+                self._record(run, "error", exc)
+            return
+        finally:
+            run.scope = None
+        try:
+            run.result_json = _encode_result(value)
+        except (TypeError, msgspec.EncodeError) as exc:
+            error = PermanentError(f"the executor's result is not JSON-serializable: {exc}")
+            self._record(run, "error", error)
+            return
+        self._record(run, "ok", value)
+
+    def _record(self, run: _Run, kind: str, value: Any) -> None:
+        """Hand a run's end to the next tick (unless it was abandoned: its slot is gone)."""
         if not run.abandoned:
             self._finished.append((run, kind, value))
             self._wake()
@@ -1362,7 +1388,8 @@ class Scheduler:
         run.stop_for = by
         if run.stop_deadline is None:
             run.stop_deadline = self.clock.now_ms() + self.config.cancel_grace_ms
-        run.scope.cancel()
+        if run.scope is not None:  # its executor is running (else its worker sees the reason)
+            run.scope.cancel()
         self._wake()
 
     def _complete_plain(self, finished: list[tuple[_Run, str, Any]], now: int) -> set[int]:

@@ -561,6 +561,46 @@ async def test_cancel_hard_deadline_frees_the_slot(tmp_path: Path) -> None:
         assert (await s.get(r.id)).state == "cancelled"
 
 
+async def test_a_stop_that_lands_as_its_run_returns_spares_the_next_run(tmp_path: Path) -> None:
+    """Run workers share a cancel scope across runs; a cancel that reaches a run whose
+    executor then returns without noticing must not cancel the run its worker takes next."""
+    cfg = SchedulerConfig(max_concurrency=2)
+    async with open_scheduler(tmp_path / "t.db", cfg) as (s, _clock, _sub):
+        release = anyio.Event()
+        steps: list[int] = []
+
+        async def deaf(ctx, payload):  # type: ignore[no-untyped-def]
+            with anyio.CancelScope(shield=True):
+                await release.wait()
+            return "finished anyway"
+
+        async def stepping(ctx, payload):  # type: ignore[no-untyped-def]
+            for _ in range(3):
+                await anyio.lowlevel.checkpoint()
+            steps.append(ctx.id)
+
+        s.register("deaf", deaf)
+        s.register("stepping", stepping)
+        first = await s.submit(TaskSpec(type="deaf"))
+        await settle()
+        await s.cancel(first.id)  # cancels the worker's scope; the executor does not see it
+
+        # The race: the deaf run returns just as the next run is queued for a worker, so
+        # its worker (woken first) finds that run waiting when its executor returns.
+        queue_run = s._queue_run
+
+        def release_then_queue(run, fn):  # type: ignore[no-untyped-def]
+            release.set()
+            queue_run(run, fn)
+
+        s._queue_run = release_then_queue  # type: ignore[method-assign]
+        nxt = await s.submit(TaskSpec(type="stepping"))
+        await settle()
+        assert (await s.get(first.id)).state == "cancelled"
+        assert steps == [nxt.id]
+        assert (await s.get(nxt.id)).state == "completed"
+
+
 async def test_cancel_parent_cancels_children(tmp_path: Path) -> None:
     async with open_scheduler(tmp_path / "t.db") as (s, _, _sub):
         await s.pause_all()
