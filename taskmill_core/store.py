@@ -407,6 +407,11 @@ class SqliteStore:
         # check_same_thread=False: opened here in a worker thread, used on the event loop.
         db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         self._db = db
+        # 2 KiB pages (for a new file; an existing one keeps its own): a commit writes whole
+        # pages to the WAL, and a lone submit (a row and an index entry) costs ~16 us with
+        # 2 KiB pages against ~19.4 us with 4 KiB. Rows up to ~2 KB still fit in a page, and
+        # a million tasks still claim in 1.06x the time of a thousand (the E benchmark).
+        db.execute("PRAGMA page_size=2048")
         db.execute("PRAGMA journal_mode=WAL")
         # "full" is NORMAL plus an fsync of the WAL after each commit, which the scheduler
         # runs in a worker thread (sync_wal) before it acknowledges anything: SQLite's own
