@@ -19,7 +19,7 @@ import random
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Sequence
-from contextlib import AsyncExitStack
+from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
 from os import PathLike
 from typing import Any
@@ -96,6 +96,8 @@ BATCH_YIELD_S = 0.0005  # a large batch yields this often (see _Yielder)
 TICK_SUBMITS = 32  # queued submits one tick writes at most (see _take_submits)
 QUEUE_PER_TURN = 16  # submits queued in one loop turn before later callers wait a turn
 PRUNE_EVERY = 1000
+CHECKPOINT_EVERY_S = 1.0  # how often the WAL is folded into the database while writes go on
+WAL_CATCH_UP_PAGES = 2048  # past this, writes are held to let the WAL start over
 PRUNE_BATCH = 500
 _PAUSES_KEY = "pauses"
 _CONFIG_KEY = "config"
@@ -267,8 +269,10 @@ class Scheduler:
         self._idle_workers: deque[asyncio.Future[None] | anyio.Event] = deque()
         self._on_asyncio = True
         self._loop_turned = 0.0  # when the dispatcher last ran (see _commit)
-        self._batch_open = False  # a large batch's transaction spans several loop turns
-        self._batch_done = anyio.Event()
+        # Set while nothing else may write: a large batch's transaction spans several loop
+        # turns (_commit_large), a WAL catch-up needs the writes stopped (_maintenance_loop).
+        self._writes_held = False
+        self._writes_released = anyio.Event()
         self._inline_turn = -1.0
         self._inline_task = -1
         self._queued_this_turn = 0  # submits queued in this loop turn (see _turn_slot)
@@ -278,7 +282,8 @@ class Scheduler:
         self._wake_event = anyio.Event()
         self._woken = False
         self._progress_event = anyio.Event()
-        self._dirty_event = anyio.Event()
+        self._dirty_event = anyio.Event()  # something was written: a checkpoint is due
+        self._changes_seen = 0
         self._runs_empty = anyio.Event()
         self._idle_waiters: list[tuple[int, anyio.Event]] = []
         self._tick_no = 0
@@ -480,9 +485,24 @@ class Scheduler:
     # --- submit ------------------------------------------------------------------------
 
     async def _writes_allowed(self) -> None:
-        """Wait while a large batch holds the write transaction open (see _commit_large)."""
-        while self._batch_open:
-            await self._batch_done.wait()
+        """Wait while writes are held (a large batch's transaction, a WAL catch-up)."""
+        while self._writes_held:
+            await self._writes_released.wait()
+
+    @asynccontextmanager
+    async def _holding_writes(self) -> AsyncIterator[None]:
+        """Hold every other write until the block ends: the dispatcher skips its ticks,
+        writes wait in ``_writes_allowed``, single submits queue for the next tick and
+        executors' checkpoints are kept until then."""
+        await self._writes_allowed()
+        self._writes_held = True
+        self._writes_released = anyio.Event()
+        try:
+            yield
+        finally:
+            self._writes_held = False
+            self._writes_released.set()
+            self._wake()
 
     def _check_open(self) -> None:
         if self._closing:
@@ -524,7 +544,7 @@ class Scheduler:
                 outcomes[i] = exc
         done = _Countdown(len(prepared))
         queued = [(i, _PendingSubmit([p], now, done)) for i, p in prepared]
-        if queued and len(queued) <= INLINE_SUBMIT and not self._submits and not self._batch_open:
+        if queued and len(queued) <= INLINE_SUBMIT and not self._submits and not self._writes_held:
             # A few requests (an interactive client): written at once, like a lone submit,
             # so that a request the client sends next sees them.
             follow = Follow()
@@ -607,7 +627,7 @@ class Scheduler:
         alone = self._inline_task == me  # no other task submitted since the loop last turned
         if len(prepared) > BATCH_CHUNK:
             return await self._commit_large(prepared, now, pause or _Yielder())
-        if len(prepared) <= INLINE_SUBMIT and alone and not self._submits and not self._batch_open:
+        if len(prepared) <= INLINE_SUBMIT and alone and not self._submits and not self._writes_held:
             follow = Follow()
             results = self._store.submit(prepared, now, follow)
             self._after_submit(prepared, results)
@@ -665,20 +685,15 @@ class Scheduler:
         """One transaction for a large batch, written ``BATCH_CHUNK`` entries at a time,
         yielding to the loop every ``BATCH_YIELD_S`` and around the COMMIT.
 
-        While it is open nothing else may write through the connection: the dispatcher
-        skips its ticks, other writes wait in ``_writes_allowed``, single submits queue for
-        the next tick and executors' checkpoints are kept until then. Any failure (or the
-        caller's cancellation) rolls the whole batch back. Once it is committed, the tasks
-        are announced (``task.submitted``), also over several loop turns, before the
-        dispatcher may start any of them: an urgent task at the end of the batch must not
-        start before its announcement.
+        While it is open nothing else may write through the connection (``_holding_writes``).
+        Any failure (or the caller's cancellation) rolls the whole batch back. Once it is
+        committed, the tasks are announced (``task.submitted``), also over several loop
+        turns, before the dispatcher may start any of them: an urgent task at the end of the
+        batch must not start before its announcement.
         """
-        await self._writes_allowed()
-        self._batch_open = True
-        self._batch_done = anyio.Event()
         follow = Follow()
         results: list[Submitted] = []
-        try:
+        async with self._holding_writes():
             with self._store.transaction():
                 for start in range(0, len(prepared), BATCH_CHUNK):
                     chunk = prepared[start : start + BATCH_CHUNK]
@@ -692,10 +707,6 @@ class Scheduler:
                     self._after_submit(prepared[start:end], results[start:end])
                     await pause()
                 self._publish_follow(follow)
-        finally:
-            self._batch_open = False
-            self._batch_done.set()
-            self._wake()
         await self._durable()
         return results
 
@@ -1033,7 +1044,7 @@ class Scheduler:
 
         Returns the time of the next timer, if any.
         """
-        if self._batch_open:
+        if self._writes_held:
             return None  # the batch wakes us when its transaction ends
         self._tick_no += 1
         now = self.clock.now_ms()
@@ -1104,7 +1115,8 @@ class Scheduler:
                     ev.set()
                 else:
                     self._idle_waiters.append((n, ev))
-        if finished or submits or step.started or step.events:
+        if self._store.changes != self._changes_seen:  # (also a lone submit's own commit)
+            self._changes_seen = self._store.changes
             self._dirty_event.set()
         if self._submits:
             self._wake()  # more queued than one tick takes: the next tick goes on at once
@@ -1644,7 +1656,7 @@ class Scheduler:
     def _save_checkpoint(self, run: _Run, state: Any) -> None:
         if run.id in self._running and run.stop_reason not in ("cancelled", "superseded"):
             run.checkpoint = state
-            if self._batch_open:
+            if self._writes_held:
                 _encode_result(state)  # a bad state fails here, in the executor, not in the tick
                 run.unsaved_checkpoint = True  # written by the next tick
                 self._wake()
@@ -1672,13 +1684,26 @@ class Scheduler:
                     self._send_progress(run, estimate, now)
 
     async def _maintenance_loop(self) -> None:
-        """Fold the WAL into the database about once a second while there are writes."""
+        """Fold the WAL into the database about once a second while there are writes.
+
+        The checkpoint runs off the loop while writes go on, so it folds in what the WAL
+        held when it began. The WAL starts over from its beginning only once it has been
+        folded in whole; under steady writes that never happens, and it would grow without
+        bound. So when writes came in during the checkpoint and the WAL had grown past
+        ``WAL_CATCH_UP_PAGES``, a second checkpoint folds in the rest with every write held
+        (milliseconds: the pages written meanwhile, and an fsync). SQLite then starts the
+        WAL over, and trims its file to ``WAL_SIZE_LIMIT`` (``journal_size_limit``).
+        """
         while True:
             self._dirty_event = anyio.Event()
             await self._dirty_event.wait()
-            await anyio.sleep(1.0)
+            await anyio.sleep(CHECKPOINT_EVERY_S)
             try:
+                changes = self._store.changes
                 await self._store.checkpoint()
+                if self._store.changes != changes and self._store.wal_pages >= WAL_CATCH_UP_PAGES:
+                    async with self._holding_writes():
+                        await self._store.checkpoint()
             except Exception as exc:  # a busy checkpoint is retried on the next write
                 log.debug("wal checkpoint skipped", error=str(exc))
 
@@ -1764,7 +1789,7 @@ class Scheduler:
             ],
             "finished_unsettled": len(self._finished),
             "queued_submits": len(self._submits),
-            "batch_open": self._batch_open,
+            "writes_held": self._writes_held,
             "paused": self._pauses.paused,
             "bus_saturated": self._bus.saturated,
             "io_governor": repr(self._gov),

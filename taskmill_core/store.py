@@ -52,6 +52,7 @@ from taskmill_core.types import (
 __all__ = ["MAX_PAYLOAD_BYTES", "Prepared", "SqliteStore", "Submitted"]
 
 APPLICATION_ID = 0x544D494C  # "TMIL": marks a file as a taskmill database
+WAL_SIZE_LIMIT = 64 * 1024 * 1024  # bytes the WAL file keeps when it starts over
 MAX_PAYLOAD_BYTES = 1024 * 1024
 SQLITE_HEADER = b"SQLite format 3\x00"
 
@@ -361,6 +362,7 @@ class SqliteStore:
         self._in_txn = False
         self._id_floor = 0  # ids up to this one were handed out: new ids must be above it
         self.commits = 0  # committed write transactions (durability "full": to sync)
+        self.wal_pages = 0  # the WAL's length when it was last checkpointed
         self._wal_fd: int | None = None
         self._ready_sql: dict[int, str] = {}  # by the number of paused groups
 
@@ -420,6 +422,9 @@ class SqliteStore:
         db.execute("PRAGMA busy_timeout=5000")
         # Checkpoints run off the loop (see checkpoint()); none inside a commit.
         db.execute("PRAGMA wal_autocheckpoint=0")
+        # When the WAL starts over, SQLite trims its file to this size (else it stays at
+        # its largest until the store closes).
+        db.execute(f"PRAGMA journal_size_limit={WAL_SIZE_LIMIT}")
         self._migrate()
         floor = self.get_setting("id_floor")
         if floor and int(floor) > self._max_id(db):
@@ -475,6 +480,11 @@ class SqliteStore:
             raise StorageError("the store is closed")
         return self._reader
 
+    @property
+    def changes(self) -> int:
+        """Rows written through this store so far (a checkpoint is due when it moved)."""
+        return self._conn.total_changes
+
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
         """One write transaction (nested uses join the outer one)."""
@@ -511,9 +521,12 @@ class SqliteStore:
         os.fsync(self._wal_fd)
 
     async def checkpoint(self) -> None:
-        """Fold the WAL back into the database file, off the event loop."""
+        """Fold the WAL back into the database file, off the event loop; ``wal_pages`` is
+        then how long the WAL was when it began (what it wrote while it ran is left)."""
         async with self._rd.execute("PRAGMA wal_checkpoint(PASSIVE)") as cur:
-            await cur.fetchall()
+            row = await cur.fetchone()
+        assert row is not None
+        self.wal_pages = row[1]
 
     # --- settings ----------------------------------------------------------------------
 

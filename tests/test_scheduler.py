@@ -18,6 +18,7 @@ from taskmill_core import (
     PayloadTooLarge,
     PermanentError,
     RetryableError,
+    Scheduler,
     SchedulerConfig,
     ShuttingDown,
     TaskNotFound,
@@ -1150,7 +1151,7 @@ async def test_large_batch_is_all_or_nothing_across_chunks(tmp_path: Path) -> No
                 results.extend(await s.submit_batch(specs))
 
             tg.start_soon(batch)
-            while not s._batch_open:  # wait until the batch's transaction is open
+            while not s._writes_held:  # wait until the batch's transaction is open
                 await anyio.lowlevel.checkpoint()
             await s.cancel(held.id)  # waits until the batch's transaction has committed
         assert results[2100].id == held.id and results[2100].outcome == "duplicate"
@@ -1315,3 +1316,43 @@ async def test_closing_during_an_fsync_still_answers_what_it_covers(tmp_path: Pa
             tg.start_soon(open_fsync_later)
             await s.close()  # cancels the fsync loop while its fsync runs
     assert len(answers) == 1 and answers[0].outcome == "inserted"
+
+
+@pytest.mark.parametrize("dispatching", [True, False], ids=["dispatching", "paused"])
+async def test_the_wal_starts_over_while_writes_never_stop(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, dispatching: bool
+) -> None:
+    """A checkpoint that runs while writes go on cannot fold in the whole WAL, so under
+    steady writes the WAL would never start over and would grow without bound. The
+    scheduler holds writes for a short second checkpoint, and the WAL file shrinks back
+    while the writes go on (also when the only writes are submits). Every task still
+    runs, once."""
+    import taskmill_core.scheduler as scheduler_module
+    import taskmill_core.store as store_module
+
+    monkeypatch.setattr(scheduler_module, "CHECKPOINT_EVERY_S", 0.05)
+    monkeypatch.setattr(scheduler_module, "WAL_CATCH_UP_PAGES", 64)
+    monkeypatch.setattr(store_module, "WAL_SIZE_LIMIT", 64 * 1024)
+    wal = tmp_path / "t.db-wal"
+    ran: list[int] = []
+
+    async def record(ctx, payload):  # type: ignore[no-untyped-def]
+        ran.append(ctx.id)
+
+    sizes: list[int] = []
+    async with Scheduler(tmp_path / "t.db", SchedulerConfig(), io_monitor=False) as s:
+        s.register("record", record)
+        if not dispatching:
+            await s.pause_all()
+        ids = []
+        deadline = anyio.current_time() + 0.6
+        while anyio.current_time() < deadline:
+            ids.append((await s.submit(TaskSpec(type="record"))).id)
+            if len(ids) % 20 == 0:
+                sizes.append(wal.stat().st_size)
+        await s.resume_all()
+        await s.wait_idle()
+    assert any(later < earlier for earlier, later in itertools.pairwise(sizes)), (
+        f"the WAL only grew: {sizes[0]} .. {sizes[-1]} bytes"
+    )
+    assert sorted(ran) == ids
