@@ -111,8 +111,9 @@ async def test_a_version_1_database_is_migrated_keeping_every_id(tmp_path: Path)
     schema = db.execute("SELECT sql FROM sqlite_master WHERE name='tasks'").fetchone()[0]
     indexes = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='index'")}
     assert "AUTOINCREMENT" not in schema
-    assert db.execute("PRAGMA user_version").fetchone()[0] == 2
-    assert {"tasks_ready", "tasks_dedup", "tasks_history", "tasks_finished"} <= indexes
+    assert db.execute("PRAGMA user_version").fetchone()[0] == len(MIGRATIONS)
+    assert {"tasks_ready", "tasks_dedup", "tasks_final"} <= indexes
+    assert not {"tasks_history", "tasks_finished"} & indexes  # merged by version 3
     db.close()
 
 
@@ -906,6 +907,32 @@ async def test_history_stats_and_pruning(tmp_path: Path) -> None:
         assert len((await s.list_tasks()).tasks) == 2
         clock.advance(10_000)
         assert await s.prune(older_than_ms=5_000) == 2
+
+
+async def test_pruning_by_age_takes_old_final_tasks_of_every_type_and_state(
+    tmp_path: Path,
+) -> None:
+    async with open_scheduler(tmp_path / "t.db") as (s, clock, _sub):
+        gate = Gate()
+        s.register("a", gate)
+        s.register("b", gate)
+        old_done = (await s.submit(TaskSpec(type="a"))).id
+        old_failed = (await s.submit(TaskSpec(type="b", max_retries=0))).id
+        old_cancelled = (await s.submit(TaskSpec(type="b", delay_ms=10**9))).id
+        waiting = (await s.submit(TaskSpec(type="a", delay_ms=10**9))).id  # not final
+        await settle()
+        gate.release(old_done)
+        gate.release(old_failed, PermanentError("no"))
+        await s.cancel(old_cancelled)
+        await settle()
+        clock.advance(10_000)
+        young = (await s.submit(TaskSpec(type="b"))).id
+        await settle()
+        gate.release(young)
+        await s.wait_idle()
+        assert await s.prune(older_than_ms=5_000) == 3
+        left = {t.id: t.state for t in (await s.list_tasks()).tasks}
+        assert left == {waiting: "pending", young: "completed"}
 
 
 async def test_list_filters_and_pages(tmp_path: Path) -> None:
