@@ -44,6 +44,7 @@ from taskmill_core.errors import (
     PermanentError,
     RetryableError,
     ShuttingDown,
+    StorageError,
     TaskNotFound,
 )
 from taskmill_core.events import EventBus, Subscription
@@ -96,6 +97,8 @@ BATCH_YIELD_S = 0.0005  # a large batch yields this often (see _Yielder)
 TICK_SUBMITS = 32  # queued submits one tick writes at most (see _take_submits)
 QUEUE_PER_TURN = 16  # submits queued in one loop turn before later callers wait a turn
 PRUNE_EVERY = 1000
+STORAGE_RETRY_MS = 500  # after a tick could not write (disk full, I/O error): first retry
+STORAGE_RETRY_MAX_MS = 30_000  # ... doubling up to this
 CHECKPOINT_EVERY_S = 1.0  # how often the WAL is folded into the database while writes go on
 WAL_CATCH_UP_PAGES = 2048  # past this, writes are held to let the WAL start over
 PRUNE_BATCH = 500
@@ -283,6 +286,7 @@ class Scheduler:
         self._woken = False
         self._progress_event = anyio.Event()
         self._dirty_event = anyio.Event()  # something was written: a checkpoint is due
+        self._storage_failing = False  # the last tick could not write (see _dispatch_loop)
         self._changes_seen = 0
         self._runs_empty = anyio.Event()
         self._idle_waiters: list[tuple[int, anyio.Event]] = []
@@ -370,7 +374,7 @@ class Scheduler:
             await self.clock.wait(self._runs_empty, deadline)
         for run in list(self._running.values()):
             self._stop(run, "shutdown")
-        while self._running:
+        while self._running and not self._storage_failing:
             self._runs_empty = anyio.Event()
             self._wake()
             await self._runs_empty.wait()
@@ -1022,11 +1026,40 @@ class Scheduler:
             self._wake_event.set()
 
     async def _dispatch_loop(self) -> None:
+        failures = 0
         while True:
             self._wake_event = anyio.Event()
             self._woken = False
             self._loop_turned = time.perf_counter()
-            deadline = self._tick()
+            try:
+                deadline = self._tick()
+            except StorageError as exc:
+                # The database could not take the tick's writes (disk full, I/O error):
+                # nothing of it was written and what it took is back in place (see _tick).
+                # Try again later, not at every run's end, but at once for a queued submit
+                # (its caller is told either way); meanwhile a closing scheduler need not
+                # wait for the runs to be written (recovery requeues them on open).
+                failures += 1
+                self._storage_failing = True
+                self._runs_empty.set()
+                delay = min(STORAGE_RETRY_MAX_MS, STORAGE_RETRY_MS << min(failures - 1, 16))
+                if failures == 1 or failures % 10 == 0:
+                    log.error(
+                        "the database rejected a dispatch step; retrying",
+                        error=str(exc),
+                        failures=failures,
+                        retry_in_ms=delay,
+                    )
+                retry_at = self.clock.now_ms() + delay
+                while not self._submits and self.clock.now_ms() < retry_at:
+                    self._wake_event = anyio.Event()
+                    self._woken = False
+                    await self.clock.wait(self._wake_event, retry_at)
+                continue
+            if failures:
+                log.info("the database takes writes again", after_failures=failures)
+                failures = 0
+                self._storage_failing = False
             await self.clock.wait(self._wake_event, deadline)
 
     def _limits(self) -> Limits:
@@ -1060,6 +1093,8 @@ class Scheduler:
         step = _Step()
         submits = self._take_submits()
         finished, self._finished = self._finished, []
+        next_expiry = self._next_expiry
+        saved: list[_Run] = []
         try:
             with self._store.transaction():
                 if submits:
@@ -1068,6 +1103,7 @@ class Scheduler:
                     if run.unsaved_checkpoint:
                         self._store.save_checkpoint(run.id, run.checkpoint)
                         run.unsaved_checkpoint = False
+                        saved.append(run)
                 for run, _, _ in finished:
                     if run.unsaved_checkpoint:
                         self._store.save_checkpoint(run.id, run.checkpoint)
@@ -1079,6 +1115,18 @@ class Scheduler:
             for ps in submits:
                 ps.error = ps.error or exc
                 ps.done.set()
+            # Rolled back: put back what this tick took, for the next one to write. (What
+            # _settle told the IO governor and the duration model stays told: a run settled
+            # twice counts twice in those averages, nothing more.)
+            for run in saved:
+                run.unsaved_checkpoint = True
+            for run, _, _ in finished:
+                self._running[run.id] = run
+            self._finished = finished + self._finished
+            self._next_expiry = next_expiry
+            for task_id in self._io_admitted:  # admitted for claims that were not written
+                self._gov.release(task_id, IoBytes(), now)
+            self._io_admitted.clear()
             raise
         # Submitters first: woken before any event is published, they answer (a sidecar
         # writes the responses) before the forwarder sends these tasks' events.

@@ -1383,3 +1383,74 @@ async def test_the_wal_starts_over_while_writes_never_stop(
         f"the WAL only grew: {sizes[0]} .. {sizes[-1]} bytes"
     )
     assert sorted(ran) == ids
+
+
+def _fill_the_disk(monkeypatch: pytest.MonkeyPatch, s: Scheduler) -> list[bool]:
+    """From now on, writing a run's end fails as on a full disk, until ``[0]`` is False."""
+    import sqlite3
+
+    store = s._store
+    real = store.complete_plain
+    full = [True]
+
+    def complete_plain(*args, **kwargs):  # type: ignore[no-untyped-def]
+        if full[0]:
+            raise sqlite3.OperationalError("database or disk is full")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(store, "complete_plain", complete_plain)
+    return full
+
+
+async def test_a_step_the_database_rejects_is_tried_again_and_loses_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Disk full during a dispatch step: the step is rolled back, the submits it carried
+    fail with StorageError, and the step is tried again later (not at every wake-up).
+    Once the disk has room, every run's end is written once and every task completes once."""
+    from taskmill_core import StorageError
+    from taskmill_core.scheduler import STORAGE_RETRY_MAX_MS
+
+    cfg = SchedulerConfig(max_concurrency=2)
+    async with open_scheduler(tmp_path / "t.db", cfg) as (s, clock, sub):
+        gate = Gate()
+        s.register("g", gate)
+        a = await s.submit(TaskSpec(type="g"))
+        b = await s.submit(TaskSpec(type="g"))
+        await settle()
+        full = _fill_the_disk(monkeypatch, s)
+        gate.release(a.id)
+        await settle()  # the step that writes a's end fails
+        assert (await s.get(a.id)).state == "running"
+        many = await s.submit_many([TaskSpec(type="g") for _ in range(20)])  # queued for a step
+        assert all(isinstance(r, StorageError) for r in many)
+        gate.release(b.id)
+        await settle()
+        assert (await s.get(b.id)).state == "running"  # no retry before the delay
+        full[0] = False
+        clock.advance(STORAGE_RETRY_MAX_MS)
+        await settle()
+        assert [(await s.get(i)).state for i in (a.id, b.id)] == ["completed", "completed"]
+        await s.wait_idle()
+        completed = [e.id for e in drain(sub) if e.EVENT == "task.completed"]
+        assert sorted(completed) == [a.id, b.id]
+        assert len((await s.list_tasks()).tasks) == 2  # the failed submits wrote nothing
+
+
+async def test_closing_while_the_database_rejects_writes_does_not_hang(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A run whose end cannot be written stays ``running`` in the file; closing does not
+    wait for it, and the next open puts it back to ``pending``."""
+    async with open_scheduler(tmp_path / "t.db") as (s, _clock, _sub):
+        gate = Gate()
+        s.register("g", gate)
+        a = await s.submit(TaskSpec(type="g"))
+        await settle()
+        _fill_the_disk(monkeypatch, s)
+        gate.release(a.id)
+        await settle()
+    # (Leaving the block closed the scheduler: it did not wait for a.)
+    async with open_scheduler(tmp_path / "t.db") as (s, _clock, _sub):
+        assert s.recovered == 1
+        assert (await s.get(a.id)).state == "pending"
