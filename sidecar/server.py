@@ -78,6 +78,7 @@ class Sidecar:
         self._reason = "shutdown"
         self._grace_ms = 5000
         self._parent: tuple[int, float | None] | None = None  # --parent-pid, its start time
+        self._fatal: str | None = None  # why the scheduler stopped, when an internal error did
 
     def request_stop(self, reason: str, grace_ms: int | None = None) -> None:
         if self._stop.is_set():
@@ -132,6 +133,8 @@ class Sidecar:
             tg.cancel_scope.cancel()
         if failure is not None:
             raise failure
+        if self._fatal is not None:
+            raise ExitCode(1, self._fatal)
         return code
 
     async def _serve(
@@ -163,6 +166,7 @@ class Sidecar:
         tg.start_soon(self._forward_events, sub, proto, forwarded)
         tg.start_soon(self._read_stdin, proto)
         tg.start_soon(self._watch_signals, sched)
+        tg.start_soon(self._watch_scheduler, sched)
         if opts.parent_pid is not None:
             self._parent = (opts.parent_pid, _created(opts.parent_pid))
             tg.start_soon(self._watch_parent)
@@ -190,11 +194,20 @@ class Sidecar:
         await sched.close(self._grace_ms)
         with anyio.move_on_after(5):
             await forwarded.wait()
+        if sched.failure is not None:
+            self._reason = "fatal"
+            self._fatal = f"taskmill-sidecar stopped on an internal error: {sched.failure!r}."
         await proto.notify("sidecar.exiting", ExitingParams(reason=self._reason))  # type: ignore[arg-type]
         writer.close()
         with anyio.move_on_after(2):
             await writer.wait_closed()
-        return 0
+        return 0 if self._fatal is None else 1
+
+    async def _watch_scheduler(self, sched: Scheduler) -> None:
+        """An internal error stopped the scheduler: shut down at once, saying why
+        (``sidecar.exiting`` with reason ``fatal``, a sentence on stderr, exit code 1)."""
+        await sched.wait_failed()
+        self.request_stop("fatal", 0)
 
     async def _forward_events(
         self, sub: Subscription, proto: JsonRpcProtocol, done: anyio.Event

@@ -18,7 +18,7 @@ import math
 import random
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
 from os import PathLike
@@ -287,6 +287,8 @@ class Scheduler:
         self._progress_event = anyio.Event()
         self._dirty_event = anyio.Event()  # something was written: a checkpoint is due
         self._storage_failing = False  # the last tick could not write (see _dispatch_loop)
+        self._failure: Exception | None = None  # the internal error that stopped it (_fail)
+        self._failed = anyio.Event()
         self._changes_seen = 0
         self._runs_empty = anyio.Event()
         self._idle_waiters: list[tuple[int, anyio.Event]] = []
@@ -317,8 +319,10 @@ class Scheduler:
         await self.open()
         return self
 
-    async def __aexit__(self, *exc_info: object) -> None:
+    async def __aexit__(self, exc_type: object, exc: object, tb: object) -> None:
         await self.close()
+        if self._failure is not None and exc is None:
+            raise self._failure
 
     async def open(self) -> None:
         """Open the database, recover interrupted work and start dispatching."""
@@ -336,16 +340,55 @@ class Scheduler:
             raise
         self._stack = AsyncExitStack()
         self._tg = await self._stack.enter_async_context(anyio.create_task_group())
-        self._tg.start_soon(self._dispatch_loop)
-        self._tg.start_soon(self._progress_loop)
-        self._tg.start_soon(self._maintenance_loop)
+        self._tg.start_soon(self._guarded, self._dispatch_loop)
+        self._tg.start_soon(self._guarded, self._progress_loop)
+        self._tg.start_soon(self._guarded, self._maintenance_loop)
         if self._full:
-            self._tg.start_soon(self._sync_loop)
+            self._tg.start_soon(self._guarded, self._sync_loop)
         self._gov.configure(self.config.io)  # the persisted config was loaded by _prepare
         if self._io_monitor_enabled:
             self._tg.start_soon(self._io_loop)
         self._pruning = True
         self._tg.start_soon(self._prune_some)
+
+    async def _guarded(self, loop: Callable[[], Awaitable[None]]) -> None:
+        """Run one of the scheduler's own loops; if it fails, the scheduler stops (see
+        ``_fail``) instead of the failure cancelling the task that opened it."""
+        try:
+            await loop()
+        except Exception as exc:
+            self._fail(exc)
+
+    def _fail(self, exc: Exception) -> None:
+        """An internal error (a bug, a failed fsync): stop taking work, fail what waits for
+        the dispatcher, and keep the error for ``failure``, ``wait_failed`` and the end of
+        ``async with`` (which raises it). ``close`` then does not wait for running tasks:
+        the file keeps them ``running`` and the next open requeues them."""
+        if self._failure is not None:
+            return
+        log.error("the scheduler stopped on an internal error", error=repr(exc), exc_info=exc)
+        self._failure = exc
+        self._closing = True
+        for ps in self._submits:
+            ps.error = ShuttingDown(f"the scheduler stopped on an internal error: {exc!r}")
+            ps.done.set()
+        self._submits = []
+        waiters, self._idle_waiters = self._idle_waiters, []
+        for _, ev in waiters:
+            ev.set()
+        self._runs_empty.set()
+        self._failed.set()
+
+    @property
+    def failure(self) -> Exception | None:
+        """The internal error that stopped the scheduler, if one did."""
+        return self._failure
+
+    async def wait_failed(self) -> Exception:
+        """Wait until an internal error stops the scheduler; returns that error."""
+        await self._failed.wait()
+        assert self._failure is not None
+        return self._failure
 
     def _task_id(self) -> int:
         """Identity of the running task (cheap on asyncio, the sidecar's loop)."""
@@ -369,12 +412,12 @@ class Scheduler:
         self._closing = True
         grace = self.close_grace_ms if grace_ms is None else grace_ms
         deadline = self.clock.now_ms() + grace
-        while self._running and self.clock.now_ms() < deadline:
+        while self._running and self._failure is None and self.clock.now_ms() < deadline:
             self._runs_empty = anyio.Event()
             await self.clock.wait(self._runs_empty, deadline)
         for run in list(self._running.values()):
             self._stop(run, "shutdown")
-        while self._running and not self._storage_failing:
+        while self._running and not self._storage_failing and self._failure is None:
             self._runs_empty = anyio.Event()
             self._wake()
             await self._runs_empty.wait()
@@ -508,7 +551,12 @@ class Scheduler:
             self._writes_released.set()
             self._wake()
 
+    def _check_failed(self) -> None:
+        if self._failure is not None:
+            raise ShuttingDown(f"the scheduler stopped on an internal error: {self._failure!r}")
+
     def _check_open(self) -> None:
+        self._check_failed()
         if self._closing:
             raise ShuttingDown("the scheduler is shutting down")
 
@@ -987,6 +1035,8 @@ class Scheduler:
                 self.clock.now_ms(), r.max_count, r.max_age_ms, PRUNE_BATCH
             )
             self._store.delete_final(ids)
+        except StorageError as exc:  # (disk full: the next round tries again)
+            log.warning("pruning history failed", error=str(exc))
         finally:
             self._pruning = False
 
@@ -1013,10 +1063,12 @@ class Scheduler:
         """
         if self._closed:
             return
+        self._check_failed()
         ev = anyio.Event()
         self._idle_waiters.append((self._tick_no, ev))
         self._wake()
         await ev.wait()
+        self._check_failed()
 
     # --- the dispatch loop ---------------------------------------------------------------
 

@@ -1454,3 +1454,34 @@ async def test_closing_while_the_database_rejects_writes_does_not_hang(
     async with open_scheduler(tmp_path / "t.db") as (s, _clock, _sub):
         assert s.recovered == 1
         assert (await s.get(a.id)).state == "pending"
+
+
+async def test_an_internal_error_stops_the_scheduler_and_says_so(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A bug in a dispatch step does not cancel the code that opened the scheduler: the
+    scheduler stops taking work (submits raise ShuttingDown naming the error), wait_failed
+    returns the error, and leaving ``async with`` raises it. The run it could not record is
+    requeued on the next open."""
+
+    def broken(*args, **kwargs):  # type: ignore[no-untyped-def]
+        raise RuntimeError("a planted bug")
+
+    path = tmp_path / "t.db"
+    with pytest.raises(RuntimeError, match="a planted bug"):
+        async with open_scheduler(path) as (s, _clock, _sub):
+            gate = Gate()
+            s.register("g", gate)
+            a = await s.submit(TaskSpec(type="g"))
+            await settle()
+            monkeypatch.setattr(s, "_complete_plain", broken)
+            gate.release(a.id)
+            assert repr(await s.wait_failed()) == "RuntimeError('a planted bug')"
+            assert s.failure is not None
+            with pytest.raises(ShuttingDown, match="a planted bug"):
+                await s.submit(TaskSpec(type="g"))
+            with pytest.raises(ShuttingDown, match="a planted bug"):
+                await s.wait_idle()
+    async with open_scheduler(path) as (s, _clock, _sub):
+        assert s.recovered == 1
+        assert (await s.get(a.id)).state == "pending"
