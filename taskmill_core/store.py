@@ -1280,6 +1280,14 @@ class SqliteStore:
         self, now: int, max_count: int | None, max_age_ms: int | None, limit: int
     ) -> list[int]:
         """Ids of final tasks too old or beyond the newest ``max_count`` (read off the loop)."""
+        try:
+            return await self._prunable(now, max_count, max_age_ms, limit)
+        except sqlite3.Error as exc:
+            raise StorageError(f"database read failed: {exc}") from None
+
+    async def _prunable(
+        self, now: int, max_count: int | None, max_age_ms: int | None, limit: int
+    ) -> list[int]:
         ids: list[int] = []
         if max_age_ms is not None:
             # Type by type (one seek each to find the next type), then the slices of its
