@@ -1079,9 +1079,14 @@ class Scheduler:
 
     async def _dispatch_loop(self) -> None:
         failures = 0
+        retry_at: int | None = None  # after a failed tick: no tick before this, bar submits
         while True:
             self._wake_event = anyio.Event()
             self._woken = False
+            if retry_at is not None and not self._submits and self.clock.now_ms() < retry_at:
+                await self.clock.wait(self._wake_event, retry_at)
+                continue
+            retry_at = None
             self._loop_turned = time.perf_counter()
             try:
                 deadline = self._tick()
@@ -1103,10 +1108,6 @@ class Scheduler:
                         retry_in_ms=delay,
                     )
                 retry_at = self.clock.now_ms() + delay
-                while not self._submits and self.clock.now_ms() < retry_at:
-                    self._wake_event = anyio.Event()
-                    self._woken = False
-                    await self.clock.wait(self._wake_event, retry_at)
                 continue
             if failures:
                 log.info("the database takes writes again", after_failures=failures)
@@ -1176,9 +1177,7 @@ class Scheduler:
                 self._running[run.id] = run
             self._finished = finished + self._finished
             self._next_expiry = next_expiry
-            for task_id in self._io_admitted:  # admitted for claims that were not written
-                self._gov.release(task_id, IoBytes(), now)
-            self._io_admitted.clear()
+            self._give_back_admissions(now)
             raise
         # Submitters first: woken before any event is published, they answer (a sidecar
         # writes the responses) before the forwarder sends these tasks' events.
@@ -1319,10 +1318,13 @@ class Scheduler:
                 step.wake_at = retry_at if step.wake_at is None else min(step.wake_at, retry_at)
         step.started = self._store.start([c.id for c in start], now)
         if self._io_admitted and len(step.started) < len(start):  # not claimed: give back
-            claimed = {x.id for x in step.started}
-            for task_id in [i for i in self._io_admitted if i not in claimed]:
-                self._io_admitted.discard(task_id)
-                self._gov.release(task_id, IoBytes(), now)
+            self._give_back_admissions(now, keep=frozenset(x.id for x in step.started))
+
+    def _give_back_admissions(self, now: int, keep: frozenset[int] = frozenset()) -> None:
+        """Release the IO the governor admitted for claims that were not written."""
+        for task_id in [i for i in self._io_admitted if i not in keep]:
+            self._io_admitted.discard(task_id)
+            self._gov.release(task_id, IoBytes(), now)
 
     def _io_admission(
         self, ready: list[Ready], types: list[str], now: int
