@@ -113,7 +113,7 @@ class HostExecutors:
                     if reason in _REASONS:
                         await self._proto.notify(
                             "executor.cancel",
-                            ExecutorCancelParams(id=ctx.id, reason=reason),  # type: ignore[arg-type]
+                            ExecutorCancelParams(id=ctx.id, reason=reason),
                         )
                     with anyio.move_on_after(self._grace):
                         await done.wait()

@@ -31,7 +31,6 @@ responses from the client are matched to those requests by id.
 from __future__ import annotations
 
 import itertools
-import re
 from collections.abc import AsyncIterable, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final, Protocol, TypeVar, overload
@@ -42,6 +41,7 @@ import structlog
 from anyio.abc import TaskGroup
 
 from sidecar.framing import EndOfInput, MessageTooLarge
+from taskmill_core.validation import validation_path
 
 __all__ = [
     "INTERNAL_ERROR",
@@ -152,27 +152,6 @@ class ProtocolStatistics:
     notifications: int
     errors: int
     unmatched_responses: int
-
-
-_AT = re.compile(r" - at `(\$[^`]*)`$")
-_FIELD = re.compile(r"^Object (?:missing required|contains unknown) field `([^`]*)`")
-_IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-
-
-def validation_path(message: str) -> str:
-    """The JSON path a :class:`msgspec.ValidationError` message points at.
-
-    ``"Expected `int`, got `str` - at `$.foo.bar`"`` → ``"$.foo.bar"``; no location → ``"$"``.
-    For a missing or unknown field the field itself is appended (``$.tasks[0].type``), so the
-    path always names the offending field.
-    """
-    match = _AT.search(message)
-    path = match.group(1) if match else "$"
-    field = _FIELD.match(message)
-    if field:
-        name = field.group(1)
-        path += f".{name}" if _IDENT.match(name) else f"[{msgspec.json.encode(name).decode()}]"
-    return path
 
 
 def error_from_exception(exc: BaseException, *, method: str | None = None) -> RpcError:

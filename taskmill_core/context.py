@@ -14,11 +14,11 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import anyio.from_thread
 
-from taskmill_core.iomonitor import Resource
 from taskmill_core.types import IoBytes, SubmitResult, TaskInfo, TaskSpec
 
 if TYPE_CHECKING:
-    from taskmill_core.scheduler import Scheduler, _Run
+    from taskmill_core.iomonitor import Resource
+    from taskmill_core.runs import Run, RunHost, StopReason
 
 __all__ = ["TaskContext"]
 
@@ -28,8 +28,10 @@ T = TypeVar("T")
 class TaskContext:
     """Handed to an executor for one run of one task."""
 
-    def __init__(self, scheduler: Scheduler, run: _Run) -> None:
-        self._sched = scheduler
+    __slots__ = ("_host", "_run", "_thread")
+
+    def __init__(self, host: RunHost, run: Run) -> None:
+        self._host = host
         self._run = run
         self._thread = threading.get_ident()
 
@@ -38,7 +40,7 @@ class TaskContext:
         """The task as it was when this run first asked for it (state ``running``)."""
         run = self._run
         if run.info is None:
-            run.info = self._call(lambda: self._sched._store.get(run.id))
+            run.info = self._call(lambda: self._host.task_info(run))
         return run.info
 
     @property
@@ -61,7 +63,7 @@ class TaskContext:
         return self._run.stop_reason is not None
 
     @property
-    def stop_reason(self) -> str | None:
+    def stop_reason(self) -> StopReason | None:
         """Why this run is being stopped: cancelled, superseded, preempted, paused, shutdown,
         timeout; None while it may run on."""
         return self._run.stop_reason
@@ -81,14 +83,14 @@ class TaskContext:
     ) -> None:
         """Report progress: a fraction 0..1 and/or bytes done of a total, and a message."""
         self._call(
-            lambda: self._sched._report_progress(
+            lambda: self._host.report_progress(
                 self._run, fraction, bytes_done, bytes_total, message
             )
         )
 
     def checkpoint(self, state: Any) -> None:
         """Durably save resumable state; the next run of this task gets it as resume_state."""
-        self._call(lambda: self._sched._save_checkpoint(self._run, state))
+        self._call(lambda: self._host.save_checkpoint(self._run, state))
 
     def record_io(
         self, *, disk_read: int = 0, disk_write: int = 0, net_rx: int = 0, net_tx: int = 0
@@ -99,7 +101,7 @@ class TaskContext:
         type's cost from them. To be paced instead, draw bytes with :meth:`consume_io`.
         """
         amounts = (disk_read, disk_write, net_rx, net_tx)
-        self._call(lambda: self._sched._record_io(self._run, amounts))
+        self._call(lambda: self._host.record_io(self._run, amounts))
 
     async def consume_io(self, resource: Resource, nbytes: int) -> None:
         """Draw ``nbytes`` of ``resource`` (``"diskRead"``, ``"diskWrite"``, ``"netRx"``,
@@ -107,17 +109,17 @@ class TaskContext:
         clock) while the budget is exhausted; call it per chunk. The bytes count as this run's
         IO: do not :meth:`record_io` them as well. Executors that pace themselves this way
         should be registered with ``paced=True``."""
-        await self._sched._consume_io(self._run, resource, nbytes)
+        await self._host.consume_io(self._run, resource, nbytes)
 
     async def submit_child(self, spec: TaskSpec) -> SubmitResult:
         """Submit a child task; this task completes only after all its children are final."""
         if spec.parent_id is None:
             spec.parent_id = self._run.id
-        return await self._sched.submit(spec)
+        return await self._host.submit_child(spec)
 
     async def sleep(self, ms: float) -> None:
         """Sleep on the scheduler's clock (a fake clock in tests)."""
-        await self._sched.clock.sleep(ms)
+        await self._host.clock.sleep(ms)
 
     @property
     def io(self) -> IoBytes:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -13,6 +14,7 @@ import anyio.lowlevel
 from taskmill_core import FakeClock, Scheduler, SchedulerConfig, TaskContext
 from taskmill_core.events import Subscription
 from taskmill_core.iogovernor import GovernorSettings
+from taskmill_core.store import SqliteStore
 from taskmill_core.types import Event
 
 
@@ -84,3 +86,35 @@ def recorder() -> tuple[list[int], Callable[[TaskContext, Any], Any]]:
         return {}
 
     return order, run
+
+
+class FaultyStore(SqliteStore):
+    """A real SQLite store with fault hooks, injected with ``Scheduler(..., store=...)``.
+
+    - ``complete_fault``: while set, writing run ends (``complete_plain``) raises it — a full
+      disk (``sqlite3.OperationalError``) or a planted bug;
+    - ``before_sync``: called in the fsync's worker thread before the WAL is synced;
+    - ``on_first_run_of_type``: called as the first run of a type is launched (the runner
+      reads that type's recent durations), right before the run is queued for a worker.
+    """
+
+    def __init__(self, path: str | os.PathLike[str], **kw: Any) -> None:
+        super().__init__(path, **kw)
+        self.complete_fault: BaseException | None = None
+        self.before_sync: Callable[[], None] | None = None
+        self.on_first_run_of_type: Callable[[str], None] | None = None
+
+    def complete_plain(self, *args: Any, **kwargs: Any) -> Any:
+        if self.complete_fault is not None:
+            raise self.complete_fault
+        return super().complete_plain(*args, **kwargs)
+
+    def sync_wal(self) -> None:
+        if self.before_sync is not None:
+            self.before_sync()
+        super().sync_wal()
+
+    def recent_durations(self, task_type: str, n: int) -> list[int]:
+        if self.on_first_run_of_type is not None:
+            self.on_first_run_of_type(task_type)
+        return super().recent_durations(task_type, n)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import random
+import sqlite3
 from pathlib import Path
 
 import anyio
@@ -35,7 +36,7 @@ from taskmill_core.types import (
     TaskProgress,
 )
 
-from .helpers import Gate, drain, names, open_scheduler, recorder, settle
+from .helpers import FaultyStore, Gate, drain, names, open_scheduler, recorder, settle
 
 pytestmark = pytest.mark.anyio
 
@@ -357,10 +358,10 @@ async def test_many_queued_submits_are_written_over_several_ticks(tmp_path: Path
     a submit_many larger than that is answered once its last part is written."""
     async with open_scheduler(tmp_path / "t.db") as (s, _, _sub):
         await s.pause_all()
-        ticks_before = s._tick_no
+        ticks_before = s.statistics()["ticks"]
         n = 3 * TICK_SUBMITS + 5
         results = await s.submit_many([TaskSpec(type="noop", payload=i) for i in range(n)])
-        assert s._tick_no - ticks_before >= 4
+        assert s.statistics()["ticks"] - ticks_before >= 4
         ids = [r.id for r in results if isinstance(r, SubmitResult)]
         assert len(ids) == n and ids == sorted(ids)  # written in submission order
         assert (await s.status()).counts["pending"] == n
@@ -377,7 +378,7 @@ async def test_a_burst_of_submits_is_let_through_a_few_per_loop_turn(tmp_path: P
         line: list[int] = []  # how many wait in line, sampled once per loop turn
 
         def sample() -> None:
-            line.append(len(s._turn_waiters))
+            line.append(s.statistics()["waiting_for_turn"])
             if len(line) < 50:
                 loop.call_soon(sample)
 
@@ -399,13 +400,13 @@ async def test_a_submit_cancelled_while_waiting_in_line_writes_nothing(tmp_path:
         n = 3 * QUEUE_PER_TURN
         calls = [asyncio.create_task(s.submit(TaskSpec(type="noop", payload=i))) for i in range(n)]
         await asyncio.sleep(0)  # every call has started: the last ones wait in line
-        assert len(s._turn_waiters) > QUEUE_PER_TURN
+        assert s.statistics()["waiting_for_turn"] > QUEUE_PER_TURN
         calls[-1].cancel()
         results = await asyncio.gather(*calls, return_exceptions=True)
         assert isinstance(results[-1], asyncio.CancelledError)
         assert all(isinstance(r, SubmitResult) for r in results[:-1])
         assert (await s.status()).counts["pending"] == n - 1
-        assert not s._turn_waiters
+        assert s.statistics()["waiting_for_turn"] == 0
 
 
 # --- retries -----------------------------------------------------------------------------
@@ -567,7 +568,8 @@ async def test_a_stop_that_lands_as_its_run_returns_spares_the_next_run(tmp_path
     """Run workers share a cancel scope across runs; a cancel that reaches a run whose
     executor then returns without noticing must not cancel the run its worker takes next."""
     cfg = SchedulerConfig(max_concurrency=2)
-    async with open_scheduler(tmp_path / "t.db", cfg) as (s, _clock, _sub):
+    store = FaultyStore(tmp_path / "t.db")
+    async with open_scheduler(tmp_path / "t.db", cfg, store=store) as (s, _clock, _sub):
         release = anyio.Event()
         steps: list[int] = []
 
@@ -588,14 +590,14 @@ async def test_a_stop_that_lands_as_its_run_returns_spares_the_next_run(tmp_path
         await s.cancel(first.id)  # cancels the worker's scope; the executor does not see it
 
         # The race: the deaf run returns just as the next run is queued for a worker, so
-        # its worker (woken first) finds that run waiting when its executor returns.
-        queue_run = s._queue_run
+        # its worker (woken first) finds that run waiting when its executor returns. The
+        # store's hook fires as the first "stepping" run is launched, right before it is
+        # queued.
+        def release_deaf(task_type: str) -> None:
+            if task_type == "stepping":
+                release.set()
 
-        def release_then_queue(run, fn):  # type: ignore[no-untyped-def]
-            release.set()
-            queue_run(run, fn)
-
-        s._queue_run = release_then_queue  # type: ignore[method-assign]
+        store.on_first_run_of_type = release_deaf
         nxt = await s.submit(TaskSpec(type="stepping"))
         await settle()
         assert (await s.get(first.id)).state == "cancelled"
@@ -1178,7 +1180,7 @@ async def test_large_batch_is_all_or_nothing_across_chunks(tmp_path: Path) -> No
                 results.extend(await s.submit_batch(specs))
 
             tg.start_soon(batch)
-            while not s._writes_held:  # wait until the batch's transaction is open
+            while not s.statistics()["writes_held"]:  # the batch's transaction is open
                 await anyio.lowlevel.checkpoint()
             await s.cancel(held.id)  # waits until the batch's transaction has committed
         assert results[2100].id == held.id and results[2100].outcome == "duplicate"
@@ -1188,12 +1190,9 @@ async def test_large_batch_is_all_or_nothing_across_chunks(tmp_path: Path) -> No
 
 
 async def test_a_reader_far_behind_stops_new_work_until_it_catches_up(tmp_path: Path) -> None:
-    async with open_scheduler(tmp_path / "t.db", SchedulerConfig(max_concurrency=1)) as (
-        s,
-        _,
-        sub,
-    ):
-        s._bus.high_water = 20  # small for the test; 10,000 by default
+    cfg = SchedulerConfig(max_concurrency=1)
+    # a small backlog limit for the test; 10,000 by default
+    async with open_scheduler(tmp_path / "t.db", cfg, event_backlog_limit=20) as (s, _, sub):
         await s.submit_batch([TaskSpec(type="noop") for _ in range(50)])
         await settle(200)
         done = (await s.status()).counts["completed"]
@@ -1232,24 +1231,20 @@ async def test_full_durability_acknowledges_only_after_the_wal_is_fsynced(tmp_pa
 
     import anyio
 
-    async with open_scheduler(tmp_path / "t.db", SchedulerConfig(durability="full")) as (
-        s,
-        _,
-        sub,
-    ):
+    cfg = SchedulerConfig(durability="full")
+    store = FaultyStore(tmp_path / "t.db", durability="full")
+    async with open_scheduler(tmp_path / "t.db", cfg, store=store) as (s, _, sub):
         fsync_open = threading.Event()
         fsync_open.set()
         fsyncs: list[int] = []
-        real_sync = s._store.sync_wal
 
         def gated_sync() -> None:
-            fsyncs.append(s._store.commits)
+            fsyncs.append(store.commits)
             fsync_open.wait(10)
-            real_sync()
 
-        s._store.sync_wal = gated_sync  # type: ignore[method-assign]
+        store.before_sync = gated_sync
         await s.pause_all()  # durable before it returns, too
-        assert fsyncs and fsyncs[-1] == s._store.commits
+        assert fsyncs and fsyncs[-1] == store.commits
         drain(sub)
         fsync_open.clear()
         answers: list[SubmitResult] = []
@@ -1307,12 +1302,14 @@ async def test_closing_during_an_fsync_still_answers_what_it_covers(tmp_path: Pa
     from taskmill_core import Scheduler
     from taskmill_core.clock import FakeClock
 
+    store = FaultyStore(tmp_path / "t.db", durability="full")
     s = Scheduler(
         tmp_path / "t.db",
         SchedulerConfig(durability="full"),
         clock=FakeClock(),
         close_grace_ms=0,
         io_monitor=False,
+        store=store,
     )
     fsync_open = threading.Event()
     fsyncing = threading.Event()
@@ -1329,14 +1326,12 @@ async def test_closing_during_an_fsync_still_answers_what_it_covers(tmp_path: Pa
         async with anyio.create_task_group() as tg:
             await s.open()
             await s.pause_all()
-            real_sync = s._store.sync_wal
 
             def gated_sync() -> None:
                 fsyncing.set()
                 fsync_open.wait(10)
-                real_sync()
 
-            s._store.sync_wal = gated_sync  # type: ignore[method-assign]
+            store.before_sync = gated_sync
             tg.start_soon(submit)
             while not fsyncing.is_set():  # noqa: ASYNC110 (set by a worker thread)
                 await anyio.sleep(0.001)
@@ -1354,11 +1349,11 @@ async def test_the_wal_starts_over_while_writes_never_stop(
     scheduler holds writes for a short second checkpoint, and the WAL file shrinks back
     while the writes go on (also when the only writes are submits). Every task still
     runs, once."""
-    import taskmill_core.scheduler as scheduler_module
+    import taskmill_core.scheduler.upkeep as upkeep_module
     import taskmill_core.store as store_module
 
-    monkeypatch.setattr(scheduler_module, "CHECKPOINT_EVERY_S", 0.05)
-    monkeypatch.setattr(scheduler_module, "WAL_CATCH_UP_PAGES", 64)
+    monkeypatch.setattr(upkeep_module, "CHECKPOINT_EVERY_S", 0.05)
+    monkeypatch.setattr(upkeep_module, "WAL_CATCH_UP_PAGES", 64)
     monkeypatch.setattr(store_module, "WAL_SIZE_LIMIT", 64 * 1024)
     wal = tmp_path / "t.db-wal"
     ran: list[int] = []
@@ -1385,25 +1380,12 @@ async def test_the_wal_starts_over_while_writes_never_stop(
     assert sorted(ran) == ids
 
 
-def _fill_the_disk(monkeypatch: pytest.MonkeyPatch, s: Scheduler) -> list[bool]:
-    """From now on, writing a run's end fails as on a full disk, until ``[0]`` is False."""
-    import sqlite3
-
-    store = s._store
-    real = store.complete_plain
-    full = [True]
-
-    def complete_plain(*args, **kwargs):  # type: ignore[no-untyped-def]
-        if full[0]:
-            raise sqlite3.OperationalError("database or disk is full")
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(store, "complete_plain", complete_plain)
-    return full
+def _full_disk() -> sqlite3.OperationalError:
+    return sqlite3.OperationalError("database or disk is full")
 
 
 async def test_a_step_the_database_rejects_is_tried_again_and_loses_nothing(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path,
 ) -> None:
     """Disk full during a dispatch step: the step is rolled back, the submits it carried
     fail with StorageError, and the step is tried again later (not at every wake-up).
@@ -1412,13 +1394,14 @@ async def test_a_step_the_database_rejects_is_tried_again_and_loses_nothing(
     from taskmill_core.scheduler import STORAGE_RETRY_MAX_MS
 
     cfg = SchedulerConfig(max_concurrency=2)
-    async with open_scheduler(tmp_path / "t.db", cfg) as (s, clock, sub):
+    store = FaultyStore(tmp_path / "t.db")
+    async with open_scheduler(tmp_path / "t.db", cfg, store=store) as (s, clock, sub):
         gate = Gate()
         s.register("g", gate)
         a = await s.submit(TaskSpec(type="g"))
         b = await s.submit(TaskSpec(type="g"))
         await settle()
-        full = _fill_the_disk(monkeypatch, s)
+        store.complete_fault = _full_disk()  # writing a run's end fails from now on
         gate.release(a.id)
         await settle()  # the step that writes a's end fails
         assert (await s.get(a.id)).state == "running"
@@ -1427,7 +1410,7 @@ async def test_a_step_the_database_rejects_is_tried_again_and_loses_nothing(
         gate.release(b.id)
         await settle()
         assert (await s.get(b.id)).state == "running"  # no retry before the delay
-        full[0] = False
+        store.complete_fault = None
         clock.advance(STORAGE_RETRY_MAX_MS)
         await settle()
         assert [(await s.get(i)).state for i in (a.id, b.id)] == ["completed", "completed"]
@@ -1437,17 +1420,16 @@ async def test_a_step_the_database_rejects_is_tried_again_and_loses_nothing(
         assert len((await s.list_tasks()).tasks) == 2  # the failed submits wrote nothing
 
 
-async def test_closing_while_the_database_rejects_writes_does_not_hang(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+async def test_closing_while_the_database_rejects_writes_does_not_hang(tmp_path: Path) -> None:
     """A run whose end cannot be written stays ``running`` in the file; closing does not
     wait for it, and the next open puts it back to ``pending``."""
-    async with open_scheduler(tmp_path / "t.db") as (s, _clock, _sub):
+    store = FaultyStore(tmp_path / "t.db")
+    async with open_scheduler(tmp_path / "t.db", store=store) as (s, _clock, _sub):
         gate = Gate()
         s.register("g", gate)
         a = await s.submit(TaskSpec(type="g"))
         await settle()
-        _fill_the_disk(monkeypatch, s)
+        store.complete_fault = _full_disk()
         gate.release(a.id)
         await settle()
     # (Leaving the block closed the scheduler: it did not wait for a.)
@@ -1456,25 +1438,21 @@ async def test_closing_while_the_database_rejects_writes_does_not_hang(
         assert (await s.get(a.id)).state == "pending"
 
 
-async def test_an_internal_error_stops_the_scheduler_and_says_so(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+async def test_an_internal_error_stops_the_scheduler_and_says_so(tmp_path: Path) -> None:
     """A bug in a dispatch step does not cancel the code that opened the scheduler: the
     scheduler stops taking work (submits raise ShuttingDown naming the error), wait_failed
     returns the error, and leaving ``async with`` raises it. The run it could not record is
     requeued on the next open."""
 
-    def broken(*args, **kwargs):  # type: ignore[no-untyped-def]
-        raise RuntimeError("a planted bug")
-
     path = tmp_path / "t.db"
+    store = FaultyStore(path)
     with pytest.raises(RuntimeError, match="a planted bug"):
-        async with open_scheduler(path) as (s, _clock, _sub):
+        async with open_scheduler(path, store=store) as (s, _clock, _sub):
             gate = Gate()
             s.register("g", gate)
             a = await s.submit(TaskSpec(type="g"))
             await settle()
-            monkeypatch.setattr(s, "_complete_plain", broken)
+            store.complete_fault = RuntimeError("a planted bug")
             gate.release(a.id)
             assert repr(await s.wait_failed()) == "RuntimeError('a planted bug')"
             assert s.failure is not None

@@ -87,6 +87,11 @@ PREEMPT_PRIORITY = 64  # the defaults
 MIN_RUN_MS = 1000
 
 
+def running_ids(sched: Scheduler) -> set[int]:
+    """The tasks the scheduler holds a run for right now."""
+    return {run["id"] for run in sched.debug_state()["runs"]}
+
+
 @st.composite
 def task_specs(draw: st.DrawFn, on_duplicate: st.SearchStrategy[str] | None = None) -> TaskSpec:
     task_type = draw(st.sampled_from(TYPES))
@@ -221,12 +226,12 @@ class SchedulerMachine(RuleBasedStateMachine):
         return {"id": ctx.id}
 
     def _quiet(self) -> bool:
-        s = self.scheduler
-        if s._wake_event.is_set() or s._finished:
+        state = self.scheduler.debug_state()
+        if state["dispatch_pending"] or state["finished_unsettled"]:
             return False
-        for tid, run in s._running.items():
-            gate = self.gates.get(tid)
-            if run.stop_reason is not None or gate is None or gate.is_set():
+        for run in state["runs"]:
+            gate = self.gates.get(run["id"])
+            if run["stop"] is not None or gate is None or gate.is_set():
                 return False
         return True
 
@@ -474,7 +479,7 @@ class SchedulerMachine(RuleBasedStateMachine):
         info = self.run(lambda: self.scheduler.pause(t.id))
         assert info.state == "paused"
         assert self.fresh(t.id).state == "paused"
-        assert t.id not in self.scheduler._running
+        assert t.id not in running_ids(self.scheduler)
 
     @precondition(lambda self: bool(self.known))
     @rule(data=st.data())
@@ -723,7 +728,7 @@ class SchedulerMachine(RuleBasedStateMachine):
         counts = Counter(t.state for t in tasks.values())
         assert {k: v for k, v in status.counts.items() if v} == dict(counts)
         running = {tid for tid, t in tasks.items() if t.state == "running"}
-        assert {t.id for t in status.running} == running == set(sched._running)
+        assert {t.id for t in status.running} == running == running_ids(sched)
         assert len(running) <= MAX_CONCURRENCY
         g1_running = sum(1 for tid in running if tasks[tid].group == "g1")
         assert g1_running <= GROUP_LIMITS["g1"]

@@ -15,16 +15,17 @@ from .client import Sidecar
 
 PLUGIN = '''
 from taskmill_core.executors import executor
+from taskmill_core.store import SqliteStore
 
 
 @executor("test.break")
 async def break_the_next_step(ctx, payload):
-    """Plant a bug in the scheduler's next dispatch step."""
+    """Plant a bug in the store: the dispatch step that records this run's end fails."""
 
     def broken(*args, **kwargs):
         raise RuntimeError("a planted bug")
 
-    ctx._sched._complete_plain = broken
+    SqliteStore.complete_plain = broken
 '''
 
 

@@ -1,0 +1,349 @@
+"""The dispatcher: the loop that turns what happened into what runs next.
+
+Each wake-up runs one *tick* — write the queued submits, settle every run that ended since
+the last tick, expire overdue tasks, ask :func:`~taskmill_core.dispatch.decide` what to start
+and preempt, claim those tasks — all in one SQLite transaction (group commit). Only after the
+commit does the tick act: it answers submitters, publishes events, launches runs and asks
+preemption victims to stop; a tick the database rejects (disk full, I/O error) is rolled back,
+hands its database work back for the next try and is retried with a growing delay. The loop
+sleeps until something happens (submit, run end, config change) or the next timer (delayed
+task, retry, expiry, timeout, preemption eligibility, IO refill); it never polls when idle.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import anyio
+import structlog
+
+from taskmill_core.clock import Clock
+from taskmill_core.dispatch import Candidate, Limits, RunningTask, decide
+from taskmill_core.errors import StorageError
+from taskmill_core.events import EventBus
+from taskmill_core.executors import Registry
+from taskmill_core.runs import Run
+from taskmill_core.scheduler.durability import Durability
+from taskmill_core.scheduler.iobridge import IO_RETRY_MS, IoBridge
+from taskmill_core.scheduler.runner import Runner
+from taskmill_core.scheduler.settings import Settings
+from taskmill_core.scheduler.settle import Settlement, follow_events
+from taskmill_core.scheduler.signals import Lifecycle, Wakeup, WriteGate
+from taskmill_core.scheduler.submitting import Submitter
+from taskmill_core.scheduler.upkeep import Upkeep
+from taskmill_core.store import Follow, SqliteStore, Started
+from taskmill_core.types import Event, TaskExpired
+
+__all__ = ["IO_WINDOW", "STORAGE_RETRY_MAX_MS", "STORAGE_RETRY_MS", "Dispatcher"]
+
+log = structlog.get_logger("taskmill.scheduler")
+
+STORAGE_RETRY_MS = 500  # after a tick could not write (disk full, I/O error): first retry
+STORAGE_RETRY_MAX_MS = 30_000  # ... doubling up to this
+IO_WINDOW = 256  # while IO-heavy work is deferred, dispatch looks this far down the queue
+
+
+@dataclass(eq=False)
+class _Claims:
+    """What one tick decided inside its transaction, acted on after the commit."""
+
+    events: list[Event] = field(default_factory=list)
+    follow: Follow = field(default_factory=Follow)
+    started: list[Started] = field(default_factory=list)
+    preempt: list[tuple[int, int]] = field(default_factory=list)
+    wake_at: int | None = None
+    candidates_found: bool = False
+    io_deferred: int = 0
+
+
+class Dispatcher:
+    """The dispatch loop and its tick."""
+
+    def __init__(
+        self,
+        *,
+        store: SqliteStore,
+        clock: Clock,
+        registry: Registry,
+        settings: Settings,
+        bus: EventBus,
+        durability: Durability,
+        gate: WriteGate,
+        lifecycle: Lifecycle,
+        wake: Wakeup,
+        runner: Runner,
+        submitter: Submitter,
+        settlement: Settlement,
+        io: IoBridge,
+        upkeep: Upkeep,
+    ) -> None:
+        self._store = store
+        self._clock = clock
+        self._registry = registry
+        self._settings = settings
+        self._bus = bus
+        self._durability = durability
+        self._publish = durability.publish
+        self._gate = gate
+        self._lifecycle = lifecycle
+        self._wake = wake
+        self._runner = runner
+        self._running = runner.running  # (the same dict, read on every tick)
+        self._submitter = submitter
+        self._settlement = settlement
+        self._io = io
+        self._upkeep = upkeep
+        self.ticks = 0
+        self.storage_failing = False  # the last tick could not write (see run)
+        self.next_expiry: int | None = None
+        self._idle_waiters: list[tuple[int, anyio.Event]] = []
+
+    def note_expiry(self, expires_at: int) -> None:
+        """A task that expires at ``expires_at`` was written."""
+        if self.next_expiry is None or expires_at < self.next_expiry:
+            self.next_expiry = expires_at
+
+    async def run(self) -> None:
+        """The loop: tick, then sleep until woken or the next timer."""
+        failures = 0
+        retry_at: int | None = None  # after a failed tick: no tick before this, bar submits
+        wake = self._wake
+        while True:
+            woken = wake.rearm()
+            waiting = retry_at is not None and not self._submitter.queue
+            if waiting and retry_at is not None and self._clock.now_ms() < retry_at:
+                await self._clock.wait(woken, retry_at)
+                continue
+            retry_at = None
+            wake.loop_turned = time.perf_counter()
+            try:
+                deadline = self.tick()
+            except StorageError as exc:
+                # The database could not take the tick's writes (disk full, I/O error):
+                # nothing of it was written and what it took is back in place (see tick).
+                # Try again later, not at every run's end, but at once for a queued submit
+                # (its caller is told either way); meanwhile a closing scheduler need not
+                # wait for the runs to be written (recovery requeues them on open).
+                failures += 1
+                self.storage_failing = True
+                self._runner.runs_empty.set()
+                delay = min(STORAGE_RETRY_MAX_MS, STORAGE_RETRY_MS << min(failures - 1, 16))
+                if failures == 1 or failures % 10 == 0:
+                    log.error(
+                        "the database rejected a dispatch step; retrying",
+                        error=str(exc),
+                        failures=failures,
+                        retry_in_ms=delay,
+                    )
+                retry_at = self._clock.now_ms() + delay
+                continue
+            if failures:
+                log.info("the database takes writes again", after_failures=failures)
+                failures = 0
+                self.storage_failing = False
+            await self._clock.wait(woken, deadline)
+
+    def tick(self) -> int | None:
+        """One step: commit queued submits, settle, expire, decide, claim — one transaction.
+
+        Returns the time of the next timer, if any.
+        """
+        if self._gate.held:
+            return None  # the holder wakes us when it lets go
+        self.ticks += 1
+        now = self._clock.now_ms()
+        runner = self._runner
+        runner.enforce_deadlines(now)
+        claims = _Claims()
+        submits = self._submitter.take_queued()
+        finished, runner.finished = runner.finished, []
+        next_expiry = self.next_expiry
+        saved: list[Run] = []
+        settlement = self._settlement
+        store = self._store
+        try:
+            with store.transaction():
+                if submits:
+                    self._submitter.write_queued(submits, claims.follow)
+                for run in self._running.values():
+                    if run.unsaved_checkpoint:
+                        store.save_checkpoint(run.id, run.checkpoint)
+                        run.unsaved_checkpoint = False
+                        saved.append(run)
+                for run, _, _ in finished:
+                    if run.unsaved_checkpoint:
+                        store.save_checkpoint(run.id, run.checkpoint)
+                completed = settlement.complete_plain(finished, now)
+                for run, end, value in finished:
+                    settlement.settle(run, end, value, now, claims.follow, claims.events, completed)
+                self._expire_and_claim(now, claims)
+        except BaseException as exc:
+            for ps in submits:
+                ps.error = ps.error or exc
+                ps.done.set()
+            # Rolled back: hand back what this tick took, for the next one to write. (What
+            # settling told the IO governor and the duration model stays told: a run settled
+            # twice counts twice in those averages, nothing more.)
+            for run in saved:
+                run.unsaved_checkpoint = True
+            for run, _, _ in finished:
+                self._running[run.id] = run
+            runner.finished = finished + runner.finished
+            self.next_expiry = next_expiry
+            self._io.give_back_admissions(now)
+            raise
+        # Submitters first: woken before any event is published, they answer (a sidecar
+        # writes the responses) before the forwarder sends these tasks' events.
+        when_durable = self._durability.when_durable
+        for ps in submits:
+            when_durable(ps.done.set)
+        for ps in submits:
+            if ps.error is None:
+                self._submitter.after_submit(ps.prepared, ps.results)
+        publish = self._publish
+        for event in claims.events:
+            publish(event)
+        for event in follow_events(store, claims.follow):
+            publish(event)
+        for s in claims.started:
+            runner.launch(s, now)
+        if claims.io_deferred or self._io.pressure_on:
+            self._io.poll_pressure(now)
+        for victim, for_id in claims.preempt:
+            victim_run = self._running.get(victim)
+            if victim_run is not None:
+                runner.stop(victim_run, "preempted", for_id)
+        if not self._running:
+            runner.runs_empty.set()
+        if self._idle_waiters:
+            self._release_idle_waiters(claims)
+        self._upkeep.note_writes()
+        if self._submitter.queue:
+            self._wake()  # more queued than one tick takes: the next tick goes on at once
+        return self._next_deadline(now, claims.wake_at)
+
+    def _expire_and_claim(self, now: int, claims: _Claims) -> None:
+        if self.next_expiry is not None and now >= self.next_expiry:
+            for tid, ttype in self._store.expire_due(now):
+                self._io.forget(tid)
+                claims.events.append(TaskExpired(id=tid, type=ttype))
+            self.next_expiry = self._store.next_expiry()
+        pauses = self._settings.pauses
+        if self._lifecycle.closing or pauses.paused or self._bus.saturated:
+            return
+        limits = self._limits()
+        # Enough rows to fill the free slots and to look past a few candidates that limits
+        # hold back (or that may preempt); when that is not enough, a second, wider read.
+        window = max(0, limits.max_concurrency - len(self._running)) + 8
+        types = self._registry.types()
+        ready = self._store.ready(now, types, pauses.groups, pauses.types, window)
+        candidates = [
+            Candidate(r.id, r.type, r.priority, r.group) for r in ready if r.id not in self._running
+        ]
+        claims.candidates_found = bool(candidates)
+        if not candidates:
+            return
+        running = [
+            RunningTask(
+                r.id,
+                r.type,
+                r.priority,
+                r.group,
+                r.run_started,
+                r.stop_reason is not None,
+                r.stop_for if r.stop_reason == "preempted" else None,
+            )
+            for r in self._running.values()
+        ]
+        decision = decide(candidates, running, limits, now, self._io.admission(ready, types, now))
+        start = decision.start
+        if (
+            len(ready) >= window
+            and window < IO_WINDOW
+            and len(running) + len(start) < limits.max_concurrency
+        ):
+            # Slots are free but the window is full of work that limits or a saturated
+            # resource hold back: look further down the queue for tasks that may start
+            # (they must not wait behind it).
+            seen = {r.id for r in ready}
+            more = self._store.ready(now, types, pauses.groups, pauses.types, IO_WINDOW)
+            extra = [
+                Candidate(r.id, r.type, r.priority, r.group)
+                for r in more
+                if r.id not in seen and r.id not in self._running
+            ]
+            if extra:
+                running += [RunningTask(c.id, c.type, c.priority, c.group, now) for c in start]
+                admit = self._io.admission(more, types, now)
+                second = decide(extra, running, limits, now, admit)
+                start = start + second.start
+                decision.preempt += second.preempt
+                decision.deferred += second.deferred
+                if second.wake_at is not None:
+                    decision.wake_at = min(second.wake_at, decision.wake_at or second.wake_at)
+        claims.preempt = decision.preempt
+        claims.wake_at = decision.wake_at
+        claims.io_deferred = decision.deferred
+        if decision.deferred:
+            retry_at = self._io.governor.next_admission_ms(now)
+            if retry_at is not None:
+                if retry_at <= now:
+                    # Waiting for a heavy task to end, not for tokens: its release wakes us.
+                    # The timer is only a safety net (and keeps the deferral alive).
+                    retry_at = now + IO_RETRY_MS
+                claims.wake_at = (
+                    retry_at if claims.wake_at is None else min(claims.wake_at, retry_at)
+                )
+        claims.started = self._store.start([c.id for c in start], now)
+        if self._io.admitted_unclaimed and len(claims.started) < len(start):  # give back
+            self._io.give_back_admissions(now, keep=frozenset(x.id for x in claims.started))
+
+    def _limits(self) -> Limits:
+        c = self._settings.config
+        return Limits(
+            max_concurrency=c.max_concurrency,
+            group_limits=c.group_limits,
+            type_limits=self._registry.limits(),
+            preempt_priority=c.preempt_priority,
+            min_run_ms=c.min_run_ms,
+        )
+
+    def _next_deadline(self, now: int, wake_at: int | None) -> int | None:
+        times = [wake_at, self.next_expiry, self._runner.next_deadline()]
+        if not self._settings.pauses.paused:
+            times.append(self._store.next_due(now))
+        real = [t for t in times if t is not None]
+        return min(real) if real else None
+
+    # --- idleness -----------------------------------------------------------------------------
+
+    async def wait_idle(self) -> None:
+        """Return after a tick that found nothing running and nothing ready to run now."""
+        ev = anyio.Event()
+        self._idle_waiters.append((self.ticks, ev))
+        self._wake()
+        await ev.wait()
+
+    def _release_idle_waiters(self, claims: _Claims) -> None:
+        if (
+            self._running
+            or self._runner.finished
+            or self._submitter.queue
+            or claims.started
+            or claims.candidates_found
+            or self._bus.saturated  # work may be held back for a slow reader
+        ):
+            return
+        waiters, self._idle_waiters = self._idle_waiters, []
+        for n, ev in waiters:
+            if n < self.ticks:
+                ev.set()
+            else:
+                self._idle_waiters.append((n, ev))
+
+    def release_all_idle_waiters(self) -> None:
+        """Closing or failed: nobody waits for idleness any more."""
+        waiters, self._idle_waiters = self._idle_waiters, []
+        for _, ev in waiters:
+            ev.set()

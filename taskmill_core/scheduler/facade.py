@@ -1,0 +1,533 @@
+"""The Scheduler: the public face of the core, wiring its components together.
+
+It owns no behaviour of its own beyond the lifecycle (open, close, failure); each call goes to
+the component that holds its state, one call for one:
+
+- :mod:`.submitting` — where a submit gets written (inline, group commit, large batches);
+- :mod:`.dispatcher` — where a task gets claimed (the loop and its tick);
+- :mod:`.runner` — where executors run and are stopped;
+- :mod:`.settle` — where a run's end becomes a state (the retry decision is
+  :func:`taskmill_core.retry.decide_failure`);
+- :mod:`.operations`, :mod:`.reports`, :mod:`.settings`, :mod:`.upkeep`,
+  :mod:`.durability`, :mod:`.iobridge` — the rest of the house.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import AsyncExitStack
+from os import PathLike
+from typing import Any
+
+import anyio
+
+# anyio loads its asyncio backend on first use (~10 ms of imports): load it with this module,
+# not on the event loop when the app creates its first Scheduler.
+import anyio._backends._asyncio
+import anyio.abc
+import anyio.to_thread
+import structlog
+
+from taskmill_core.clock import Clock, SystemClock
+from taskmill_core.errors import ShuttingDown
+from taskmill_core.events import EventBus, Subscription
+from taskmill_core.executors import ExecutorFn, Registration, Registry
+from taskmill_core.executors.builtin import BUILTINS
+from taskmill_core.iogovernor import GovernorSettings, IoGovernor
+from taskmill_core.iomonitor import Sampler
+from taskmill_core.progress import DurationModel
+from taskmill_core.scheduler.dispatcher import Dispatcher
+from taskmill_core.scheduler.durability import Durability
+from taskmill_core.scheduler.iobridge import IoBridge
+from taskmill_core.scheduler.operations import TaskOperations
+from taskmill_core.scheduler.reports import Reports
+from taskmill_core.scheduler.runner import Runner
+from taskmill_core.scheduler.settings import Settings
+from taskmill_core.scheduler.settle import Settlement
+from taskmill_core.scheduler.signals import Lifecycle, Wakeup, WriteGate
+from taskmill_core.scheduler.submitting import Submitter
+from taskmill_core.scheduler.upkeep import Upkeep
+from taskmill_core.store import SqliteStore
+from taskmill_core.types import (
+    Event,
+    HistoryStats,
+    SchedulerConfig,
+    SchedulerStatus,
+    SubmitResult,
+    TaskInfo,
+    TaskPage,
+    TaskSpec,
+)
+from taskmill_core.validation import camel
+
+__all__ = ["Scheduler"]
+
+log = structlog.get_logger("taskmill.scheduler")
+
+
+class Scheduler:
+    """A persistent priority task scheduler over one SQLite file.
+
+    Use it as an async context manager; leaving it closes gracefully (running tasks get
+    ``close_grace_ms`` to finish, then are interrupted and go back to ``pending``).
+
+    ``store`` replaces the SQLite store opened at ``path`` (a seam for tests: a store whose
+    writes fail, or whose fsync is gated); ``event_backlog_limit`` is how many lifecycle
+    events a subscriber may fall behind before new work stops starting.
+    """
+
+    def __init__(
+        self,
+        path: str | PathLike[str],
+        config: SchedulerConfig | None = None,
+        *,
+        clock: Clock | None = None,
+        rng: random.Random | None = None,
+        load_entry_points: bool = True,
+        close_grace_ms: int = 5000,
+        io_sampler: Sampler | None = None,
+        io_monitor: bool = True,
+        io_settings: GovernorSettings | None = None,
+        store: SqliteStore | None = None,
+        event_backlog_limit: int = 10_000,
+    ) -> None:
+        config = config or SchedulerConfig()
+        self.clock: Clock = clock or SystemClock()
+        self.close_grace_ms = close_grace_ms
+        self.recovered = 0
+        self._load_entry_points = load_entry_points
+        self._io_monitor_enabled = io_monitor
+        self._store = store or SqliteStore(path, durability=config.durability)
+        self._registry = Registry()
+        for reg in BUILTINS:
+            self._registry.add(reg)
+        self._wake = Wakeup()
+        self._bus = EventBus(event_backlog_limit, on_drained=self._wake)
+        self._settings = Settings(self._store, config)
+        self._lifecycle = Lifecycle()
+        self._gate = WriteGate(self._wake)
+        self._durability = Durability(self._store, self._bus, full=config.durability == "full")
+        publish = self._durability.publish
+        self._io = IoBridge(
+            config.io,
+            clock=self.clock,
+            store=self._store,
+            registry=self._registry,
+            publish=publish,
+            wake=self._wake,
+            settings=io_settings,
+            sampler=io_sampler,
+        )
+        durations = DurationModel()
+        self._upkeep = Upkeep(
+            store=self._store,
+            clock=self.clock,
+            gate=self._gate,
+            retention=lambda: self._settings.config.retention,
+        )
+        self._runner = Runner(
+            store=self._store,
+            clock=self.clock,
+            registry=self._registry,
+            settings=self._settings,
+            io=self._io,
+            gate=self._gate,
+            durations=durations,
+            publish=publish,
+            wake=self._wake,
+            submit=self.submit,
+        )
+        self._settlement = Settlement(
+            store=self._store,
+            running=self._runner.running,
+            io=self._io,
+            durations=durations,
+            rng=rng or random.Random(),
+            on_final=self._upkeep.note_final,
+        )
+        self._submitter = Submitter(
+            store=self._store,
+            clock=self.clock,
+            gate=self._gate,
+            durability=self._durability,
+            runner=self._runner,
+            io=self._io,
+            lifecycle=self._lifecycle,
+            wake=self._wake,
+            note_expiry=self._note_expiry,
+        )
+        self._dispatcher = Dispatcher(
+            store=self._store,
+            clock=self.clock,
+            registry=self._registry,
+            settings=self._settings,
+            bus=self._bus,
+            durability=self._durability,
+            gate=self._gate,
+            lifecycle=self._lifecycle,
+            wake=self._wake,
+            runner=self._runner,
+            submitter=self._submitter,
+            settlement=self._settlement,
+            io=self._io,
+            upkeep=self._upkeep,
+        )
+        self._ops = TaskOperations(
+            store=self._store,
+            clock=self.clock,
+            settings=self._settings,
+            durability=self._durability,
+            gate=self._gate,
+            lifecycle=self._lifecycle,
+            runner=self._runner,
+            io=self._io,
+            wake=self._wake,
+        )
+        self._reports = Reports(
+            store=self._store,
+            settings=self._settings,
+            registry=self._registry,
+            runner=self._runner,
+            io=self._io,
+            bus=self._bus,
+        )
+        self._stack: AsyncExitStack | None = None
+        self._tg: anyio.abc.TaskGroup | None = None
+
+    def _note_expiry(self, expires_at: int) -> None:
+        self._dispatcher.note_expiry(expires_at)
+
+    @property
+    def config(self) -> SchedulerConfig:
+        """The settings in force (change them with :meth:`configure`)."""
+        return self._settings.config
+
+    # --- lifecycle ---------------------------------------------------------------------
+
+    async def __aenter__(self) -> Scheduler:
+        await self.open()
+        return self
+
+    async def __aexit__(self, exc_type: object, exc: object, tb: object) -> None:
+        await self.close()
+        if self._lifecycle.failure is not None and exc is None:
+            raise self._lifecycle.failure
+
+    async def open(self) -> None:
+        """Open the database, recover interrupted work and start dispatching."""
+        try:
+            on_asyncio = asyncio.current_task() is not None
+        except RuntimeError:  # not an asyncio loop (trio)
+            on_asyncio = False
+        await self._store.open()
+        try:
+            # Nothing else uses the connection yet: recovery (a scan of a large file) and
+            # plugin discovery run in a worker thread instead of stalling the loop.
+            await anyio.to_thread.run_sync(self._recover)
+        except BaseException:
+            await self._store.close()
+            raise
+        self._stack = AsyncExitStack()
+        self._tg = tg = await self._stack.enter_async_context(anyio.create_task_group())
+        self._runner.start(tg, on_asyncio=on_asyncio)
+        self._submitter.start(on_asyncio=on_asyncio)
+        tg.start_soon(self._guarded, self._dispatcher.run)
+        tg.start_soon(self._guarded, self._runner.progress_loop)
+        tg.start_soon(self._guarded, self._upkeep.checkpoint_loop)
+        if self._durability.full:
+            tg.start_soon(self._guarded, self._durability.sync_loop)
+        self._io.governor.configure(self.config.io)  # the persisted config was loaded
+        if self._io_monitor_enabled:
+            tg.start_soon(self._io.monitor_loop)
+        self._upkeep.start(tg)
+
+    def _recover(self) -> None:
+        self._settings.load()
+        if self._load_entry_points:
+            self._registry.load_entry_points()
+        self.recovered = self._store.recover()
+        if self.recovered:
+            log.info("recovered interrupted tasks", count=self.recovered)
+        self._dispatcher.next_expiry = self._store.next_expiry()
+
+    async def _guarded(self, loop: Callable[[], Awaitable[None]]) -> None:
+        """Run one of the scheduler's own loops; if it fails, the scheduler stops (see
+        ``_fail``) instead of the failure cancelling the task that opened it."""
+        try:
+            await loop()
+        except Exception as exc:
+            self._fail(exc)
+
+    def _fail(self, exc: Exception) -> None:
+        """An internal error (a bug, a failed fsync): stop taking work, fail what waits for
+        the dispatcher, and keep the error for ``failure``, ``wait_failed`` and the end of
+        ``async with`` (which raises it). ``close`` then does not wait for running tasks:
+        the file keeps them ``running`` and the next open requeues them."""
+        if not self._lifecycle.fail(exc):
+            return
+        self._submitter.fail_queued(
+            ShuttingDown(f"the scheduler stopped on an internal error: {exc!r}")
+        )
+        self._dispatcher.release_all_idle_waiters()
+        self._runner.runs_empty.set()
+
+    @property
+    def failure(self) -> Exception | None:
+        """The internal error that stopped the scheduler, if one did."""
+        return self._lifecycle.failure
+
+    async def wait_failed(self) -> Exception:
+        """Wait until an internal error stops the scheduler; returns that error."""
+        return await self._lifecycle.wait_failed()
+
+    async def close(self, grace_ms: int | None = None) -> None:
+        """Stop dispatching, let running tasks finish for ``grace_ms``, interrupt the rest."""
+        life = self._lifecycle
+        if life.closed or self._stack is None:
+            return
+        life.closing = True
+        runner = self._runner
+        grace = self.close_grace_ms if grace_ms is None else grace_ms
+        deadline = self.clock.now_ms() + grace
+        while runner.running and life.failure is None and self.clock.now_ms() < deadline:
+            runner.runs_empty = anyio.Event()
+            await self.clock.wait(runner.runs_empty, deadline)
+        for run in list(runner.running.values()):
+            runner.stop(run, "shutdown")
+        while runner.running and not self._dispatcher.storage_failing and life.failure is None:
+            runner.runs_empty = anyio.Event()
+            self._wake()
+            await runner.runs_empty.wait()
+        life.closed = True
+        self._submitter.fail_queued(
+            ShuttingDown("the scheduler closed before this submit was written")
+        )
+        assert self._tg is not None
+        self._tg.cancel_scope.cancel()
+        await self._stack.aclose()
+        if self._durability.full:
+            await self._durability.sync_now()
+        self._bus.close()
+        self._dispatcher.release_all_idle_waiters()
+        await self._store.close()
+
+    @property
+    def closing(self) -> bool:
+        return self._lifecycle.closing
+
+    # --- settings ----------------------------------------------------------------------
+
+    async def configure(self, **changes: Any) -> SchedulerConfig:
+        """Change settings (snake_case or camelCase names); persisted, effective at once.
+
+        Each given setting replaces the old value whole: ``io={"disk_write_bps": 10e6}`` drops
+        any other budget. ``None`` means "leave this setting as it is".
+        """
+        await self._gate.wait_open()
+        new = self._settings.change(changes)
+        if any(camel(name) == "io" for name in changes):
+            self._io.governor.configure(new.io)
+        self._wake()
+        await self._durability.wait()
+        return new
+
+    # --- executors ---------------------------------------------------------------------
+
+    def register(
+        self,
+        task_type: str,
+        fn: ExecutorFn,
+        *,
+        concurrency: int | None = None,
+        builtin: bool = False,
+        paced: bool = False,
+    ) -> None:
+        """Run tasks of ``task_type`` with ``fn``; pending tasks of that type become runnable.
+
+        ``builtin`` marks an executor the host application provides itself (the sidecar's
+        file and network executors): clients cannot register over it. ``paced``: ``fn``
+        draws its bytes through ``ctx.consume_io``, so the IO governor charges only a first
+        chunk when it starts and paces the rest.
+        """
+        self._registry.add(Registration(task_type, fn, concurrency, builtin, paced))
+        self._wake()
+
+    def unregister(self, task_type: str) -> None:
+        """Stop dispatching ``task_type``; its pending tasks stay pending."""
+        self._registry.remove(task_type)
+
+    def load_plugin(self, module: str) -> list[str]:
+        """Import ``module`` and register its ``@executor`` functions."""
+        types = self._registry.load_module(module)
+        self._wake()
+        return types
+
+    def executor_types(self) -> list[str]:
+        return self._registry.types()
+
+    def is_builtin(self, task_type: str) -> bool:
+        reg = self._registry.get(task_type)
+        return reg is not None and reg.builtin
+
+    # --- submit (the hot path: each returns the submitter's coroutine, no extra frame) -----
+
+    def submit(self, spec: TaskSpec, *, validated: bool = False) -> Awaitable[SubmitResult]:
+        """Submit one task; returns its id and the dedup outcome (PROTOCOL.md)."""
+        return self._submitter.submit(spec, validated=validated)
+
+    def submit_many(
+        self, specs: Sequence[TaskSpec], *, validated: bool = False
+    ) -> Awaitable[list[SubmitResult | Exception]]:
+        """Submit each spec on its own, as if by concurrent :meth:`submit` calls.
+
+        Unlike :meth:`submit_batch` this is not all-or-nothing: each entry of the result is
+        that spec's :class:`SubmitResult`, or the exception its ``submit`` would have raised.
+        A few (up to ``INLINE_SUBMIT``) are written at once, like a lone submit; more go to
+        the dispatcher's next ticks and share one wake-up, which makes this the cheap way
+        to hand over many independent requests at once (the sidecar uses it for pipelined
+        ``task.submit`` requests).
+        """
+        return self._submitter.submit_many(specs, validated=validated)
+
+    def submit_batch(
+        self, specs: Sequence[TaskSpec], *, validated: bool = False
+    ) -> Awaitable[list[SubmitResult]]:
+        """Submit many tasks in one transaction: all are accepted, or none is."""
+        return self._submitter.submit_batch(specs, validated=validated)
+
+    # --- operations on tasks -----------------------------------------------------------
+
+    async def get(self, task_id: int) -> TaskInfo:
+        return self._reports.get(task_id)
+
+    async def list_tasks(
+        self,
+        *,
+        state: str | Sequence[str] | None = None,
+        type: str | None = None,
+        group: str | None = None,
+        tags: dict[str, str] | None = None,
+        limit: int = 100,
+        cursor: str | None = None,
+    ) -> TaskPage:
+        """Tasks, newest first, filtered; page with ``cursor``."""
+        return await self._reports.list_tasks(
+            state=state, type=type, group=group, tags=tags, limit=limit, cursor=cursor
+        )
+
+    async def cancel(self, task_id: int) -> None:
+        """Cancel an active task (and its active children); a running executor is stopped."""
+        await self._ops.cancel(task_id)
+
+    async def cancel_many(
+        self,
+        *,
+        type: str | None = None,
+        group: str | None = None,
+        tags: dict[str, str] | None = None,
+    ) -> int:
+        return await self._ops.cancel_many(type=type, group=group, tags=tags)
+
+    async def set_priority(self, task_id: int, priority: int | str) -> TaskInfo:
+        return await self._ops.set_priority(task_id, priority)
+
+    async def pause(self, task_id: int) -> TaskInfo:
+        """Pause one task: a pending one waits, a running one is interrupted (no retry used)."""
+        return await self._ops.pause(task_id)
+
+    async def resume(self, task_id: int) -> TaskInfo:
+        return await self._ops.resume(task_id)
+
+    async def retry(self, task_id: int) -> SubmitResult:
+        """Run a failed or dead-lettered task again: same id, attempt 0."""
+        return await self._ops.retry(task_id)
+
+    async def pause_all(self, *, group: str | None = None, type: str | None = None) -> None:
+        """Pause dispatching globally, or of one group or task type; persisted."""
+        await self._ops.pause_all(group=group, type=type)
+
+    async def resume_all(self, *, group: str | None = None, type: str | None = None) -> None:
+        """Lift the pause of exactly that scope."""
+        await self._ops.resume_all(group=group, type=type)
+
+    # --- status and history -------------------------------------------------------------
+
+    async def status(self) -> SchedulerStatus:
+        return await self._reports.status()
+
+    async def history_stats(self, task_type: str | None = None) -> HistoryStats:
+        return await self._reports.history_stats(task_type)
+
+    async def prune(self, *, older_than_ms: int | None = None, keep: int | None = None) -> int:
+        """Remove final tasks older than ``older_than_ms`` or beyond the newest ``keep``.
+
+        Without arguments, the configured retention applies.
+        """
+        removed = await self._upkeep.prune(older_than_ms=older_than_ms, keep=keep)
+        await self._durability.wait()
+        return removed
+
+    # --- events ------------------------------------------------------------------------
+
+    def subscribe(self) -> Subscription:
+        """A queue of every event from now on; iterate it, ``close()`` it when done."""
+        return self._bus.subscribe()
+
+    async def events(self) -> AsyncIterator[Event]:
+        """Every event from now on, as typed Structs (the same events as the wire)."""
+        sub = self._bus.subscribe()
+        try:
+            async for event in sub:
+                yield event
+        finally:
+            sub.close()
+
+    async def wait_idle(self) -> None:
+        """Return when no task is running and none is ready to run now.
+
+        Tasks that cannot run now — delayed, paused, or of a type no executor handles —
+        do not count.
+        """
+        if self._lifecycle.closed:
+            return
+        self._lifecycle.check_failed()
+        await self._dispatcher.wait_idle()
+        self._lifecycle.check_failed()
+
+    # --- IO and diagnostics ----------------------------------------------------------------
+
+    @property
+    def io_governor(self) -> IoGovernor:
+        """The IO governor (admission, pacing, learned capacity and costs)."""
+        return self._io.governor
+
+    def statistics(self) -> dict[str, Any]:
+        """Counters for tests and diagnostics (cheap; no database read)."""
+        return {
+            "running": len(self._runner.running),
+            "subscribers_backlog": self._bus.backlog(),
+            "events_published": self._bus.published,
+            "ticks": self._dispatcher.ticks,
+            "queued_submits": len(self._submitter.queue),
+            "waiting_for_turn": self._submitter.waiting_for_turn,
+            "writes_held": self._gate.held,
+            "dispatch_pending": self._wake.pending,
+        }
+
+    def debug_state(self) -> dict[str, Any]:
+        """What the dispatcher and the IO governor hold right now, for a diagnostic dump."""
+        return {
+            **self.statistics(),
+            **self._runner.statistics(),
+            "paused": self._settings.pauses.paused,
+            "bus_saturated": self._bus.saturated,
+            **self._reports.io_state(),
+        }
+
+    def __repr__(self) -> str:
+        return (
+            f"Scheduler({str(self._store.path)!r}, running={len(self._runner.running)}, "
+            f"max_concurrency={self.config.max_concurrency})"
+        )

@@ -1,0 +1,146 @@
+"""Reports: reading the scheduler's state for people and programs — the task list, one task,
+the status (counts, pauses, runs, IO), history statistics, and diagnostics.
+
+Nothing here writes; a running task's record carries the latest progress of its run.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import msgspec
+
+from taskmill_core.errors import InvalidParams, TaskNotFound
+from taskmill_core.events import EventBus
+from taskmill_core.executors import Registry
+from taskmill_core.scheduler.iobridge import IoBridge
+from taskmill_core.scheduler.runner import Runner
+from taskmill_core.scheduler.settings import Settings
+from taskmill_core.store import SqliteStore
+from taskmill_core.types import (
+    MAX_SAFE_INT,
+    HistoryStats,
+    IoBytes,
+    SchedulerStatus,
+    TaskInfo,
+    TaskPage,
+    TypeStats,
+)
+
+__all__ = ["Reports"]
+
+_decode_io = msgspec.json.Decoder(IoBytes).decode
+
+
+class Reports:
+    """Read-only views over the store and the runs in flight."""
+
+    def __init__(
+        self,
+        *,
+        store: SqliteStore,
+        settings: Settings,
+        registry: Registry,
+        runner: Runner,
+        io: IoBridge,
+        bus: EventBus,
+    ) -> None:
+        self._store = store
+        self._settings = settings
+        self._registry = registry
+        self._runner = runner
+        self._io = io
+        self._bus = bus
+
+    def get(self, task_id: int) -> TaskInfo:
+        return self._runner.with_progress(self._store.get(task_id))
+
+    async def list_tasks(
+        self,
+        *,
+        state: str | Sequence[str] | None,
+        type: str | None,
+        group: str | None,
+        tags: dict[str, str] | None,
+        limit: int,
+        cursor: str | None,
+    ) -> TaskPage:
+        states = [state] if isinstance(state, str) else list(state or [])
+        before = None
+        if cursor is not None:
+            try:
+                before = int(cursor)
+            except ValueError:
+                before = -1
+            if not 0 < before <= MAX_SAFE_INT:
+                raise InvalidParams("cursor is not one this server gave out", "$.cursor")
+        if not 1 <= limit <= 1000:
+            raise InvalidParams("limit must be between 1 and 1000", "$.limit")
+        rows = await self._store.list_tasks(
+            states=states, task_type=type, group=group, tags=tags, limit=limit + 1,
+            before_id=before,
+        )  # fmt: skip
+        more = len(rows) > limit
+        rows = rows[:limit]
+        return TaskPage(
+            tasks=[self._runner.with_progress(t) for t in rows],
+            next_cursor=str(rows[-1].id) if more else None,
+        )
+
+    async def status(self) -> SchedulerStatus:
+        counts = await self._store.counts()
+        running = []
+        for run in sorted(self._runner.running.values(), key=lambda r: r.id):
+            try:
+                running.append(self._runner.with_progress(self._store.get(run.id)))
+            except TaskNotFound:
+                continue
+        pauses = self._settings.pauses
+        return SchedulerStatus(
+            paused=pauses.paused,
+            paused_groups=list(pauses.groups),
+            paused_types=list(pauses.types),
+            counts=counts,
+            running=running,
+            max_concurrency=self._settings.config.max_concurrency,
+            io=self._io.governor.status(),
+            executors=self._registry.types(),
+        )
+
+    async def history_stats(self, task_type: str | None) -> HistoryStats:
+        rows = await self._store.history(task_type)
+        grouped: dict[str, list[tuple[str, int | None, bytes]]] = {}
+        for t, state, duration, io in rows:
+            grouped.setdefault(t, []).append((state, duration, io))
+        by_type: dict[str, TypeStats] = {}
+        for t, items in grouped.items():
+            durations = sorted(d for s, d, _ in items if s == "completed" and d is not None)
+            ios = [_decode_io(io) for s, _, io in items if s == "completed" and io]
+            n = max(1, len(ios))
+            by_type[t] = TypeStats(
+                completed=sum(1 for s, _, _ in items if s == "completed"),
+                failed=sum(1 for s, _, _ in items if s in ("failed", "deadLetter")),
+                avg_duration_ms=sum(durations) / len(durations) if durations else None,
+                p95_duration_ms=(
+                    float(durations[max(0, math.ceil(0.95 * len(durations)) - 1)])
+                    if durations
+                    else None
+                ),
+                avg_io=IoBytes(
+                    disk_read=sum(i.disk_read for i in ios) // n,
+                    disk_write=sum(i.disk_write for i in ios) // n,
+                    net_rx=sum(i.net_rx for i in ios) // n,
+                    net_tx=sum(i.net_tx for i in ios) // n,
+                ),
+            )
+        return HistoryStats(by_type=by_type)
+
+    def io_state(self) -> dict[str, Any]:
+        gov = self._io.governor
+        return {
+            "io_governor": repr(gov),
+            "io_waiting": {str(k): list(v) for k, v in gov.waiting().items()},
+            "io_deferred": gov.deferred(),
+        }

@@ -1,0 +1,211 @@
+"""Settlement: turning how a run ended into the task's next state.
+
+Inside a dispatch tick's transaction, each finished run becomes a transition: a success
+completes the task (the plain ones all in one statement), an error retries it or ends it
+(the decision is :func:`~taskmill_core.retry.decide_failure`, pure), an interruption
+(preempt, pause, shutdown) puts it back to wait with no retry used, and a run whose task was
+cancelled or superseded meanwhile is only forgotten. The events each transition causes are
+collected for the tick to publish after its commit.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+from typing import Any
+
+import msgspec
+import structlog
+
+from taskmill_core.errors import ExecutorError, RetryableError
+from taskmill_core.progress import DurationModel
+from taskmill_core.retry import decide_failure
+from taskmill_core.runs import FINAL_STOPS, Run, RunEnd
+from taskmill_core.scheduler.iobridge import IoBridge
+from taskmill_core.scheduler.runner import Finished
+from taskmill_core.store import Follow, SqliteStore
+from taskmill_core.types import (
+    Backoff,
+    ErrorInfo,
+    Event,
+    TaskCompleted,
+    TaskFailed,
+    TaskPreempted,
+    TaskUpdated,
+)
+
+__all__ = ["Settlement", "follow_events"]
+
+log = structlog.get_logger("taskmill.scheduler")
+
+_decode_backoff = msgspec.json.Decoder(Backoff).decode
+
+
+class Settlement:
+    """Records run ends as state transitions, in the transaction of the tick that calls it."""
+
+    def __init__(
+        self,
+        *,
+        store: SqliteStore,
+        running: dict[int, Run],
+        io: IoBridge,
+        durations: DurationModel,
+        rng: random.Random,
+        on_final: Callable[[], None],
+    ) -> None:
+        self._store = store
+        self._running = running
+        self._io = io
+        self._durations = durations
+        self._rng = rng
+        self._on_final = on_final
+
+    def complete_plain(self, finished: list[Finished], now: int) -> set[int]:
+        """Write the successful runs that need nothing else in one statement (see
+        ``SqliteStore.complete_plain``); returns their ids, for :meth:`settle`."""
+        done = [
+            (
+                run.id,
+                max(0, now - run.run_started),
+                run.result_json,
+                run.io if run.io.total() else None,
+            )
+            for run, end, _ in finished
+            if end == "ok" and run.stop_reason not in FINAL_STOPS
+        ]
+        return self._store.complete_plain(done, now) if done else set()
+
+    def settle(
+        self,
+        run: Run,
+        end: RunEnd,
+        value: Any,
+        now: int,
+        follow: Follow,
+        events: list[Event],
+        completed: set[int],
+    ) -> None:
+        """Record how a run ended; ``completed`` holds the runs :meth:`complete_plain` has
+        already written as completed."""
+        self._running.pop(run.id, None)
+        io = run.io if run.io.total() else None
+        if run.io_admitted or io is not None:
+            self._io.run_ended(run, io)
+        reason = run.stop_reason
+        if reason in FINAL_STOPS:
+            return  # already final in the database; its result is discarded
+        duration = max(0, now - run.run_started)
+        if end == "ok":
+            state = (
+                "completed"
+                if run.id in completed
+                else self._store.complete(
+                    run.id,
+                    now,
+                    result=run.result_json,
+                    duration_ms=duration,
+                    io_actual=io,
+                    follow=follow,
+                )
+            )
+            if state == "completed":
+                self._final(run.type, duration)
+                events.append(
+                    TaskCompleted(
+                        id=run.id,
+                        type=run.type,
+                        attempt=run.attempt,
+                        duration_ms=duration,
+                        result=value,
+                    )
+                )
+            else:
+                events.append(TaskUpdated(task=self._store.get(run.id)))
+            return
+        if end == "stopped" and reason == "paused":
+            return  # recorded when the pause was asked for
+        if end == "stopped" and (reason == "preempted" or reason == "shutdown"):
+            self._store.interrupt(run.id, "pending")
+            if reason == "preempted":
+                assert run.stop_for is not None
+                events.append(TaskPreempted(id=run.id, type=run.type, by=run.stop_for))
+            return
+        if end == "stopped" and reason == "timeout":
+            value = RetryableError(f"timed out after {run.timeout_ms} ms", kind="timeout")
+        self._fail(run, value, now, duration, io, follow, events)
+
+    def _fail(
+        self,
+        run: Run,
+        exc: BaseException | None,
+        now: int,
+        duration: int,
+        io: Any,
+        follow: Follow,
+        events: list[Event],
+    ) -> None:
+        outcome = decide_failure(
+            exc,
+            attempt=run.attempt,
+            max_retries=run.max_retries,
+            backoff=_decode_backoff(run.backoff) if run.backoff else None,
+            now=now,
+            rng=self._rng,
+        )
+        if not isinstance(exc, ExecutorError):
+            log.warning("executor raised", id=run.id, type=run.type, error=outcome.error.message)
+        retry_at = outcome.retry_at
+        state = self._store.fail(
+            run.id,
+            now,
+            error=outcome.error,
+            retry_at=retry_at,
+            final_state=outcome.final_state,
+            duration_ms=duration,
+            io_actual=io,
+            follow=follow,
+        )
+        if state != "pending":
+            self._final(run.type, None)
+        elif retry_at is None:
+            retry_at = now  # a requeue outlived the failure: it runs again at once
+        events.append(
+            TaskFailed(
+                id=run.id,
+                type=run.type,
+                attempt=run.attempt,
+                error=outcome.error,
+                will_retry=state == "pending",
+                state=state,  # type: ignore[arg-type]
+                retry_at=retry_at if state == "pending" else None,
+            )
+        )
+
+    def _final(self, task_type: str, duration: int | None) -> None:
+        if duration is not None:
+            self._durations.observe(task_type, duration)
+        self._on_final()
+
+
+def follow_events(store: SqliteStore, follow: Follow) -> list[Event]:
+    """The events of what a transition caused beyond its own task: parents completed by
+    their last child, dependents failed by a failed dependency, tasks a completion
+    unblocked."""
+    out: list[Event] = []
+    for pid, ptype, attempt, result in follow.completed_parents:
+        out.append(TaskCompleted(id=pid, type=ptype, attempt=attempt, duration_ms=0, result=result))
+    for did, dtype in follow.failed_dependents:
+        out.append(
+            TaskFailed(
+                id=did,
+                type=dtype,
+                attempt=0,
+                error=ErrorInfo("a task it depends on did not complete", "dependency", False),
+                will_retry=False,
+                state="failed",
+            )
+        )
+    for uid in follow.unblocked:
+        out.append(TaskUpdated(task=store.get(uid)))
+    return out
