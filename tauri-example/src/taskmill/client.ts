@@ -89,7 +89,7 @@ export class TaskmillClient {
         canSend: () => this.supervisor.isReady,
         onNotification: (method, params) => this.handleNotification(method, params),
         requestHandlers: new Map([
-          ['task.execute', (requestId: unknown, params: unknown) => this.executors.execute(requestId, params)],
+          ['task.execute', (requestId, params) => this.executors.execute(requestId, params)],
         ]),
         reportError,
       },

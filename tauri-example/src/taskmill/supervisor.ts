@@ -119,7 +119,9 @@ export class Supervisor {
       fatalExitCodes: r.fatalExitCodes ?? [2, 4],
     };
     this.logger = options.logger;
-    ({ rpc: this.rpc, events: this.events, executors: this.executors } = parts);
+    this.rpc = parts.rpc;
+    this.events = parts.events;
+    this.executors = parts.executors;
     this.reportError = parts.reportError;
   }
 
