@@ -7,7 +7,7 @@
 // ignored.
 
 import { LineDecoder } from './framing.js';
-import { TaskmillError, asError, clientError, type ReportError } from './errors.js';
+import { asError, clientError, type ReportError, type TaskmillError } from './errors.js';
 import type { EventHub } from './events.js';
 import type { ReadyParams } from './generated.js';
 import type { HostExecutors } from './hostexec.js';
@@ -142,6 +142,7 @@ export class Supervisor {
     return this.state === 'ready' || this.state === 'closing';
   }
 
+  /** How many times the sidecar was restarted. */
   get restartCount(): number {
     return this.restarts;
   }
