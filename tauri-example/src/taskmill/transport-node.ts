@@ -1,7 +1,7 @@
 // A Transport over Node's child_process: for tests, scripts and CLI tools.
 
 import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
-import type { ExitInfo, Transport } from './client.js';
+import type { ExitInfo, Transport } from './transport.js';
 
 export interface NodeTransportOptions {
   /** The program: the frozen `taskmill-sidecar` binary, or a Python interpreter. */

@@ -3,7 +3,7 @@
 // its arguments), `shell:allow-stdin-write` and `shell:allow-kill`.
 
 import { Command, type Child, type SpawnOptions } from '@tauri-apps/plugin-shell';
-import type { ExitInfo, Transport } from './client.js';
+import type { ExitInfo, Transport } from './transport.js';
 import { TauriLineJoiner } from './framing.js';
 
 export interface TauriTransportOptions {

@@ -1,13 +1,29 @@
 import { readFileSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { describe, expect, it } from 'vitest';
+import * as client from '../../src/taskmill/client.js';
+import * as shim from '../../src/taskmill/index.js';
 
 const src = (f: string) => readFileSync(resolve(import.meta.dirname, '../../src/taskmill', f), 'utf8');
 const imports = (text: string) => [...text.matchAll(/^\s*(?:import|export)[^'"]*from\s+['"]([^'"]+)['"]/gm)].map((m) => m[1]);
 
+/** The client's modules that must run anywhere (the transports are the only platform code). */
+const PORTABLE = [
+  'client.ts',
+  'errors.ts',
+  'events.ts',
+  'framing.ts',
+  'generated.ts',
+  'hostexec.ts',
+  'index.ts',
+  'jsonrpc.ts',
+  'supervisor.ts',
+  'transport.ts',
+];
+
 describe('module boundaries', () => {
-  it('client.ts, framing.ts, generated.ts and index.ts import neither Tauri nor Node', () => {
-    for (const f of ['client.ts', 'framing.ts', 'generated.ts', 'index.ts']) {
+  it('the portable modules import neither Tauri nor Node', () => {
+    for (const f of PORTABLE) {
       for (const spec of imports(src(f))) expect(spec, `${f} imports ${spec}`).toMatch(/^\.\//);
     }
   });
@@ -15,5 +31,36 @@ describe('module boundaries', () => {
   it('only transport-tauri.ts imports @tauri-apps', () => {
     expect(imports(src('transport-tauri.ts'))).toContain('@tauri-apps/plugin-shell');
     expect(imports(src('transport-node.ts')).some((s) => s!.startsWith('@tauri-apps'))).toBe(false);
+  });
+
+  it('the parts are layered under client.ts, and the JSON-RPC core knows no process', () => {
+    for (const f of PORTABLE.filter((f) => f !== 'client.ts' && f !== 'index.ts')) {
+      expect(imports(src(f)), f).not.toContain('./client.js');
+    }
+    for (const spec of imports(src('jsonrpc.ts'))) expect(['./errors.js']).toContain(spec);
+    expect(imports(src('transport-node.ts'))).toContain('./transport.js');
+    expect(imports(src('transport-tauri.ts'))).toContain('./transport.js');
+  });
+});
+
+describe('public names', () => {
+  it('client.ts exports exactly the public values', () => {
+    expect(Object.keys(client).sort()).toEqual([
+      'CLIENT_ERROR_CODES',
+      'ERROR_CODES',
+      'EVENT_NAMES',
+      'METHOD_NAMES',
+      'PROTOCOL_VERSION',
+      'TaskCancelledError',
+      'TaskError',
+      'TaskmillClient',
+      'TaskmillError',
+    ]);
+  });
+
+  it('index.ts adds the framing helpers and nothing else', () => {
+    expect(Object.keys(shim).sort()).toEqual(
+      [...Object.keys(client), 'LineDecoder', 'TauriLineJoiner'].sort(),
+    );
   });
 });
