@@ -28,7 +28,7 @@ from taskmill_core.scheduler.durability import Durability
 from taskmill_core.scheduler.iobridge import IO_RETRY_MS, IoBridge
 from taskmill_core.scheduler.runner import Runner
 from taskmill_core.scheduler.settings import Settings
-from taskmill_core.scheduler.settle import Settlement, follow_events
+from taskmill_core.scheduler.settle import Settled, Settlement, follow_events
 from taskmill_core.scheduler.signals import Lifecycle, Wakeup, WriteGate
 from taskmill_core.scheduler.submitting import Submitter
 from taskmill_core.scheduler.upkeep import Upkeep
@@ -50,6 +50,10 @@ class _Claims:
 
     events: list[Event] = field(default_factory=list)
     follow: Follow = field(default_factory=Follow)
+    settled: list[Settled] = field(default_factory=list)
+    saved: list[Run] = field(default_factory=list)  # runs whose kept checkpoint was written
+    next_expiry: int | None = None
+    expired: bool = False  # next_expiry was recomputed
     started: list[Started] = field(default_factory=list)
     preempt: list[tuple[int, int]] = field(default_factory=list)
     wake_at: int | None = None
@@ -158,8 +162,6 @@ class Dispatcher:
         claims = _Claims()
         submits = self._submitter.take_queued()
         finished, runner.finished = runner.finished, []
-        next_expiry = self.next_expiry
-        saved: list[Run] = []
         settlement = self._settlement
         store = self._store
         try:
@@ -169,30 +171,36 @@ class Dispatcher:
                 for run in self._running.values():
                     if run.unsaved_checkpoint:
                         store.save_checkpoint(run.id, run.checkpoint)
-                        run.unsaved_checkpoint = False
-                        saved.append(run)
-                for run, _, _ in finished:
-                    if run.unsaved_checkpoint:
-                        store.save_checkpoint(run.id, run.checkpoint)
+                        claims.saved.append(run)
                 completed = settlement.complete_plain(finished, now)
                 for run, end, value in finished:
-                    settlement.settle(run, end, value, now, claims.follow, claims.events, completed)
+                    settlement.settle(
+                        run,
+                        end,
+                        value,
+                        now,
+                        claims.follow,
+                        claims.events,
+                        completed,
+                        claims.settled,
+                    )
                 self._expire_and_claim(now, claims)
         except BaseException as exc:
             for ps in submits:
                 ps.error = ps.error or exc
                 ps.done.set()
-            # Rolled back: hand back what this tick took, for the next one to write. (What
-            # settling told the IO governor and the duration model stays told: a run settled
-            # twice counts twice in those averages, nothing more.)
-            for run in saved:
-                run.unsaved_checkpoint = True
-            for run, _, _ in finished:
-                self._running[run.id] = run
+            # Rolled back: nothing in memory changed yet but the IO the decision admitted;
+            # hand back the run ends for the next tick to write.
             runner.finished = finished + runner.finished
-            self.next_expiry = next_expiry
             self._io.give_back_admissions(now)
             raise
+        # Committed: now the in-memory effects, the runs that ended first (a requeued task
+        # may start again in this very tick).
+        for run in claims.saved:
+            run.unsaved_checkpoint = False
+        settlement.apply(claims.settled)
+        if claims.expired:
+            self.next_expiry = claims.next_expiry
         # Submitters first: woken before any event is published, they answer (a sidecar
         # writes the responses) before the forwarder sends these tasks' events.
         when_durable = self._durability.when_durable
@@ -228,18 +236,25 @@ class Dispatcher:
             for tid, ttype in self._store.expire_due(now):
                 self._io.forget(tid)
                 claims.events.append(TaskExpired(id=tid, type=ttype))
-            self.next_expiry = self._store.next_expiry()
+            claims.next_expiry = self._store.next_expiry()
+            claims.expired = True
         pauses = self._settings.pauses
         if self._lifecycle.closing or pauses.paused or self._bus.saturated:
             return
+        # The runs this tick settled still hold their slots in memory until the commit;
+        # the decision sees them gone, as the database does.
+        runs = self._running
+        if claims.settled:
+            ended = {run.id for run, _, _ in claims.settled}
+            runs = {i: r for i, r in runs.items() if i not in ended}
         limits = self._limits()
         # Enough rows to fill the free slots and to look past a few candidates that limits
         # hold back (or that may preempt); when that is not enough, a second, wider read.
-        window = max(0, limits.max_concurrency - len(self._running)) + 8
+        window = max(0, limits.max_concurrency - len(runs)) + 8
         types = self._registry.types()
         ready = self._store.ready(now, types, pauses.groups, pauses.types, window)
         candidates = [
-            Candidate(r.id, r.type, r.priority, r.group) for r in ready if r.id not in self._running
+            Candidate(r.id, r.type, r.priority, r.group) for r in ready if r.id not in runs
         ]
         claims.candidates_found = bool(candidates)
         if not candidates:
@@ -254,7 +269,7 @@ class Dispatcher:
                 r.stop_reason is not None,
                 r.stop_for if r.stop_reason == "preempted" else None,
             )
-            for r in self._running.values()
+            for r in runs.values()
         ]
         decision = decide(candidates, running, limits, now, self._io.admission(ready, types, now))
         start = decision.start
@@ -271,7 +286,7 @@ class Dispatcher:
             extra = [
                 Candidate(r.id, r.type, r.priority, r.group)
                 for r in more
-                if r.id not in seen and r.id not in self._running
+                if r.id not in seen and r.id not in runs
             ]
             if extra:
                 running += [RunningTask(c.id, c.type, c.priority, c.group, now) for c in start]

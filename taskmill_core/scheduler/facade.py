@@ -142,7 +142,6 @@ class Scheduler:
         self._settlement = Settlement(
             store=self._store,
             running=self._runner.running,
-            io=self._io,
             durations=durations,
             rng=rng or random.Random(),
             on_final=self._upkeep.note_final,

@@ -3,8 +3,10 @@
 A claimed task becomes a :class:`~taskmill_core.runs.Run`, handed to a long-lived worker that
 awaits the executor inside a cancel scope. A stop (cancel, preempt, pause, shutdown, timeout)
 cancels that scope; how the executor ended goes to :attr:`Runner.finished`, which the next
-dispatch tick settles. The runner is also the :class:`~taskmill_core.runs.RunHost` every
-``TaskContext`` talks to: progress, checkpoints and IO of the runs it holds.
+dispatch tick settles. The IO a run held is released the moment it ends (its executor no
+longer moves bytes), once, whatever becomes of the tick that records it. The runner is also
+the :class:`~taskmill_core.runs.RunHost` every ``TaskContext`` talks to: progress, checkpoints
+and IO of the runs it holds.
 """
 
 from __future__ import annotations
@@ -120,8 +122,8 @@ class Runner:
             self._durations.seed(s.type, self._store.recent_durations(s.type, 20))
         self._progress_event.set()
         if reg is None:  # unregistered between claim and launch
-            self.finished.append((run, "stopped", None))
             run.stop_reason = "shutdown"
+            self._ended(run, "stopped", None)
             return
         self.queue_run(run, reg.fn)
 
@@ -202,8 +204,16 @@ class Runner:
     def _record(self, run: Run, end: RunEnd, value: Any) -> None:
         """Hand a run's end to the next tick (unless it was abandoned: its slot is gone)."""
         if not run.abandoned:
-            self.finished.append((run, end, value))
+            self._ended(run, end, value)
             self._wake()
+
+    def _ended(self, run: Run, end: RunEnd, value: Any) -> None:
+        """The run is over: the IO governor settles what it prepaid (and learns its cost),
+        and the next tick records how it ended."""
+        io = run.io if run.io.total() else None
+        if run.io_admitted or io is not None:
+            self._io.run_ended(run, io)
+        self.finished.append((run, end, value))
 
     # --- stopping -------------------------------------------------------------------------
 
@@ -237,7 +247,7 @@ class Runner:
                 # The executor ignored cancellation past the hard deadline: free its slot.
                 log.warning("executor did not stop in time; abandoning it", id=run.id)
                 run.abandoned = True
-                self.finished.append((run, "stopped", None))
+                self._ended(run, "stopped", None)
 
     def next_deadline(self) -> int | None:
         """The earliest timeout or stop grace among the runs."""

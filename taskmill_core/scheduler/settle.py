@@ -5,7 +5,9 @@ completes the task (the plain ones all in one statement), an error retries it or
 (the decision is :func:`~taskmill_core.retry.decide_failure`, pure), an interruption
 (preempt, pause, shutdown) puts it back to wait with no retry used, and a run whose task was
 cancelled or superseded meanwhile is only forgotten. The events each transition causes are
-collected for the tick to publish after its commit.
+collected for the tick to publish after its commit, and so are the in-memory effects
+(:meth:`Settlement.apply`: the run leaves the running set, the duration model learns from
+it, pruning counts it): a tick the database rejects leaves them untouched.
 """
 
 from __future__ import annotations
@@ -21,7 +23,6 @@ from taskmill_core.errors import ExecutorError, RetryableError
 from taskmill_core.progress import DurationModel
 from taskmill_core.retry import decide_failure
 from taskmill_core.runs import FINAL_STOPS, Run, RunEnd
-from taskmill_core.scheduler.iobridge import IoBridge
 from taskmill_core.scheduler.runner import Finished
 from taskmill_core.store import Follow, SqliteStore
 from taskmill_core.types import (
@@ -34,11 +35,15 @@ from taskmill_core.types import (
     TaskUpdated,
 )
 
-__all__ = ["Settlement", "follow_events"]
+__all__ = ["Settled", "Settlement", "follow_events"]
 
 log = structlog.get_logger("taskmill.scheduler")
 
 _decode_backoff = msgspec.json.Decoder(Backoff).decode
+
+Settled = tuple[Run, int | None, bool]
+"""A run recorded in a tick, for :meth:`Settlement.apply` after the commit: the run, the
+duration the model learns (successes only), and whether its task became final."""
 
 
 class Settlement:
@@ -49,14 +54,12 @@ class Settlement:
         *,
         store: SqliteStore,
         running: dict[int, Run],
-        io: IoBridge,
         durations: DurationModel,
         rng: random.Random,
         on_final: Callable[[], None],
     ) -> None:
         self._store = store
         self._running = running
-        self._io = io
         self._durations = durations
         self._rng = rng
         self._on_final = on_final
@@ -85,16 +88,15 @@ class Settlement:
         follow: Follow,
         events: list[Event],
         completed: set[int],
+        settled: list[Settled],
     ) -> None:
         """Record how a run ended; ``completed`` holds the runs :meth:`complete_plain` has
-        already written as completed."""
-        self._running.pop(run.id, None)
-        io = run.io if run.io.total() else None
-        if run.io_admitted or io is not None:
-            self._io.run_ended(run, io)
+        already written as completed. What is to happen in memory goes to ``settled``."""
         reason = run.stop_reason
         if reason in FINAL_STOPS:
+            settled.append((run, None, False))
             return  # already final in the database; its result is discarded
+        io = run.io if run.io.total() else None
         duration = max(0, now - run.run_started)
         if end == "ok":
             state = (
@@ -110,7 +112,7 @@ class Settlement:
                 )
             )
             if state == "completed":
-                self._final(run.type, duration)
+                settled.append((run, duration, True))
                 events.append(
                     TaskCompleted(
                         id=run.id,
@@ -121,11 +123,14 @@ class Settlement:
                     )
                 )
             else:
+                settled.append((run, None, False))
                 events.append(TaskUpdated(task=self._store.get(run.id)))
             return
         if end == "stopped" and reason == "paused":
+            settled.append((run, None, False))
             return  # recorded when the pause was asked for
         if end == "stopped" and (reason == "preempted" or reason == "shutdown"):
+            settled.append((run, None, False))
             self._store.interrupt(run.id, "pending")
             if reason == "preempted":
                 assert run.stop_for is not None
@@ -133,7 +138,7 @@ class Settlement:
             return
         if end == "stopped" and reason == "timeout":
             value = RetryableError(f"timed out after {run.timeout_ms} ms", kind="timeout")
-        self._fail(run, value, now, duration, io, follow, events)
+        self._fail(run, value, now, duration, io, follow, events, settled)
 
     def _fail(
         self,
@@ -144,6 +149,7 @@ class Settlement:
         io: Any,
         follow: Follow,
         events: list[Event],
+        settled: list[Settled],
     ) -> None:
         outcome = decide_failure(
             exc,
@@ -166,9 +172,8 @@ class Settlement:
             io_actual=io,
             follow=follow,
         )
-        if state != "pending":
-            self._final(run.type, None)
-        elif retry_at is None:
+        settled.append((run, None, state != "pending"))
+        if state == "pending" and retry_at is None:
             retry_at = now  # a requeue outlived the failure: it runs again at once
         events.append(
             TaskFailed(
@@ -182,10 +187,16 @@ class Settlement:
             )
         )
 
-    def _final(self, task_type: str, duration: int | None) -> None:
-        if duration is not None:
-            self._durations.observe(task_type, duration)
-        self._on_final()
+    def apply(self, settled: list[Settled]) -> None:
+        """After the commit: the runs leave the running set, the duration model learns, and
+        final tasks count towards pruning."""
+        running = self._running
+        for run, duration, final in settled:
+            running.pop(run.id, None)
+            if duration is not None:
+                self._durations.observe(run.type, duration)
+            if final:
+                self._on_final()
 
 
 def follow_events(store: SqliteStore, follow: Follow) -> list[Event]:
