@@ -32,18 +32,18 @@ class Durability:
         self._bus = bus
         self.full = full
         self._synced = 0  # store commits covered by the last completed fsync
-        self._held: list[Event] = []  # events waiting for that fsync, in order
+        self._unsynced_events: list[Event] = []  # events waiting for that fsync, in order
         self._after_sync: list[Callable[[], None]] = []
         self._sync_wanted = anyio.Event()
         self.publish: Callable[[Event], None] = self._publish_full if full else bus.publish
 
     def _sync_due(self) -> bool:
         """Something committed or held since the last fsync (durability "full")."""
-        return bool(self._held) or self._store.commits != self._synced
+        return bool(self._unsynced_events) or self._store.commits != self._synced
 
     def _publish_full(self, event: Event) -> None:
         if self._sync_due():
-            self._held.append(event)
+            self._unsynced_events.append(event)
             self._sync_wanted.set()
             return
         self._bus.publish(event)
@@ -78,7 +78,7 @@ class Durability:
         first (a submitter answers before its task's events), then the events, in order."""
         target = self._store.commits
         callbacks, self._after_sync = self._after_sync, []
-        events, self._held = self._held, []
+        events, self._unsynced_events = self._unsynced_events, []
         if target != self._synced:
             # Shielded: what was taken off the lists above must be released, even when the
             # scheduler closes while the fsync runs.
