@@ -64,6 +64,9 @@ class Run:
     io_admitted: bool = False  # the IO governor admitted it (holds its expected bytes)
     result_json: bytes = b"null"  # what a successful run returned, encoded
     info: TaskInfo | None = None  # read when the executor first asks (TaskContext.task)
+    # What recording its end decided, applied after the tick's commit (settle.Settlement):
+    final: bool = False  # its task became final
+    learned_ms: int | None = None  # a success's duration, for the duration model
 
     @property
     def timeout_at(self) -> int | None:

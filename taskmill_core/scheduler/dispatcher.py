@@ -28,7 +28,7 @@ from taskmill_core.scheduler.durability import Durability
 from taskmill_core.scheduler.iobridge import IO_RETRY_MS, IoBridge
 from taskmill_core.scheduler.runner import Runner
 from taskmill_core.scheduler.settings import Settings
-from taskmill_core.scheduler.settle import Settled, Settlement, follow_events
+from taskmill_core.scheduler.settle import Settlement, follow_events
 from taskmill_core.scheduler.signals import Lifecycle, Wakeup, WriteGate
 from taskmill_core.scheduler.submitting import Submitter
 from taskmill_core.scheduler.upkeep import Upkeep
@@ -50,7 +50,7 @@ class _Claims:
 
     events: list[Event] = field(default_factory=list)
     follow: Follow = field(default_factory=Follow)
-    settled: list[Settled] = field(default_factory=list)
+    settled: list[Run] = field(default_factory=list)  # recorded; apply() after the commit
     saved: list[Run] = field(default_factory=list)  # runs whose kept checkpoint was written
     next_expiry: int | None = None
     expired: bool = False  # next_expiry was recomputed
@@ -245,7 +245,7 @@ class Dispatcher:
         # the decision sees them gone, as the database does.
         runs = self._running
         if claims.settled:
-            ended = {run.id for run, _, _ in claims.settled}
+            ended = {run.id for run in claims.settled}
             runs = {i: r for i, r in runs.items() if i not in ended}
         limits = self._limits()
         # Enough rows to fill the free slots and to look past a few candidates that limits

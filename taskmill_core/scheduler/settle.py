@@ -35,15 +35,11 @@ from taskmill_core.types import (
     TaskUpdated,
 )
 
-__all__ = ["Settled", "Settlement", "follow_events"]
+__all__ = ["Settlement", "follow_events"]
 
 log = structlog.get_logger("taskmill.scheduler")
 
 _decode_backoff = msgspec.json.Decoder(Backoff).decode
-
-Settled = tuple[Run, int | None, bool]
-"""A run recorded in a tick, for :meth:`Settlement.apply` after the commit: the run, the
-duration the model learns (successes only), and whether its task became final."""
 
 
 class Settlement:
@@ -88,13 +84,15 @@ class Settlement:
         follow: Follow,
         events: list[Event],
         completed: set[int],
-        settled: list[Settled],
+        settled: list[Run],
     ) -> None:
         """Record how a run ended; ``completed`` holds the runs :meth:`complete_plain` has
-        already written as completed. What is to happen in memory goes to ``settled``."""
+                already written as completed. The runs recorded go to ``settled``, for :meth:`apply`
+        after the commit (``run.final``, ``run.learned_ms`` say what it will do)."""
+        run.final, run.learned_ms = False, None  # (a rolled-back tick may have set them)
         reason = run.stop_reason
         if reason in FINAL_STOPS:
-            settled.append((run, None, False))
+            settled.append(run)
             return  # already final in the database; its result is discarded
         io = run.io if run.io.total() else None
         duration = max(0, now - run.run_started)
@@ -112,7 +110,8 @@ class Settlement:
                 )
             )
             if state == "completed":
-                settled.append((run, duration, True))
+                run.learned_ms, run.final = duration, True
+                settled.append(run)
                 events.append(
                     TaskCompleted(
                         id=run.id,
@@ -123,14 +122,14 @@ class Settlement:
                     )
                 )
             else:
-                settled.append((run, None, False))
+                settled.append(run)
                 events.append(TaskUpdated(task=self._store.get(run.id)))
             return
         if end == "stopped" and reason == "paused":
-            settled.append((run, None, False))
+            settled.append(run)
             return  # recorded when the pause was asked for
         if end == "stopped" and (reason == "preempted" or reason == "shutdown"):
-            settled.append((run, None, False))
+            settled.append(run)
             self._store.interrupt(run.id, "pending")
             if reason == "preempted":
                 assert run.stop_for is not None
@@ -149,7 +148,7 @@ class Settlement:
         io: Any,
         follow: Follow,
         events: list[Event],
-        settled: list[Settled],
+        settled: list[Run],
     ) -> None:
         outcome = decide_failure(
             exc,
@@ -172,7 +171,8 @@ class Settlement:
             io_actual=io,
             follow=follow,
         )
-        settled.append((run, None, state != "pending"))
+        run.final = state != "pending"
+        settled.append(run)
         if state == "pending" and retry_at is None:
             retry_at = now  # a requeue outlived the failure: it runs again at once
         events.append(
@@ -187,15 +187,15 @@ class Settlement:
             )
         )
 
-    def apply(self, settled: list[Settled]) -> None:
+    def apply(self, settled: list[Run]) -> None:
         """After the commit: the runs leave the running set, the duration model learns, and
         final tasks count towards pruning."""
         running = self._running
-        for run, duration, final in settled:
+        for run in settled:
             running.pop(run.id, None)
-            if duration is not None:
-                self._durations.observe(run.type, duration)
-            if final:
+            if run.learned_ms is not None:
+                self._durations.observe(run.type, run.learned_ms)
+            if run.final:
                 self._on_final()
 
 
