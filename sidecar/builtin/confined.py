@@ -97,6 +97,8 @@ class Directory:
 
     def _name(self, name: str) -> str:
         """What to hand the OS for ``name``: the name itself with ``dir_fd``, else a full path."""
+        if not name or name in (".", "..") or "/" in name or os.sep in name:
+            raise ValueError(f"not a single path component: {name!r}")
         return name if _AT else os.path.join(self.path, name)
 
     def _full(self, name: str) -> str:
@@ -117,18 +119,20 @@ class Directory:
         if not _AT:
             return self._open_dir_by_path(name)
         try:
-            fd = os.open(name, _DIR_FLAGS, dir_fd=self._fd)
+            fd = os.open(self._name(name), _DIR_FLAGS, dir_fd=self._fd)
         except NotADirectoryError:
-            # O_NOFOLLOW | O_DIRECTORY fails with ENOTDIR for a symlink too (Linux); without
-            # O_DIRECTORY a symlink gives ELOOP for sure, and a directory is taken as it is now.
-            fd = self._open_regardless(name)
+            # O_NOFOLLOW | O_DIRECTORY fails with ENOTDIR for a symlink too (Linux), so which
+            # was it? Without O_DIRECTORY a symlink surely gives ELOOP.
+            fd = self._open_dir_again(name)
         except OSError as exc:
             raise self._refusal(name, exc) from None
         return Directory(self.scope, self.path / name, fd)
 
-    def _open_regardless(self, name: str) -> int:
+    def _open_dir_again(self, name: str) -> int:
+        """Open ``name`` without ``O_DIRECTORY`` (never following a symlink, never blocking)
+        and keep it if it is a directory by now."""
         try:
-            fd = os.open(name, _READ_FLAGS, dir_fd=self._fd)
+            fd = os.open(self._name(name), _READ_FLAGS, dir_fd=self._fd)
         except OSError as exc:
             raise self._refusal(name, exc) from None
         if not stat.S_ISDIR(os.fstat(fd).st_mode):

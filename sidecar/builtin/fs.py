@@ -315,8 +315,8 @@ class _Walker:
         self.scope = scope
         self.after = after
         self.skipped = 0
+        self._root = root
         self._stack: list[tuple[Directory, Iterator[os.DirEntry[str]], tuple[str, ...]]] = []
-        self._push(root, ())
         self._it = self._walk()
 
     def _push(self, directory: Directory, rel: tuple[str, ...]) -> None:
@@ -344,6 +344,7 @@ class _Walker:
     def _walk(self) -> Iterator[Found]:
         after = self.after
         stack = self._stack
+        self._push(self._root, ())  # here, in the worker thread of the first batch
         while stack:
             directory, it, rel = stack[-1]
             entry = next(it, None)
@@ -379,6 +380,7 @@ class _Walker:
     def close(self) -> None:
         while self._stack:
             self._stack.pop()[0].close()
+        self._root.close()
 
 
 async def scan(ctx: TaskContext, payload: Any, *, scope: PathScope) -> dict[str, Any]:
@@ -402,24 +404,26 @@ async def scan(ctx: TaskContext, payload: Any, *, scope: PathScope) -> dict[str,
         if exc.kind == "notADirectory":
             raise PermanentError(f"root {p.root!r} is not a directory", kind=exc.kind) from None
         raise
-    walker = _Walker(root, p.glob, scope, None)
-    try:
-        return await _scan(ctx, p, walker)
-    finally:
-        walker.close()
-
-
-async def _scan(ctx: TaskContext, p: ScanPayload, walker: _Walker) -> dict[str, Any]:
-    priority = p.child_priority if p.child_priority is not None else ctx.task.priority
-
-    files = total = children = 0
     state = ctx.resume_state
-    if (
+    if not (
         p.child_type is not None
         and isinstance(state, dict)
         and isinstance(state.get("after"), list)
     ):
-        walker.after = tuple(str(x) for x in state["after"])
+        state = None
+    walker = _Walker(root, p.glob, scope, tuple(map(str, state["after"])) if state else None)
+    try:
+        return await _scan(ctx, p, walker, state)
+    finally:
+        walker.close()
+
+
+async def _scan(
+    ctx: TaskContext, p: ScanPayload, walker: _Walker, state: dict[str, Any] | None
+) -> dict[str, Any]:
+    priority = p.child_priority if p.child_priority is not None else ctx.task.priority
+    files = total = children = 0
+    if state is not None:
         files, total, children = (int(state.get(k, 0)) for k in ("files", "bytes", "children"))
 
     while True:
