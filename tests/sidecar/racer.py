@@ -6,8 +6,9 @@
     python -m tests.sidecar.racer exchange <a> <b> <seconds>
         <a> and <b> trade places, atomically, with renameat2(RENAME_EXCHANGE) (Linux only)
 
-It runs until SIGTERM or until <seconds> have passed, then writes the number of swaps it made
-to stdout, so a test can show that the race was live while the executors ran.
+It writes "ready" once SIGTERM will stop it cleanly, runs until SIGTERM or until <seconds> have
+passed, then writes the number of swaps it made, so a test can show that the race was live
+while the executors ran.
 """
 
 from __future__ import annotations
@@ -78,6 +79,8 @@ def main(argv: list[str]) -> int:
     mode, a, b, seconds = argv
     deadline = time.monotonic() + float(seconds)
     signal.signal(signal.SIGTERM, _stop)
+    sys.stdout.write("ready\n")  # the test starts its tasks only now
+    sys.stdout.flush()
     swaps = (flip if mode == "flip" else exchange)(a, b, deadline)
     sys.stdout.write(f"{swaps}\n")
     return 0

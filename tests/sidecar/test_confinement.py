@@ -101,13 +101,15 @@ def racing(mode: str, a: Path, b: Path) -> Iterator[None]:
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
     )
+    assert proc.stdout is not None
     try:
+        assert proc.stdout.readline() == b"ready\n", "the attacker did not start"
         yield
     finally:
         proc.terminate()
         out, err = proc.communicate(timeout=10)
     assert proc.returncode == 0, err.decode()
-    assert int(out) > 1000, "the attacker hardly ran: the race proves nothing"
+    assert int(out) > 1000, f"the attacker hardly ran ({int(out)} swaps): the race proves nothing"
 
 
 def run_all(sc: Sidecar, tasks: list[dict[str, Any]]) -> list[dict[str, Any]]:
