@@ -232,6 +232,19 @@ async def test_copy_resumes_from_checkpoint(root: Path) -> None:
     assert ctx.io["disk_read"] == 3 * MiB and (root / "dst").read_bytes() == data
 
 
+async def test_copy_never_resumes_into_a_part_file_linked_outside(
+    root: Path, outside: Path
+) -> None:
+    data = blob(2 * MiB)
+    (root / "src").write_bytes(data)
+    os.link(outside / "secret.txt", part_of(root / "dst"))  # planted, with a checkpoint to match
+    ctx = FakeContext(resume_state={"offset": 3})
+    await copy(ctx, {"src": str(root / "src"), "dst": str(root / "dst")}, scope=PathScope([root]))
+    assert (root / "dst").read_bytes() == data
+    assert (outside / "secret.txt").read_bytes() == b"secret"
+    assert ctx.io["disk_read"] == len(data)  # started over in a new part file
+
+
 async def test_copy_interrupted_then_resumed(root: Path) -> None:
     data = blob(6 * MiB, seed=7)
     (root / "src").write_bytes(data)
@@ -542,6 +555,21 @@ async def test_download_resumes_with_range(root: Path, server: FileServer) -> No
     ctx = FakeContext(resume_state={"url": url, "offset": len(data)})
     await download(ctx, {"url": url, "dst": str(dst)}, scope=PathScope([root]))
     assert dst.read_bytes() == data and ctx.io["net_rx"] == 0
+
+
+async def test_download_never_resumes_into_a_part_file_linked_outside(
+    root: Path, outside: Path, server: FileServer
+) -> None:
+    data = blob(MiB, seed=5)
+    server.files["/f.bin"] = data
+    dst = root / "f.bin"
+    os.link(outside / "secret.txt", part_of(dst))
+    url = server.url("/f.bin")
+    ctx = FakeContext(resume_state={"url": url, "offset": 3})
+    await download(ctx, {"url": url, "dst": str(dst)}, scope=PathScope([root]))
+    assert dst.read_bytes() == data and ctx.io["net_rx"] == len(data)
+    assert (outside / "secret.txt").read_bytes() == b"secret"
+    assert server.requests[-1] == ("/f.bin", None)  # no Range: nothing of the part was kept
 
 
 async def test_download_http_errors(tmp_path: Path, root: Path, server: FileServer) -> None:

@@ -1,7 +1,9 @@
 """The sidecar's built-in executors beyond ``noop`` and ``sleep`` (PROTOCOL.md).
 
 ``fs.copy``, ``fs.hash``, ``fs.scan`` and ``http.download`` are confined to a
-:class:`PathScope` (the ``--allow-path`` roots), checked when each task runs; ``process.run``
+:class:`PathScope` (the ``--allow-path`` roots), checked when each task runs and then reached
+through descriptors of the root (:mod:`sidecar.builtin.confined`), so a name swapped for a
+symlink in the meantime is refused rather than followed; ``process.run``
 exists only when programs were allowed with ``--allow-program``. The sidecar adds what
 :func:`builtin_executors` returns to its scheduler's registry.
 """

@@ -1,8 +1,10 @@
 """``http.download {url, dst, sha256?}``: a resumable HTTP(S) download, stdlib only.
 
-The body streams into ``<dst>.taskmill-part``; the checkpoint ``{"url", "offset",
-"validator"}`` lets the next run ask for the rest with ``Range: bytes=<offset>-`` (and
-``If-Range`` with the strong ETag or Last-Modified it saw, so a changed file starts over).
+The body streams into ``<dst>.taskmill-part`` (created, and at the end renamed over ``dst``,
+within the descriptor of ``dst``'s directory: :mod:`sidecar.builtin.confined`); the checkpoint
+``{"url", "offset", "validator"}`` lets the next run ask for the rest with
+``Range: bytes=<offset>-`` (and ``If-Range`` with the strong ETag or Last-Modified it saw, so a
+changed file starts over).
 A ``206`` appends, a ``200`` starts again from byte 0. The file is fsynced, checked against
 ``sha256`` when one is given, and renamed over ``dst`` (an existing ``dst`` is replaced).
 
@@ -40,16 +42,16 @@ import anyio.to_thread
 import msgspec
 from msgspec import Meta
 
+from sidecar.builtin import confined
 from sidecar.builtin._files import (
     CHECKPOINT_BYTES,
     CHUNK,
     PART_SUFFIX,
     decode_payload,
-    open_part,
     os_errors,
-    publish,
     resume_offset,
 )
+from sidecar.builtin.confined import Directory
 from sidecar.builtin.scope import PathScope
 from taskmill_core.context import TaskContext
 from taskmill_core.errors import PermanentError, RetryableError
@@ -242,13 +244,26 @@ async def download(ctx: TaskContext, payload: Any, *, scope: PathScope) -> dict[
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise PermanentError(f"url must be an http or https URL: {p.url!r}", kind="invalidPayload")
     dst = scope.check(p.dst, field="dst")
-    partpath = scope.check(str(dst) + PART_SUFFIX, field="dst")
+    scope.check(str(dst) + PART_SUFFIX, field="dst")
+    with os_errors("cannot write the download"):
+        directory, name = await anyio.to_thread.run_sync(
+            lambda: confined.open_parent(scope, p.dst, field="dst", create=True)
+        )
+    with directory:
+        return await _download(ctx, p, directory, name)
+
+
+async def _download(
+    ctx: TaskContext, p: DownloadPayload, directory: Directory, name: str
+) -> dict[str, Any]:
+    """The download into ``<name>.taskmill-part`` in ``directory``, then renamed to ``name``."""
+    partname = name + PART_SUFFIX
     state = ctx.resume_state
     offset = resume_offset(state, url=p.url)
     validator = state.get("validator") if offset and isinstance(state, dict) else None
 
     with os_errors("cannot write the download"):
-        f, offset = await anyio.to_thread.run_sync(open_part, partpath, offset)
+        f, offset = await anyio.to_thread.run_sync(directory.open_part, partname, offset)
     part = _Part(f, p.sha256 is not None)
     exchange = _Exchange()
     done = offset
@@ -339,7 +354,7 @@ async def download(ctx: TaskContext, payload: Any, *, scope: PathScope) -> dict[
             ctx.checkpoint({**checkpoint, "offset": done})
         else:
             with anyio.CancelScope(shield=True):
-                await anyio.to_thread.run_sync(_unlink, partpath)
+                await anyio.to_thread.run_sync(directory.unlink, partname)
         raise
     finally:
         exchange.release()
@@ -347,20 +362,15 @@ async def download(ctx: TaskContext, payload: Any, *, scope: PathScope) -> dict[
 
     digest = part.hasher.hexdigest() if part.hasher is not None else None
     if p.sha256 is not None and digest != p.sha256.lower():
-        await anyio.to_thread.run_sync(_unlink, partpath)
+        await anyio.to_thread.run_sync(directory.unlink, partname)
         ctx.checkpoint(None)
         raise PermanentError(
             f"sha256 of {p.url} is {digest}, expected {p.sha256.lower()}", kind="checksumMismatch"
         )
     with os_errors("cannot move the download into place"):
-        await anyio.to_thread.run_sync(lambda: publish(partpath, dst, overwrite=True))
+        await anyio.to_thread.run_sync(lambda: directory.publish(partname, name, overwrite=True))
     ctx.progress(1.0, bytes_done=done, bytes_total=done)
     result: dict[str, Any] = {"bytes": done, "dst": p.dst}
     if digest is not None:
         result["sha256"] = digest
     return result
-
-
-def _unlink(path: os.PathLike[str]) -> None:
-    with contextlib.suppress(FileNotFoundError):
-        os.unlink(path)

@@ -5,6 +5,11 @@ can change in between. The check is lexical first (absolute, no ``..`` component
 then real: symlinks are resolved and the result must lie inside a root, itself resolved once
 when the scope is built. A destination that does not exist yet resolves through its nearest
 existing ancestor, so a symlinked parent directory cannot smuggle a write out of the scope.
+
+The check alone only says where a path led when it was made: opening it again by name could go
+elsewhere. :meth:`PathScope.locate` hands the root and the components below it to
+:mod:`sidecar.builtin.confined`, which opens them from a descriptor of the root without
+following symlinks; that is what confines the executors against a concurrent writer.
 """
 
 from __future__ import annotations
@@ -20,6 +25,10 @@ __all__ = ["PathScope"]
 
 def _norm(path: Path) -> str:
     return os.path.normcase(str(path))
+
+
+def _under(key: str, root: str) -> bool:
+    return key == root or key.startswith(root if root.endswith(os.sep) else root + os.sep)
 
 
 class PathScope:
@@ -60,13 +69,21 @@ class PathScope:
             )
         return resolved
 
+    def locate(self, path: str, *, field: str = "path") -> tuple[Path, tuple[str, ...]]:
+        """The root that ``path`` resolves inside and the components of the resolved path below
+        it (empty for the root itself). Raises as :meth:`check` does."""
+        resolved = self.check(path, field=field)
+        key = _norm(resolved)
+        best = max(
+            (r for r, k in zip(self.roots, self._keys, strict=True) if _under(key, k)),
+            key=lambda r: len(r.parts),
+        )
+        return best, resolved.parts[len(best.parts) :]
+
     def contains(self, resolved: Path) -> bool:
         """Whether an already resolved path lies inside (or is) one of the roots."""
         key = _norm(resolved)
-        for root in self._keys:
-            if key == root or key.startswith(root if root.endswith(os.sep) else root + os.sep):
-                return True
-        return False
+        return any(_under(key, root) for root in self._keys)
 
     def is_inside(self, path: str | os.PathLike[str]) -> bool:
         """Whether ``path`` resolves (symlinks followed) inside the scope."""
