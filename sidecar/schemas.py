@@ -185,7 +185,7 @@ def openrpc_document() -> dict[str, Any]:
         "info": {
             "title": "Taskmill sidecar",
             "version": __version__,
-            "description": "JSON-RPC 2.0 over newline-delimited stdio; see PROTOCOL.md.",
+            "description": "JSON-RPC 2.0 over newline-delimited stdio; see docs/protocol.md.",
             "x-protocol-version": P.PROTOCOL_VERSION,
         },
         "methods": methods,
