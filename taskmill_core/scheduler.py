@@ -54,7 +54,16 @@ from taskmill_core.iogovernor import GovernorSettings, IoGovernor
 from taskmill_core.iomonitor import RESOURCES, IoMonitor, IoSample, Resource, Sampler
 from taskmill_core.progress import DurationModel, RunProgress
 from taskmill_core.retry import DEFAULT_BACKOFF, backoff_delay_ms
-from taskmill_core.store import Follow, Prepared, Ready, SqliteStore, Started, Submitted, prepare
+from taskmill_core.store import (
+    Follow,
+    Prepared,
+    Ready,
+    SqliteStore,
+    Started,
+    Submitted,
+    Tx,
+    prepare,
+)
 from taskmill_core.types import (
     MAX_SAFE_INT,
     ErrorInfo,
@@ -400,7 +409,8 @@ class Scheduler:
         self._load_settings()
         if self._load_entry_points:
             self._registry.load_entry_points()
-        self.recovered = self._store.recover()
+        with self._store.transaction() as tx:
+            self.recovered = self._store.recover(tx)
         if self.recovered:
             log.info("recovered interrupted tasks", count=self.recovered)
         self._next_expiry = self._store.next_expiry()
@@ -456,7 +466,8 @@ class Scheduler:
             self.config = msgspec.convert(merged, SchedulerConfig)
 
     def _save_pauses(self) -> None:
-        self._store.put_setting(_PAUSES_KEY, msgspec.json.encode(self._pauses))
+        with self._store.transaction() as tx:
+            self._store.put_setting(tx, _PAUSES_KEY, msgspec.json.encode(self._pauses))
 
     async def configure(self, **changes: Any) -> SchedulerConfig:
         """Change settings (snake_case or camelCase names); persisted, effective at once.
@@ -484,7 +495,8 @@ class Scheduler:
         except msgspec.ValidationError as exc:
             raise InvalidParams(str(exc).split(" - at `")[0], _validation_path(exc)) from None
         self.config = new
-        self._store.put_setting(_CONFIG_KEY, msgspec.json.encode(persisted))
+        with self._store.transaction() as tx:
+            self._store.put_setting(tx, _CONFIG_KEY, msgspec.json.encode(persisted))
         if any(_camel(name) == "io" for name in changes):
             self._gov.configure(new.io)
         self._wake()
@@ -600,7 +612,8 @@ class Scheduler:
             # A few requests (an interactive client): written at once, like a lone submit,
             # so that a request the client sends next sees them.
             follow = Follow()
-            self._write_submits([ps for _, ps in queued], follow)
+            with self._store.transaction() as tx:
+                self._write_submits(tx, [ps for _, ps in queued], follow)
             for _, ps in queued:
                 if ps.error is None:
                     self._after_submit(ps.prepared, ps.results)
@@ -746,10 +759,10 @@ class Scheduler:
         follow = Follow()
         results: list[Submitted] = []
         async with self._holding_writes():
-            with self._store.transaction():
+            with self._store.transaction() as tx:
                 for start in range(0, len(prepared), BATCH_CHUNK):
                     chunk = prepared[start : start + BATCH_CHUNK]
-                    results += self._store.submit(chunk, now, follow, index_base=start)
+                    results += self._store.submit_in(tx, chunk, now, follow, index_base=start)
                     await pause()
                 await pause(force=True)  # the COMMIT of thousands of rows takes milliseconds
             with anyio.CancelScope(shield=True):  # committed: every task gets announced
@@ -836,7 +849,8 @@ class Scheduler:
     async def _cancel(self, task_id: int) -> None:
         await self._writes_allowed()
         follow = Follow()
-        _, cancelled = self._store.cancel(task_id, self.clock.now_ms(), follow)
+        with self._store.transaction() as tx:
+            _, cancelled = self._store.cancel(tx, task_id, self.clock.now_ms(), follow)
         for cid, ctype in cancelled:
             run = self._running.get(cid)
             if run is not None:
@@ -869,7 +883,8 @@ class Scheduler:
     async def set_priority(self, task_id: int, priority: int | str) -> TaskInfo:
         await self._writes_allowed()
         value = _priority(priority)
-        info = self._store.set_priority(task_id, value)
+        with self._store.transaction() as tx:
+            info = self._store.set_priority(tx, task_id, value)
         run = self._running.get(task_id)
         if run is not None:
             run.priority = value
@@ -882,13 +897,13 @@ class Scheduler:
     async def pause(self, task_id: int) -> TaskInfo:
         """Pause one task: a pending one waits, a running one is interrupted (no retry used)."""
         await self._writes_allowed()
-        with self._store.transaction():
+        with self._store.transaction() as tx:
             state = self._store.state_of(task_id)
             if state == "pending":
-                self._store.pause_pending(task_id)
+                self._store.pause_pending(tx, task_id)
                 self._gov.forget(task_id)
             elif state == "running" and task_id in self._running:
-                self._store.interrupt(task_id, "paused")
+                self._store.interrupt(tx, task_id, "paused")
             else:
                 raise InvalidState(
                     f"task {task_id} is {state}; only pending or running tasks can be paused",
@@ -905,7 +920,8 @@ class Scheduler:
 
     async def resume(self, task_id: int) -> TaskInfo:
         await self._writes_allowed()
-        info = self._store.resume(task_id)
+        with self._store.transaction() as tx:
+            info = self._store.resume(tx, task_id)
         self._publish(TaskUpdated(task=info))
         self._wake()
         await self._durable()
@@ -915,7 +931,8 @@ class Scheduler:
         """Run a failed or dead-lettered task again: same id, attempt 0."""
         await self._writes_allowed()
         self._check_open()
-        new_id, outcome, info = self._store.retry(task_id)
+        with self._store.transaction() as tx:
+            new_id, outcome, info = self._store.retry(tx, task_id)
         if info is not None:
             self._publish(TaskUpdated(task=info))
         self._wake()
@@ -1021,7 +1038,9 @@ class Scheduler:
         removed = 0
         while True:
             ids = await self._store.prunable(self.clock.now_ms(), keep, older_than_ms, PRUNE_BATCH)
-            removed += self._store.delete_final(ids)
+            if ids:
+                with self._store.transaction() as tx:
+                    removed += self._store.delete_final(tx, ids)
             if len(ids) < PRUNE_BATCH:
                 await self._durable()
                 return removed
@@ -1034,7 +1053,9 @@ class Scheduler:
             ids = await self._store.prunable(
                 self.clock.now_ms(), r.max_count, r.max_age_ms, PRUNE_BATCH
             )
-            self._store.delete_final(ids)
+            if ids:
+                with self._store.transaction() as tx:
+                    self._store.delete_final(tx, ids)
         except StorageError as exc:  # (disk full: the next round tries again)
             log.warning("pruning history failed", error=str(exc))
         finally:
@@ -1149,21 +1170,21 @@ class Scheduler:
         next_expiry = self._next_expiry
         saved: list[_Run] = []
         try:
-            with self._store.transaction():
+            with self._store.transaction() as tx:
                 if submits:
-                    self._write_submits(submits, step.follow)
+                    self._write_submits(tx, submits, step.follow)
                 for run in self._running.values():
                     if run.unsaved_checkpoint:
-                        self._store.save_checkpoint(run.id, run.checkpoint)
+                        self._store.save_checkpoint(tx, run.id, run.checkpoint)
                         run.unsaved_checkpoint = False
                         saved.append(run)
                 for run, _, _ in finished:
                     if run.unsaved_checkpoint:
-                        self._store.save_checkpoint(run.id, run.checkpoint)
-                completed = self._complete_plain(finished, now)
+                        self._store.save_checkpoint(tx, run.id, run.checkpoint)
+                completed = self._complete_plain(tx, finished, now)
                 for run, kind, value in finished:
-                    self._settle(run, kind, value, now, step.follow, step.events, completed)
-                self._expire_and_claim(now, step)
+                    self._settle(tx, run, kind, value, now, step.follow, step.events, completed)
+                self._expire_and_claim(tx, now, step)
         except BaseException as exc:
             for ps in submits:
                 ps.error = ps.error or exc
@@ -1221,10 +1242,10 @@ class Scheduler:
             self._wake()  # more queued than one tick takes: the next tick goes on at once
         return self._next_deadline(now, step.wake_at)
 
-    def _write_submits(self, submits: Sequence[_PendingSubmit], follow: Follow) -> None:
+    def _write_submits(self, tx: Tx, submits: Sequence[_PendingSubmit], follow: Follow) -> None:
         """Write submits, each on its own, in the current transaction: each gets its results
         or the error that undid only it."""
-        outcomes = self._store.submit_each([(ps.prepared, ps.now) for ps in submits], follow)
+        outcomes = self._store.submit_each(tx, [(ps.prepared, ps.now) for ps in submits], follow)
         for ps, outcome in zip(submits, outcomes, strict=True):
             if isinstance(outcome, Exception):
                 ps.error = outcome
@@ -1247,9 +1268,9 @@ class Scheduler:
         self._submits = []
         return queued
 
-    def _expire_and_claim(self, now: int, step: _Step) -> None:
+    def _expire_and_claim(self, tx: Tx, now: int, step: _Step) -> None:
         if self._next_expiry is not None and now >= self._next_expiry:
-            for tid, ttype in self._store.expire_due(now):
+            for tid, ttype in self._store.expire_due(tx, now):
                 self._gov.forget(tid)
                 step.events.append(TaskExpired(id=tid, type=ttype))
             self._next_expiry = self._store.next_expiry()
@@ -1316,7 +1337,7 @@ class Scheduler:
                     # The timer is only a safety net (and keeps the deferral alive).
                     retry_at = now + IO_RETRY_MS
                 step.wake_at = retry_at if step.wake_at is None else min(step.wake_at, retry_at)
-        step.started = self._store.start([c.id for c in start], now)
+        step.started = self._store.start(tx, [c.id for c in start], now)
         if self._io_admitted and len(step.started) < len(start):  # not claimed: give back
             self._give_back_admissions(now, keep=frozenset(x.id for x in step.started))
 
@@ -1506,7 +1527,7 @@ class Scheduler:
             run.scope.cancel()
         self._wake()
 
-    def _complete_plain(self, finished: list[tuple[_Run, str, Any]], now: int) -> set[int]:
+    def _complete_plain(self, tx: Tx, finished: list[tuple[_Run, str, Any]], now: int) -> set[int]:
         """Write the successful runs that need nothing else in one statement (see
         ``SqliteStore.complete_plain``); returns their ids, for ``_settle``."""
         done = [
@@ -1519,10 +1540,11 @@ class Scheduler:
             for run, kind, value in finished
             if kind == "ok" and run.stop_reason not in ("cancelled", "superseded")
         ]
-        return self._store.complete_plain(done, now) if done else set()
+        return self._store.complete_plain(tx, done, now) if done else set()
 
     def _settle(
         self,
+        tx: Tx,
         run: _Run,
         kind: str,
         value: Any,
@@ -1549,6 +1571,7 @@ class Scheduler:
                 "completed"
                 if run.id in completed
                 else self._store.complete(
+                    tx,
                     run.id,
                     now,
                     result=run.result_json,
@@ -1574,17 +1597,18 @@ class Scheduler:
         if kind == "stopped" and reason in ("preempted", "shutdown", "paused"):
             if reason == "paused":
                 return  # recorded when the pause was asked for
-            self._store.interrupt(run.id, "pending")
+            self._store.interrupt(tx, run.id, "pending")
             if reason == "preempted":
                 assert run.stop_for is not None
                 events.append(TaskPreempted(id=run.id, type=run.type, by=run.stop_for))
             return
         if kind == "stopped" and reason == "timeout":
             value = RetryableError(f"timed out after {run.timeout_ms} ms", kind="timeout")
-        self._settle_error(run, value, now, duration, io, follow, events)
+        self._settle_error(tx, run, value, now, duration, io, follow, events)
 
     def _settle_error(
         self,
+        tx: Tx,
         run: _Run,
         exc: BaseException | None,
         now: int,
@@ -1615,6 +1639,7 @@ class Scheduler:
             else:
                 final_state = "deadLetter"
         state = self._store.fail(
+            tx,
             run.id,
             now,
             error=error,
@@ -1763,7 +1788,8 @@ class Scheduler:
                 run.unsaved_checkpoint = True  # written by the next tick
                 self._wake()
             else:
-                self._store.save_checkpoint(run.id, state)
+                with self._store.transaction() as tx:
+                    self._store.save_checkpoint(tx, run.id, state)
 
     async def _progress_loop(self) -> None:
         """While tasks run: flush throttled reports and send estimates at ``progressHz``."""
