@@ -93,7 +93,7 @@ def test_a_full_disk_answers_storage_keeps_serving_and_resumes_when_space_return
         _fill(small_fs / "filler")
 
         errors: list[dict[str, Any]] = []
-        for n in range(200):  # a 2 KB payload overflows its page: the WAL has to grow
+        for _ in range(200):  # a 2 KB payload overflows its page: the WAL has to grow
             r = sc.call("task.submit", {"type": "sleep", "payload": {"ms": 1, "pad": "x" * 2048}})
             if "result" in r:
                 acked.append(r["result"]["id"])
@@ -101,7 +101,7 @@ def test_a_full_disk_answers_storage_keeps_serving_and_resumes_when_space_return
                 errors.append(r["error"])
                 if len(errors) == 3:
                     break
-        assert errors, f"{n + 1} submits of 2 KB went through on a full filesystem"
+        assert errors, "200 submits of 2 KB went through on a full filesystem"
         assert [e["code"] for e in errors] == [STORAGE] * len(errors), errors
         assert all(e["data"]["kind"] == "storage" for e in errors), errors
 
@@ -111,9 +111,12 @@ def test_a_full_disk_answers_storage_keeps_serving_and_resumes_when_space_return
         assert sc.proc.poll() is None, sc.stderr_text
         assert sc.result("scheduler.status")["counts"]
         assert sc.result("task.list", {"limit": 5})["tasks"]
-        assert sc.call("task.submit", {"type": "sleep", "payload": {"pad": "y" * 2048}})[
-            "error"
-        ]["code"] == STORAGE
+        assert (
+            sc.call("task.submit", {"type": "sleep", "payload": {"pad": "y" * 2048}})["error"][
+                "code"
+            ]
+            == STORAGE
+        )
 
         (small_fs / "filler").unlink()  # space returns: the work goes on by itself
         deadline = time.monotonic() + 90
