@@ -217,8 +217,13 @@ class Connection:
             raise mapped or StorageError(
                 f"the database rolled the transaction back: {exc!r}"
             ) from exc
-        tx.execute(f"ROLLBACK TO {name}")
-        tx.execute(f"RELEASE {name}")
+        try:
+            tx.execute(f"ROLLBACK TO {name}")
+            tx.execute(f"RELEASE {name}")
+        except sqlite3.Error as rollback:  # tx cannot go on; exc is still the one to report
+            raise StorageError(
+                f"cannot undo a failed submit ({rollback}); it failed with: {exc!r}"
+            ) from exc
 
     # --- durability ----------------------------------------------------------------------
 
