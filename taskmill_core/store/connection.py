@@ -116,6 +116,8 @@ class Connection:
         # its largest until the store closes).
         db.execute(f"PRAGMA journal_size_limit={WAL_SIZE_LIMIT}")
         migrate(db, self.path)
+        if self.durability == "full":
+            self.sync_wal()  # what migration wrote (this runs in a thread)
 
     async def close(self) -> None:
         if self._reader is not None:
