@@ -201,9 +201,10 @@ class Connection:
 
     @staticmethod
     def savepoint_failed(tx: Tx, name: str, exc: BaseException) -> None:
-        """Undo the savepoint ``name`` after ``exc``; the caller re-raises ``exc``, and the
-        rest of ``tx`` goes on. (The SAVEPOINT and RELEASE statements are the caller's,
-        inline: a context manager would cost a submit ~1 us.)
+        """Undo the savepoint ``name`` after ``exc``; the caller re-raises ``exc`` (a disk
+        failure as :class:`StorageError`), and the rest of ``tx`` goes on. (The SAVEPOINT and
+        RELEASE statements are the caller's, inline: a context manager would cost a submit
+        ~1 us.)
 
         If SQLite rolled back the whole transaction (a full disk), there is nothing to go on
         with: this raises a :class:`StorageError` instead.
@@ -226,6 +227,10 @@ class Connection:
             raise StorageError(
                 f"cannot undo a failed submit ({rollback}); it failed with: {exc!r}"
             ) from exc
+        if isinstance(exc, sqlite3.Error):  # undone, and tx goes on: report it as storage
+            mapped = storage_error(exc, "database write failed")
+            if mapped is not None:
+                raise mapped from None
 
     # --- durability ----------------------------------------------------------------------
 

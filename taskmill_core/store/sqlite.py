@@ -21,7 +21,7 @@ from taskmill_core.errors import StorageError
 from taskmill_core.store import queries, transitions
 from taskmill_core.store.connection import Connection, Tx, storage_error
 from taskmill_core.store.ids import IdFloor
-from taskmill_core.store.queries import Ready, ReadyQuery
+from taskmill_core.store.queries import Ready
 from taskmill_core.store.submit import (
     Prepared,
     Submitted,
@@ -45,7 +45,7 @@ class SqliteStore:
         self.durability = durability
         self._conn = Connection(self.path, durability)
         self._ids = IdFloor()  # ids up to its floor were handed out: new ids go above it
-        self._ready = ReadyQuery()
+        self._ready_sql: dict[int, str] = {}  # the ready query's text, by paused groups
 
     # --- the connection and the transaction contract -------------------------------------
 
@@ -221,8 +221,10 @@ class SqliteStore:
         paused_types: Sequence[str],
         limit: int,
     ) -> list[Ready]:
-        """Due pending tasks in dispatch order (see :class:`~.queries.ReadyQuery`)."""
-        return self._ready(self._conn.db, now, types, paused_groups, paused_types, limit)
+        """Due pending tasks in dispatch order (see :func:`.queries.ready`)."""
+        return queries.ready(
+            self._conn.db, self._ready_sql, now, types, paused_groups, paused_types, limit
+        )
 
     def next_due(self, now: int) -> int | None:
         return queries.next_due(self._conn.db, now)
