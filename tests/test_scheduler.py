@@ -1350,7 +1350,7 @@ async def test_the_wal_starts_over_while_writes_never_stop(
     while the writes go on (also when the only writes are submits). Every task still
     runs, once."""
     import taskmill_core.scheduler.upkeep as upkeep_module
-    import taskmill_core.store as store_module
+    import taskmill_core.store.connection as store_module
 
     monkeypatch.setattr(upkeep_module, "CHECKPOINT_EVERY_S", 0.05)
     monkeypatch.setattr(upkeep_module, "WAL_CATCH_UP_PAGES", 64)

@@ -32,7 +32,7 @@ from taskmill_core.scheduler.settle import Settlement, follow_events
 from taskmill_core.scheduler.signals import Lifecycle, Wakeup, WriteGate
 from taskmill_core.scheduler.submitting import Submitter
 from taskmill_core.scheduler.upkeep import Upkeep
-from taskmill_core.store import Follow, SqliteStore, Started
+from taskmill_core.store import Follow, SqliteStore, Started, Tx
 from taskmill_core.types import Event, TaskExpired
 
 __all__ = ["IO_WINDOW", "STORAGE_RETRY_MAX_MS", "STORAGE_RETRY_MS", "Dispatcher"]
@@ -165,16 +165,17 @@ class Dispatcher:
         settlement = self._settlement
         store = self._store
         try:
-            with store.transaction():
+            with store.transaction() as tx:
                 if submits:
-                    self._submitter.write_queued(submits, claims.follow)
+                    self._submitter.write_queued(tx, submits, claims.follow)
                 for run in self._running.values():
                     if run.unsaved_checkpoint:
-                        store.save_checkpoint(run.id, run.checkpoint)
+                        store.save_checkpoint(tx, run.id, run.checkpoint)
                         claims.saved.append(run)
-                completed = settlement.complete_plain(finished, now)
+                completed = settlement.complete_plain(tx, finished, now)
                 for run, end, value in finished:
                     settlement.settle(
+                        tx,
                         run,
                         end,
                         value,
@@ -184,7 +185,7 @@ class Dispatcher:
                         completed,
                         claims.settled,
                     )
-                self._expire_and_claim(now, claims)
+                self._expire_and_claim(tx, now, claims)
         except BaseException as exc:
             for ps in submits:
                 ps.error = ps.error or exc
@@ -231,9 +232,9 @@ class Dispatcher:
             self._wake()  # more queued than one tick takes: the next tick goes on at once
         return self._next_deadline(now, claims.wake_at)
 
-    def _expire_and_claim(self, now: int, claims: _Claims) -> None:
+    def _expire_and_claim(self, tx: Tx, now: int, claims: _Claims) -> None:
         if self.next_expiry is not None and now >= self.next_expiry:
-            for tid, ttype in self._store.expire_due(now):
+            for tid, ttype in self._store.expire_due(tx, now):
                 self._io.forget(tid)
                 claims.events.append(TaskExpired(id=tid, type=ttype))
             claims.next_expiry = self._store.next_expiry()
@@ -310,7 +311,7 @@ class Dispatcher:
                 claims.wake_at = (
                     retry_at if claims.wake_at is None else min(claims.wake_at, retry_at)
                 )
-        claims.started = self._store.start([c.id for c in start], now)
+        claims.started = self._store.start(tx, [c.id for c in start], now)
         if self._io.admitted_unclaimed and len(claims.started) < len(start):  # give back
             self._io.give_back_admissions(now, keep=frozenset(x.id for x in claims.started))
 

@@ -246,7 +246,8 @@ class Scheduler:
         self._settings.load()
         if self._load_entry_points:
             self._registry.load_entry_points()
-        self.recovered = self._store.recover()
+        with self._store.transaction() as tx:
+            self.recovered = self._store.recover(tx)
         if self.recovered:
             log.info("recovered interrupted tasks", count=self.recovered)
         self._dispatcher.next_expiry = self._store.next_expiry()

@@ -65,7 +65,8 @@ class TaskOperations:
     async def _cancel(self, task_id: int) -> None:
         await self._gate.wait_open()
         follow = Follow()
-        _, cancelled = self._store.cancel(task_id, self._clock.now_ms(), follow)
+        with self._store.transaction() as tx:
+            _, cancelled = self._store.cancel(tx, task_id, self._clock.now_ms(), follow)
         for cid, ctype in cancelled:
             if not self._runner.stop_task(cid, "cancelled"):
                 self._io.forget(cid)
@@ -92,7 +93,8 @@ class TaskOperations:
     async def set_priority(self, task_id: int, priority: int | str) -> TaskInfo:
         await self._gate.wait_open()
         value = priority_value(priority)
-        info = self._store.set_priority(task_id, value)
+        with self._store.transaction() as tx:
+            info = self._store.set_priority(tx, task_id, value)
         run = self._runner.running.get(task_id)
         if run is not None:
             run.priority = value
@@ -106,19 +108,20 @@ class TaskOperations:
         """Pause one task: a pending one waits, a running one is interrupted (no retry used)."""
         await self._gate.wait_open()
         running = self._runner.running
-        with self._store.transaction():
+        with self._store.transaction() as tx:
             state = self._store.state_of(task_id)
             if state == "pending":
-                self._store.pause_pending(task_id)
-                self._io.forget(task_id)
+                self._store.pause_pending(tx, task_id)
             elif state == "running" and task_id in running:
-                self._store.interrupt(task_id, "paused")
+                self._store.interrupt(tx, task_id, "paused")
             else:
                 raise InvalidState(
                     f"task {task_id} is {state}; only pending or running tasks can be paused",
                     id=task_id,
                     state=state,
                 )
+        if state == "pending":
+            self._io.forget(task_id)
         self._runner.stop_task(task_id, "paused")
         info = self._store.get(task_id)
         self._publish(TaskUpdated(task=info))
@@ -127,7 +130,8 @@ class TaskOperations:
 
     async def resume(self, task_id: int) -> TaskInfo:
         await self._gate.wait_open()
-        info = self._store.resume(task_id)
+        with self._store.transaction() as tx:
+            info = self._store.resume(tx, task_id)
         self._publish(TaskUpdated(task=info))
         self._wake()
         await self._durability.wait()
@@ -137,7 +141,8 @@ class TaskOperations:
         """Run a failed or dead-lettered task again: same id, attempt 0."""
         await self._gate.wait_open()
         self._lifecycle.check_open()
-        new_id, outcome, info = self._store.retry(task_id)
+        with self._store.transaction() as tx:
+            new_id, outcome, info = self._store.retry(tx, task_id)
         if info is not None:
             self._publish(TaskUpdated(task=info))
         self._wake()

@@ -300,7 +300,8 @@ class Runner:
                 run.unsaved_checkpoint = True  # written by the next tick
                 self._wake()
             else:
-                self._store.save_checkpoint(run.id, state)
+                with self._store.transaction() as tx:
+                    self._store.save_checkpoint(tx, run.id, state)
 
     def record_io(self, run: Run, amounts: tuple[int, int, int, int]) -> None:
         self._io.record_io(run, amounts)

@@ -73,7 +73,8 @@ class Settings:
             self.config = msgspec.convert(merged, SchedulerConfig)
 
     def save_pauses(self) -> None:
-        self._store.put_setting(_PAUSES_KEY, msgspec.json.encode(self.pauses))
+        with self._store.transaction() as tx:
+            self._store.put_setting(tx, _PAUSES_KEY, msgspec.json.encode(self.pauses))
 
     def change(self, changes: dict[str, Any]) -> SchedulerConfig:
         """Apply and persist ``changes`` (snake_case or camelCase names; None leaves a setting
@@ -97,5 +98,6 @@ class Settings:
         except msgspec.ValidationError as exc:
             raise invalid(exc) from None
         self.config = new
-        self._store.put_setting(_CONFIG_KEY, msgspec.json.encode(persisted))
+        with self._store.transaction() as tx:
+            self._store.put_setting(tx, _CONFIG_KEY, msgspec.json.encode(persisted))
         return new

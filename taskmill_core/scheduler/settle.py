@@ -24,7 +24,7 @@ from taskmill_core.progress import DurationModel
 from taskmill_core.retry import decide_failure
 from taskmill_core.runs import FINAL_STOPS, Run, RunEnd
 from taskmill_core.scheduler.runner import Finished
-from taskmill_core.store import Follow, SqliteStore
+from taskmill_core.store import Follow, SqliteStore, Tx
 from taskmill_core.types import (
     Backoff,
     ErrorInfo,
@@ -60,7 +60,7 @@ class Settlement:
         self._rng = rng
         self._on_final = on_final
 
-    def complete_plain(self, finished: list[Finished], now: int) -> set[int]:
+    def complete_plain(self, tx: Tx, finished: list[Finished], now: int) -> set[int]:
         """Write the successful runs that need nothing else in one statement (see
         ``SqliteStore.complete_plain``); returns their ids, for :meth:`settle`."""
         done = [
@@ -73,10 +73,11 @@ class Settlement:
             for run, end, _ in finished
             if end == "ok" and run.stop_reason not in FINAL_STOPS
         ]
-        return self._store.complete_plain(done, now) if done else set()
+        return self._store.complete_plain(tx, done, now) if done else set()
 
     def settle(
         self,
+        tx: Tx,
         run: Run,
         end: RunEnd,
         value: Any,
@@ -101,6 +102,7 @@ class Settlement:
                 "completed"
                 if run.id in completed
                 else self._store.complete(
+                    tx,
                     run.id,
                     now,
                     result=run.result_json,
@@ -130,17 +132,18 @@ class Settlement:
             return  # recorded when the pause was asked for
         if end == "stopped" and (reason == "preempted" or reason == "shutdown"):
             settled.append(run)
-            self._store.interrupt(run.id, "pending")
+            self._store.interrupt(tx, run.id, "pending")
             if reason == "preempted":
                 assert run.stop_for is not None
                 events.append(TaskPreempted(id=run.id, type=run.type, by=run.stop_for))
             return
         if end == "stopped" and reason == "timeout":
             value = RetryableError(f"timed out after {run.timeout_ms} ms", kind="timeout")
-        self._fail(run, value, now, duration, io, follow, events, settled)
+        self._fail(tx, run, value, now, duration, io, follow, events, settled)
 
     def _fail(
         self,
+        tx: Tx,
         run: Run,
         exc: BaseException | None,
         now: int,
@@ -162,6 +165,7 @@ class Settlement:
             log.warning("executor raised", id=run.id, type=run.type, error=outcome.error.message)
         retry_at = outcome.retry_at
         state = self._store.fail(
+            tx,
             run.id,
             now,
             error=outcome.error,

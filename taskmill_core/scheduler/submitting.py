@@ -30,7 +30,7 @@ from taskmill_core.scheduler.iobridge import IoBridge
 from taskmill_core.scheduler.runner import Runner
 from taskmill_core.scheduler.settle import follow_events
 from taskmill_core.scheduler.signals import Lifecycle, Wakeup, WriteGate
-from taskmill_core.store import Follow, Prepared, SqliteStore, Submitted, prepare
+from taskmill_core.store import Follow, Prepared, SqliteStore, Submitted, Tx, prepare
 from taskmill_core.types import (
     Event,
     SubmitResult,
@@ -183,7 +183,8 @@ class Submitter:
             # A few requests (an interactive client): written at once, like a lone submit,
             # so that a request the client sends next sees them.
             follow = Follow()
-            self.write_queued([ps for _, ps in queued], follow)
+            with self._store.transaction() as tx:
+                self.write_queued(tx, [ps for _, ps in queued], follow)
             for _, ps in queued:
                 if ps.error is None:
                     self.after_submit(ps.prepared, ps.results)
@@ -332,10 +333,10 @@ class Submitter:
         follow = Follow()
         results: list[Submitted] = []
         async with self._gate.hold():
-            with self._store.transaction():
+            with self._store.transaction() as tx:
                 for start in range(0, len(prepared), BATCH_CHUNK):
                     chunk = prepared[start : start + BATCH_CHUNK]
-                    results += self._store.submit(chunk, now, follow, index_base=start)
+                    results += self._store.submit_in(tx, chunk, now, follow, index_base=start)
                     await pause()
                 await pause(force=True)  # the COMMIT of thousands of rows takes milliseconds
             with anyio.CancelScope(shield=True):  # committed: every task gets announced
@@ -366,10 +367,10 @@ class Submitter:
         self.queue = []
         return queued
 
-    def write_queued(self, submits: Sequence[QueuedSubmit], follow: Follow) -> None:
+    def write_queued(self, tx: Tx, submits: Sequence[QueuedSubmit], follow: Follow) -> None:
         """Write submits, each on its own, in the current transaction: each gets its results
         or the error that undid only it."""
-        outcomes = self._store.submit_each([(ps.prepared, ps.now) for ps in submits], follow)
+        outcomes = self._store.submit_each(tx, [(ps.prepared, ps.now) for ps in submits], follow)
         for ps, outcome in zip(submits, outcomes, strict=True):
             if isinstance(outcome, Exception):
                 ps.error = outcome

@@ -107,7 +107,9 @@ class Upkeep:
         removed = 0
         while True:
             ids = await self._store.prunable(self._clock.now_ms(), keep, older_than_ms, PRUNE_BATCH)
-            removed += self._store.delete_final(ids)
+            if ids:
+                with self._store.transaction() as tx:
+                    removed += self._store.delete_final(tx, ids)
             if len(ids) < PRUNE_BATCH:
                 return removed
 
@@ -119,7 +121,9 @@ class Upkeep:
             ids = await self._store.prunable(
                 self._clock.now_ms(), r.max_count, r.max_age_ms, PRUNE_BATCH
             )
-            self._store.delete_final(ids)
+            if ids:
+                with self._store.transaction() as tx:
+                    self._store.delete_final(tx, ids)
         except StorageError as exc:  # (disk full: the next round tries again)
             log.warning("pruning history failed", error=str(exc))
         finally:

@@ -1,0 +1,326 @@
+"""Reads: tasks, the ready queue, timers, history and settings.
+
+Short reads (a task by id, the ready index, the next timer) run on the event loop through the
+writer connection, and inside an open transaction see its writes. Reads that may scan
+(listing, counts, statistics, pruning candidates) go through the aiosqlite reader, off the
+loop. None of them writes.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import aiosqlite
+import msgspec
+
+from taskmill_core.errors import TaskNotFound
+from taskmill_core.store.schema import ACTIVE_SQL, FINAL_SQL
+from taskmill_core.types import ACTIVE_STATES, FINAL_STATES, ErrorInfo, IoBytes, TaskInfo
+
+__all__ = [
+    "Ready",
+    "average_io",
+    "counts",
+    "find_ids",
+    "get",
+    "get_setting",
+    "history",
+    "list_tasks",
+    "next_due",
+    "next_expiry",
+    "prunable",
+    "ready",
+    "recent_durations",
+    "state_of",
+]
+
+_decode = msgspec.json.decode
+_decode_io = msgspec.json.Decoder(IoBytes).decode
+_decode_error = msgspec.json.Decoder(ErrorInfo).decode
+_decode_tags = msgspec.json.Decoder(dict[str, str]).decode
+
+COLUMNS = (
+    "id, type, state, priority, payload, dedup_key, grp, tags, label, io_cost, io_actual, "
+    "attempt, max_retries, created_at, run_at, started_at, finished_at, duration_ms, "
+    "parent_id, result, error"
+)
+
+
+def row_to_info(row: Sequence[Any]) -> TaskInfo:
+    """A :data:`COLUMNS` row as a :class:`TaskInfo`."""
+    return TaskInfo(
+        id=row[0],
+        type=row[1],
+        state=row[2],
+        priority=row[3],
+        payload=_decode(row[4]),
+        dedup_key=row[5],
+        group=row[6],
+        tags=_decode_tags(row[7]) if row[7] else {},
+        label=row[8],
+        io_cost=_decode_io(row[9]) if row[9] else IoBytes(),
+        io_actual=_decode_io(row[10]) if row[10] else None,
+        attempt=row[11],
+        max_retries=row[12],
+        created_at=row[13],
+        run_at=row[14],
+        started_at=row[15],
+        finished_at=row[16],
+        duration_ms=row[17],
+        parent_id=row[18],
+        result=_decode(row[19]) if row[19] is not None else None,
+        error=_decode_error(row[20]) if row[20] else None,
+    )
+
+
+# --- on the loop (the writer connection) --------------------------------------------------
+
+
+def get(db: sqlite3.Connection, task_id: int) -> TaskInfo:
+    row = db.execute(f"SELECT {COLUMNS} FROM tasks WHERE id=?", (task_id,)).fetchone()
+    if row is None:
+        raise TaskNotFound(f"no task with id {task_id}", id=task_id)
+    return row_to_info(row)
+
+
+def state_of(db: sqlite3.Connection, task_id: int) -> str:
+    row = db.execute("SELECT state FROM tasks WHERE id=?", (task_id,)).fetchone()
+    if row is None:
+        raise TaskNotFound(f"no task with id {task_id}", id=task_id)
+    return str(row[0])
+
+
+def get_setting(db: sqlite3.Connection, key: str) -> bytes | None:
+    row = db.execute("SELECT value FROM settings WHERE key=?", (key,)).fetchone()
+    return None if row is None else bytes(row[0])
+
+
+@dataclass(slots=True)
+class Ready:
+    """A dispatch candidate, as read from the ready index."""
+
+    id: int
+    type: str
+    priority: int
+    group: str | None
+    io_cost: bytes | None = None
+    """The declared ``ioCost`` as stored (JSON), decoded only by whoever needs it."""
+
+
+def _dispatch_order(row: Sequence[Any]) -> tuple[int, int]:
+    return (row[2], row[0])  # (priority, id) of a ready row
+
+
+def ready(
+    db: sqlite3.Connection,
+    sql_cache: dict[int, str],
+    now: int,
+    types: Sequence[str],
+    paused_groups: Sequence[str],
+    paused_types: Sequence[str],
+    limit: int,
+) -> list[Ready]:
+    """Due pending tasks in dispatch order, that some executor can run and no pause covers.
+
+    Per runnable type, the first ``limit`` rows of its slice of the ready index, merged here
+    in (priority, id) order. (One ``UNION ALL`` statement had SQLite sort every slice in a
+    temporary b-tree: ~300 µs for seven types against ~45 µs for seven seeks.) The statement
+    text is kept in ``sql_cache`` per number of paused groups, so it is built once.
+    """
+    sql = sql_cache.get(len(paused_groups))
+    if sql is None:
+        sql = (
+            "SELECT id, type, priority, grp, io_cost FROM tasks INDEXED BY tasks_ready "
+            "WHERE state='pending' AND type=? AND (run_at IS NULL OR run_at <= ?)"
+        )
+        if paused_groups:
+            sql += f" AND (grp IS NULL OR grp NOT IN ({','.join('?' * len(paused_groups))}))"
+        sql += " ORDER BY priority, id LIMIT ?"
+        sql_cache[len(paused_groups)] = sql
+    execute = db.execute
+    rows: list[Any] = []
+    found = 0
+    for t in types:
+        if t in paused_types:
+            continue
+        part = execute(sql, (t, now, *paused_groups, limit)).fetchall()
+        if part:
+            rows += part
+            found += 1
+    if found > 1:
+        rows.sort(key=_dispatch_order)
+        del rows[limit:]
+    return [Ready(r[0], r[1], r[2], r[3], r[4]) for r in rows]
+
+
+def next_due(db: sqlite3.Connection, now: int) -> int | None:
+    """The earliest future ``run_at`` of a pending task."""
+    row = db.execute(
+        "SELECT min(run_at) FROM tasks INDEXED BY tasks_delayed "
+        "WHERE state='pending' AND run_at IS NOT NULL AND run_at > ?",
+        (now,),
+    ).fetchone()
+    return None if row is None or row[0] is None else int(row[0])
+
+
+def next_expiry(db: sqlite3.Connection) -> int | None:
+    row = db.execute("SELECT min(expires_at) FROM tasks WHERE expires_at IS NOT NULL").fetchone()
+    return None if row is None or row[0] is None else int(row[0])
+
+
+def recent_durations(db: sqlite3.Connection, task_type: str, n: int) -> list[int]:
+    rows = db.execute(
+        "SELECT duration_ms FROM tasks INDEXED BY tasks_final WHERE type=? "
+        "AND state='completed' AND finished_at IS NOT NULL AND duration_ms IS NOT NULL "
+        "ORDER BY finished_at DESC LIMIT ?",
+        (task_type, n),
+    ).fetchall()
+    return [int(r[0]) for r in reversed(rows)]
+
+
+def average_io(db: sqlite3.Connection, task_type: str, n: int = 20) -> IoBytes | None:
+    rows = db.execute(
+        "SELECT io_actual FROM tasks INDEXED BY tasks_final WHERE type=? "
+        "AND state='completed' AND finished_at IS NOT NULL AND io_actual IS NOT NULL "
+        "ORDER BY finished_at DESC LIMIT ?",
+        (task_type, n),
+    ).fetchall()
+    if not rows:
+        return None
+    ios = [_decode_io(r[0]) for r in rows]
+    k = len(ios)
+    return IoBytes(
+        disk_read=sum(i.disk_read for i in ios) // k,
+        disk_write=sum(i.disk_write for i in ios) // k,
+        net_rx=sum(i.net_rx for i in ios) // k,
+        net_tx=sum(i.net_tx for i in ios) // k,
+    )
+
+
+# --- off the loop (the aiosqlite reader) --------------------------------------------------
+
+
+def _match(
+    where: list[str],
+    args: list[Any],
+    task_type: str | None,
+    group: str | None,
+    tags: dict[str, str] | None,
+) -> None:
+    """Add the SQL conditions for the type, group and tag filters of list/cancelMany."""
+    if task_type is not None:
+        where.append("type=?")
+        args.append(task_type)
+    if group is not None:
+        where.append("grp=?")
+        args.append(group)
+    for k, v in (tags or {}).items():
+        where.append("json_extract(tags, ?) = ?")
+        args.extend([f'$."{k}"', v])
+
+
+async def list_tasks(
+    rd: aiosqlite.Connection,
+    *,
+    states: Sequence[str] = (),
+    task_type: str | None = None,
+    group: str | None = None,
+    tags: dict[str, str] | None = None,
+    limit: int = 100,
+    before_id: int | None = None,
+) -> list[TaskInfo]:
+    """Tasks by id descending."""
+    where: list[str] = []
+    args: list[Any] = []
+    if states:
+        where.append(f"state IN ({','.join('?' * len(states))})")
+        args.extend(states)
+    _match(where, args, task_type, group, tags)
+    if before_id is not None:
+        where.append("id < ?")
+        args.append(before_id)
+    sql = f"SELECT {COLUMNS} FROM tasks"
+    if where:
+        sql += " WHERE " + " AND ".join(where)
+    sql += " ORDER BY id DESC LIMIT ?"
+    args.append(limit)
+    async with rd.execute(sql, args) as cur:
+        rows = await cur.fetchall()
+    return [row_to_info(r) for r in rows]
+
+
+async def counts(rd: aiosqlite.Connection) -> dict[str, int]:
+    async with rd.execute("SELECT state, count(*) FROM tasks GROUP BY state") as cur:
+        rows = await cur.fetchall()
+    out = {s: 0 for s in (*ACTIVE_STATES, *FINAL_STATES)}
+    out.update({str(r[0]): int(r[1]) for r in rows})
+    return out
+
+
+async def history(
+    rd: aiosqlite.Connection, task_type: str | None
+) -> list[tuple[str, str, int | None, bytes]]:
+    """(type, state, duration, io_actual) of every final task, for statistics."""
+    sql = "SELECT type, state, duration_ms, io_actual FROM tasks WHERE state IN " + FINAL_SQL
+    args: tuple[Any, ...] = ()
+    if task_type is not None:
+        sql += " AND type=?"
+        args = (task_type,)
+    async with rd.execute(sql, args) as cur:
+        rows = await cur.fetchall()
+    return [(str(r[0]), str(r[1]), r[2], r[3]) for r in rows]
+
+
+async def find_ids(
+    rd: aiosqlite.Connection,
+    *,
+    task_type: str | None,
+    group: str | None,
+    tags: dict[str, str] | None,
+) -> list[int]:
+    """Active tasks matching every given filter (a scan)."""
+    where = [f"state IN {ACTIVE_SQL}"]
+    args: list[Any] = []
+    _match(where, args, task_type, group, tags)
+    sql = "SELECT id FROM tasks WHERE " + " AND ".join(where) + " ORDER BY id"
+    async with rd.execute(sql, args) as cur:
+        rows = await cur.fetchall()
+    return [int(r[0]) for r in rows]
+
+
+async def prunable(
+    rd: aiosqlite.Connection, now: int, max_count: int | None, max_age_ms: int | None, limit: int
+) -> list[int]:
+    """Ids of final tasks too old or beyond the newest ``max_count``."""
+    ids: list[int] = []
+    if max_age_ms is not None:
+        # Type by type (one seek each to find the next type), then the slices of its final
+        # states older than the cut.
+        task_type = ""
+        while len(ids) < limit:
+            async with rd.execute(
+                "SELECT type FROM tasks INDEXED BY tasks_final "
+                "WHERE finished_at IS NOT NULL AND type > ? ORDER BY type LIMIT 1",
+                (task_type,),
+            ) as cur:
+                row = await cur.fetchone()
+            if row is None:
+                break
+            task_type = row[0]
+            async with rd.execute(
+                "SELECT id FROM tasks INDEXED BY tasks_final "
+                f"WHERE type=? AND state IN {FINAL_SQL} AND finished_at IS NOT NULL "
+                "AND finished_at < ? LIMIT ?",
+                (task_type, now - max_age_ms, limit - len(ids)),
+            ) as cur:
+                ids.extend(int(r[0]) for r in await cur.fetchall())
+    if max_count is not None and len(ids) < limit:
+        async with rd.execute(
+            f"SELECT id FROM tasks WHERE state IN {FINAL_SQL} ORDER BY id DESC LIMIT ? OFFSET ?",
+            (limit - len(ids), max_count),
+        ) as cur:
+            ids.extend(int(r[0]) for r in await cur.fetchall())
+    return sorted(set(ids))

@@ -1,0 +1,481 @@
+"""State changes: every write to a task after its submit, each in the caller's transaction.
+
+Every function here takes the open transaction as its first parameter (``tx: Tx``) and
+none opens one of its own: the caller decides what commits together (the dispatcher writes a
+whole tick — submits, run ends, expiry and claims — in one). Time is passed in.
+
+What a final state sets off (:func:`after_final`), as rules:
+
+1. A ``waiting`` parent (its own run succeeded) completes when its last active child ends,
+   whatever that child's final state; its completion sets off these rules in turn.
+2. A ``blocked`` dependent of a task that *completed* becomes ``pending`` once every task it
+   depends on has completed.
+3. A ``blocked`` dependent of a task that ended any other way (failed, dead-lettered,
+   cancelled, superseded, expired) fails with an error of kind ``dependency``; its own
+   dependents and parent follow by these rules.
+
+What moved is collected in a :class:`Follow` for the scheduler to announce after the commit.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import msgspec
+
+from taskmill_core.errors import InvalidState, TaskNotFound
+from taskmill_core.store import queries
+from taskmill_core.store.connection import Tx
+from taskmill_core.store.ids import IdFloor
+from taskmill_core.store.schema import ACTIVE_SQL, FINAL_SQL
+from taskmill_core.types import ACTIVE_STATES, ErrorInfo, IoBytes, Outcome, TaskInfo
+
+__all__ = [
+    "Follow",
+    "Started",
+    "after_final",
+    "cancel",
+    "complete",
+    "complete_plain",
+    "delete_final",
+    "expire_due",
+    "fail",
+    "interrupt",
+    "pause_pending",
+    "recover",
+    "resume",
+    "retry",
+    "save_checkpoint",
+    "set_priority",
+    "start",
+    "supersede",
+]
+
+_encode = msgspec.json.Encoder().encode
+_decode = msgspec.json.decode
+
+
+@dataclass(slots=True)
+class Started:
+    """A claimed task: what its run needs."""
+
+    id: int
+    type: str
+    priority: int
+    group: str | None
+    payload: Any
+    attempt: int
+    max_retries: int
+    backoff: bytes | None
+    timeout_ms: int | None
+    checkpoint: Any
+    parent_id: int | None
+
+
+@dataclass(slots=True)
+class Follow:
+    """Consequences of a task reaching a final state: parents and dependents that moved."""
+
+    completed_parents: list[tuple[int, str, int, Any]] = field(default_factory=list)
+    unblocked: list[int] = field(default_factory=list)
+    failed_dependents: list[tuple[int, str]] = field(default_factory=list)
+
+    def merge(self, other: Follow) -> None:
+        self.completed_parents += other.completed_parents
+        self.unblocked += other.unblocked
+        self.failed_dependents += other.failed_dependents
+
+
+# --- a run: claim, checkpoint, end ----------------------------------------------------------
+
+
+def start(tx: Tx, ids: Sequence[int], now: int) -> list[Started]:
+    """Claim pending tasks: one UPDATE for the whole set, then one read of what their runs
+    need. (``UPDATE ... RETURNING`` every column cost about twice as much; the full
+    :class:`TaskInfo` is read only if an executor asks for it: ``TaskContext.task``.)"""
+    if not ids:
+        return []
+    marks = ",".join("?" * len(ids))
+    tx.execute(
+        f"UPDATE tasks SET state='running', started_at=?, expires_at=NULL "
+        f"WHERE id IN ({marks}) AND state='pending'",
+        (now, *ids),
+    )
+    # The ones this UPDATE claimed (an id that was no longer pending is left out).
+    rows = tx.execute(
+        "SELECT id, type, priority, grp, payload, attempt, max_retries, backoff, "
+        f"timeout_ms, checkpoint, parent_id FROM tasks WHERE id IN ({marks}) "
+        "AND state='running' AND started_at=? ORDER BY priority, id",
+        (*ids, now),
+    ).fetchall()
+    return [
+        Started(
+            id=r[0],
+            type=r[1],
+            priority=r[2],
+            group=r[3],
+            payload=_decode(r[4]),
+            attempt=r[5],
+            max_retries=r[6],
+            backoff=r[7],
+            timeout_ms=r[8],
+            checkpoint=_decode(r[9]) if r[9] is not None else None,
+            parent_id=r[10],
+        )
+        for r in rows
+    ]
+
+
+def save_checkpoint(tx: Tx, task_id: int, state: Any) -> None:
+    tx.execute("UPDATE tasks SET checkpoint=? WHERE id=?", (_encode(state), task_id))
+
+
+def _take_requeue(tx: Tx, task_id: int) -> int | None:
+    """The priority of a requeue a duplicate asked for during the run, if any."""
+    row = tx.execute(
+        "SELECT requeue, requeue_priority FROM tasks WHERE id=?", (task_id,)
+    ).fetchone()
+    if row is None or not row[0]:
+        return None
+    return int(row[1])
+
+
+def _back_to_pending(tx: Tx, task_id: int, priority: int, error: ErrorInfo | None) -> None:
+    """A requeued task starts over: attempt 0, no checkpoint."""
+    tx.execute(
+        "UPDATE tasks SET state='pending', priority=?, attempt=0, run_at=NULL, "
+        "started_at=NULL, checkpoint=NULL, requeue=0, requeue_priority=NULL, error=? "
+        "WHERE id=?",
+        (priority, _encode(error) if error else None, task_id),
+    )
+
+
+def complete_plain(
+    tx: Tx, done: Sequence[tuple[int, int, bytes, IoBytes | None]], now: int
+) -> set[int]:
+    """Complete successful runs ``(id, duration_ms, result JSON, io_actual)`` that need
+    nothing else (no requeue asked for, no parent, no children, no dependents) with one
+    ``executemany``; returns the ids it completed. :func:`complete` does the rest."""
+    before = tx.total_changes
+    tx.executemany(
+        "UPDATE tasks SET state='completed', finished_at=?, duration_ms=?, result=?, "
+        "io_actual=?, error=NULL, checkpoint=NULL WHERE id=? AND requeue=0 "
+        "AND has_children=0 AND has_dependents=0 AND parent_id IS NULL",
+        [
+            (now, duration, result, _encode(io) if io is not None else None, tid)
+            for tid, duration, result, io in done
+        ],
+    )
+    ids = [d[0] for d in done]
+    if tx.total_changes - before == len(ids):
+        return set(ids)
+    rows = tx.execute(
+        f"SELECT id FROM tasks WHERE id IN ({','.join('?' * len(ids))}) AND state='completed'",
+        ids,
+    ).fetchall()
+    return {r[0] for r in rows}
+
+
+def complete(
+    tx: Tx,
+    task_id: int,
+    now: int,
+    *,
+    result: bytes,
+    duration_ms: int,
+    io_actual: IoBytes | None,
+    follow: Follow,
+) -> str:
+    """A run succeeded (``result`` is its JSON). Returns the new state: ``completed``,
+    ``waiting`` (for active children), or ``pending`` (a duplicate requeued it)."""
+    io = _encode(io_actual) if io_actual is not None else None
+    # The common case in one statement: no requeue asked for, never had children.
+    row = tx.execute(
+        "UPDATE tasks SET state='completed', finished_at=?, duration_ms=?, result=?, "
+        "io_actual=?, error=NULL, checkpoint=NULL "
+        "WHERE id=? AND requeue=0 AND has_children=0 RETURNING parent_id, has_dependents",
+        (now, duration_ms, result, io, task_id),
+    ).fetchone()
+    if row is not None:
+        if row[0] is not None or row[1]:
+            after_final(tx, task_id, "completed", now, follow, (row[0], row[1]))
+        return "completed"
+    requeue = _take_requeue(tx, task_id)
+    if requeue is not None:
+        _back_to_pending(tx, task_id, requeue, None)
+        return "pending"
+    children = tx.execute(
+        f"SELECT count(*) FROM tasks WHERE parent_id=? AND state IN {ACTIVE_SQL}",
+        (task_id,),
+    ).fetchone()[0]
+    state = "waiting" if children else "completed"
+    tx.execute(
+        "UPDATE tasks SET state=?, finished_at=?, duration_ms=?, result=?, io_actual=?, "
+        "error=NULL, checkpoint=NULL WHERE id=?",
+        (state, now if state == "completed" else None, duration_ms, result, io, task_id),
+    )
+    if state == "completed":
+        after_final(tx, task_id, "completed", now, follow)
+    return state
+
+
+def fail(
+    tx: Tx,
+    task_id: int,
+    now: int,
+    *,
+    error: ErrorInfo,
+    retry_at: int | None,
+    final_state: str,
+    duration_ms: int,
+    io_actual: IoBytes | None,
+    follow: Follow,
+) -> str:
+    """A run failed. ``retry_at`` set: back to pending with one more attempt consumed;
+    else ``final_state`` (failed or deadLetter). Returns the new state.
+
+    A requeue requested while the run was going survives even a permanent failure: the task
+    goes back to ``pending`` with attempt 0 and runs once more.
+    """
+    requeue = _take_requeue(tx, task_id)
+    if requeue is not None:
+        _back_to_pending(tx, task_id, requeue, error)
+        return "pending"
+    io = _encode(io_actual) if io_actual is not None else None
+    if retry_at is not None:
+        tx.execute(
+            "UPDATE tasks SET state='pending', attempt=attempt+1, run_at=?, "
+            "started_at=NULL, error=? WHERE id=?",
+            (retry_at, _encode(error), task_id),
+        )
+        return "pending"
+    tx.execute(
+        "UPDATE tasks SET state=?, finished_at=?, duration_ms=?, error=?, io_actual=? WHERE id=?",
+        (final_state, now, duration_ms, _encode(error), io, task_id),
+    )
+    after_final(tx, task_id, final_state, now, follow)
+    return final_state
+
+
+def interrupt(tx: Tx, task_id: int, to_state: str) -> None:
+    """A run was interrupted (preempted, paused, shut down): back to ``to_state`` (pending
+    or paused) with its checkpoint; no retry consumed."""
+    tx.execute(
+        "UPDATE tasks SET state=?, started_at=NULL WHERE id=? AND state='running'",
+        (to_state, task_id),
+    )
+
+
+def recover(tx: Tx) -> int:
+    """Crash recovery: interrupted runs go back to pending, keeping checkpoint and attempt.
+    Returns how many."""
+    return tx.execute(
+        "UPDATE tasks SET state='pending', started_at=NULL WHERE state='running'"
+    ).rowcount
+
+
+# --- asked for by a client --------------------------------------------------------------
+
+
+def pause_pending(tx: Tx, task_id: int) -> None:
+    tx.execute("UPDATE tasks SET state='paused' WHERE id=? AND state='pending'", (task_id,))
+
+
+def resume(tx: Tx, task_id: int) -> TaskInfo:
+    state = queries.state_of(tx, task_id)
+    if state != "paused":
+        raise InvalidState(f"task {task_id} is {state}, not paused", id=task_id, state=state)
+    tx.execute("UPDATE tasks SET state='pending' WHERE id=?", (task_id,))
+    return queries.get(tx, task_id)
+
+
+def set_priority(tx: Tx, task_id: int, priority: int) -> TaskInfo:
+    state = queries.state_of(tx, task_id)
+    if state not in ACTIVE_STATES:
+        raise InvalidState(f"task {task_id} is already {state}", id=task_id, state=state)
+    tx.execute("UPDATE tasks SET priority=? WHERE id=?", (priority, task_id))
+    return queries.get(tx, task_id)
+
+
+def cancel(tx: Tx, task_id: int, now: int, follow: Follow) -> tuple[str, list[tuple[int, str]]]:
+    """Cancel an active task and its active descendants.
+
+    Returns the task's previous state and every (id, type) cancelled, the task first.
+    """
+    row = tx.execute("SELECT state, type FROM tasks WHERE id=?", (task_id,)).fetchone()
+    if row is None:
+        raise TaskNotFound(f"no task with id {task_id}", id=task_id)
+    prev, task_type = row
+    if prev not in ACTIVE_STATES:
+        raise InvalidState(f"task {task_id} is already {prev}", id=task_id, state=prev)
+    cancelled = [(task_id, str(task_type))]
+    _finalize(tx, task_id, "cancelled", now)
+    frontier = [task_id]
+    while frontier:
+        parent = frontier.pop()
+        for cid, ctype in tx.execute(
+            f"SELECT id, type FROM tasks WHERE parent_id=? AND state IN {ACTIVE_SQL}",
+            (parent,),
+        ).fetchall():
+            _finalize(tx, cid, "cancelled", now)
+            cancelled.append((int(cid), str(ctype)))
+            frontier.append(cid)
+    for cid, _ in cancelled:
+        after_final(tx, cid, "cancelled", now, follow)
+    return str(prev), cancelled
+
+
+def _finalize(tx: Tx, task_id: int, state: str, now: int) -> None:
+    tx.execute(
+        "UPDATE tasks SET state=?, finished_at=?, expires_at=NULL, requeue=0 WHERE id=?",
+        (state, now, task_id),
+    )
+
+
+def retry(tx: Tx, task_id: int) -> tuple[int, Outcome, TaskInfo | None]:
+    """Manual retry of a failed or dead-lettered task (same id, attempt 0). When another
+    active task holds its dedup key, that one is the answer (``duplicate``)."""
+    row = tx.execute("SELECT state, type, dedup_key FROM tasks WHERE id=?", (task_id,)).fetchone()
+    if row is None:
+        raise TaskNotFound(f"no task with id {task_id}", id=task_id)
+    state, task_type, key = row
+    if state not in ("failed", "deadLetter"):
+        raise InvalidState(
+            f"task {task_id} is {state}; only failed or deadLetter tasks can be retried",
+            id=task_id,
+            state=state,
+        )
+    if key is not None:
+        holder = tx.execute(
+            f"SELECT id FROM tasks WHERE type=? AND dedup_key=? AND state IN {ACTIVE_SQL}",
+            (task_type, key),
+        ).fetchone()
+        if holder is not None:
+            return int(holder[0]), "duplicate", None
+    tx.execute(
+        "UPDATE tasks SET state='pending', attempt=0, run_at=NULL, started_at=NULL, "
+        "finished_at=NULL, duration_ms=NULL, error=NULL, result=NULL WHERE id=?",
+        (task_id,),
+    )
+    return task_id, "inserted", queries.get(tx, task_id)
+
+
+# --- time and housekeeping ---------------------------------------------------------------
+
+
+def expire_due(tx: Tx, now: int) -> list[tuple[int, str]]:
+    """Tasks whose TTL ran out before they started end ``expired``; returns (id, type)."""
+    rows = tx.execute(
+        "UPDATE tasks SET state='expired', finished_at=?, expires_at=NULL "
+        "WHERE expires_at <= ? AND state IN ('pending','paused','blocked') "
+        "RETURNING id, type",
+        (now, now),
+    ).fetchall()
+    # Expiry only matters before a task starts; drop stale marks of other states.
+    tx.execute(
+        "UPDATE tasks SET expires_at=NULL WHERE expires_at <= ? "
+        "AND state NOT IN ('pending','paused','blocked')",
+        (now,),
+    )
+    return [(int(r[0]), str(r[1])) for r in rows]
+
+
+def delete_final(tx: Tx, ids: Sequence[int], id_floor: IdFloor) -> int:
+    """Delete these tasks if they are (still) final; returns how many."""
+    if not ids:
+        return 0
+    marks = ",".join("?" * len(ids))
+    final = [
+        int(r[0])
+        for r in tx.execute(
+            f"SELECT id FROM tasks WHERE id IN ({marks}) AND state IN {FINAL_SQL}", list(ids)
+        ).fetchall()
+    ]
+    if not final:
+        return 0
+    id_floor.before_delete(tx, final)
+    marks = ",".join("?" * len(final))
+    tx.execute(f"DELETE FROM task_deps WHERE task_id IN ({marks})", final)
+    return int(tx.execute(f"DELETE FROM tasks WHERE id IN ({marks})", final).rowcount)
+
+
+# --- what a final state sets off -----------------------------------------------------------
+
+
+def supersede(tx: Tx, task_id: int, now: int, follow: Follow) -> None:
+    """A newer submit with the same dedup key replaces this active task."""
+    tx.execute(
+        "UPDATE tasks SET state='superseded', finished_at=?, expires_at=NULL WHERE id=?",
+        (now, task_id),
+    )
+    after_final(tx, task_id, "superseded", now, follow)
+
+
+def after_final(
+    tx: Tx,
+    task_id: int,
+    state: str,
+    now: int,
+    follow: Follow,
+    known: tuple[int | None, int] | None = None,
+) -> None:
+    """Apply the module's rules to the parent and the dependents of a task that just became
+    final in ``state``. ``known`` is (parent_id, has_dependents) when the caller read them."""
+    if known is None:
+        row = tx.execute(
+            "SELECT parent_id, has_dependents FROM tasks WHERE id=?", (task_id,)
+        ).fetchone()
+        known = (row[0], row[1]) if row else (None, 0)
+    parent_id, has_dependents = known
+    if parent_id is not None:
+        _complete_waiting_parent(tx, parent_id, now, follow)
+    if has_dependents:
+        _settle_dependents(tx, task_id, state, now, follow)
+
+
+def _complete_waiting_parent(tx: Tx, parent_id: int, now: int, follow: Follow) -> None:
+    """Rule 1: a waiting parent completes with its last active child."""
+    prow = tx.execute(
+        "SELECT state, type, attempt, result FROM tasks WHERE id=?", (parent_id,)
+    ).fetchone()
+    if prow is None or prow[0] != "waiting":
+        return
+    left = tx.execute(
+        f"SELECT count(*) FROM tasks WHERE parent_id=? AND state IN {ACTIVE_SQL}",
+        (parent_id,),
+    ).fetchone()[0]
+    if left:
+        return
+    tx.execute("UPDATE tasks SET state='completed', finished_at=? WHERE id=?", (now, parent_id))
+    result = _decode(prow[3]) if prow[3] is not None else None
+    follow.completed_parents.append((parent_id, prow[1], prow[2], result))
+    after_final(tx, parent_id, "completed", now, follow)
+
+
+def _settle_dependents(tx: Tx, task_id: int, state: str, now: int, follow: Follow) -> None:
+    """Rules 2 and 3: the blocked dependents of a task that ended ``state``."""
+    dependents = tx.execute(
+        "SELECT d.task_id, t.type FROM task_deps d JOIN tasks t ON t.id = d.task_id "
+        "WHERE d.dep_id=? AND t.state='blocked'",
+        (task_id,),
+    ).fetchall()
+    for dep_id, dep_type in dependents:
+        if state == "completed":
+            left = tx.execute(
+                "SELECT count(*) FROM task_deps d JOIN tasks t ON t.id = d.dep_id "
+                "WHERE d.task_id=? AND t.state != 'completed'",
+                (dep_id,),
+            ).fetchone()[0]
+            if not left:
+                tx.execute("UPDATE tasks SET state='pending' WHERE id=?", (dep_id,))
+                follow.unblocked.append(int(dep_id))
+        else:
+            err = ErrorInfo(f"task {task_id} it depends on ended {state}", "dependency", False)
+            tx.execute(
+                "UPDATE tasks SET state='failed', finished_at=?, error=? WHERE id=?",
+                (now, _encode(err), dep_id),
+            )
+            follow.failed_dependents.append((int(dep_id), str(dep_type)))
+            after_final(tx, dep_id, "failed", now, follow)
