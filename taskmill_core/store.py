@@ -31,6 +31,7 @@ import anyio.to_thread
 import msgspec
 
 from taskmill_core.errors import (
+    DamagedDatabase,
     DuplicateRejected,
     InvalidParams,
     InvalidState,
@@ -38,6 +39,7 @@ from taskmill_core.errors import (
     PayloadTooLarge,
     StorageError,
     TaskNotFound,
+    is_damage,
 )
 from taskmill_core.types import (
     ACTIVE_STATES,
@@ -159,6 +161,19 @@ _COLUMNS = (
     "attempt, max_retries, created_at, run_at, started_at, finished_at, duration_ms, "
     "parent_id, result, error"
 )
+
+
+def app_id_of(path: Path) -> int | None:
+    """The application id in an SQLite file's header (bytes 68-71), read without SQLite:
+    a damaged file still says whose it is."""
+    try:
+        with open(path, "rb") as f:
+            header = f.read(100)
+    except OSError:
+        return None
+    if len(header) < 100 or not header.startswith(SQLITE_HEADER):
+        return None
+    return int.from_bytes(header[68:72], "big")
 
 
 def _dispatch_order(row: Sequence[Any]) -> tuple[int, int]:
@@ -378,26 +393,38 @@ class SqliteStore:
     # --- opening, migrations, closing ---------------------------------------------------
 
     def _check_existing(self) -> None:
-        """Refuse a file that is not a taskmill database, without writing to it."""
+        """Refuse a file that is not a taskmill database, without writing to it and without
+        creating anything beside it."""
         try:
             size = self.path.stat().st_size
+            if self.path.is_dir():
+                raise NotATaskmillDatabase(f"{self.path} is a directory, not a database file")
+            if size == 0:
+                return
+            with open(self.path, "rb") as f:
+                header = f.read(16)
         except FileNotFoundError:
             return
-        if size == 0:
-            return
-        with open(self.path, "rb") as f:
-            header = f.read(16)
+        except OSError as exc:
+            raise NotATaskmillDatabase(f"{self.path} cannot be read: {exc.strerror}") from None
         if header != SQLITE_HEADER:
             raise NotATaskmillDatabase(f"{self.path} is not an SQLite database")
+        # A read-only connection to a WAL database creates its -wal and -shm files (and
+        # cannot remove them): without a -wal, nothing has the file open and the file alone
+        # is the whole database, so read it as immutable, which creates nothing.
+        wal = Path(f"{self.path}-wal").exists()
+        uri = f"{self.path.resolve().as_uri()}?{'mode=ro' if wal else 'immutable=1'}"
         try:
-            ro = sqlite3.connect(f"{self.path.resolve().as_uri()}?mode=ro", uri=True)
+            ro = sqlite3.connect(uri, uri=True)
             try:
                 app_id = ro.execute("PRAGMA application_id").fetchone()[0]
                 tables = ro.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]
             finally:
                 ro.close()
         except sqlite3.DatabaseError as exc:
-            raise NotATaskmillDatabase(f"{self.path} cannot be read: {exc}") from None
+            damaged = is_damage(exc) and app_id_of(self.path) == APPLICATION_ID
+            error = DamagedDatabase if damaged else NotATaskmillDatabase
+            raise error(f"{self.path} cannot be read: {exc}") from None
         if app_id != APPLICATION_ID and tables > 0:
             raise NotATaskmillDatabase(f"{self.path} is an SQLite database of another program")
 
@@ -410,7 +437,8 @@ class SqliteStore:
                 await cur.fetchall()
         except sqlite3.DatabaseError as exc:
             await self.close()
-            raise NotATaskmillDatabase(f"{self.path} cannot be opened: {exc}") from None
+            error = DamagedDatabase if is_damage(exc) else NotATaskmillDatabase
+            raise error(f"{self.path} cannot be opened: {exc}") from None
 
     def _open_writer(self) -> None:
         self._check_existing()
