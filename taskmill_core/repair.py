@@ -135,7 +135,11 @@ def _open_source(path: Path) -> sqlite3.Connection:
     the file is opened immutable, which creates nothing beside it."""
     wal = Path(f"{path}-wal").exists()
     uri = f"{path.resolve().as_uri()}?{'mode=ro' if wal else 'immutable=1'}"
-    return sqlite3.connect(uri, uri=True)
+    db = sqlite3.connect(uri, uri=True)
+    # Tolerates a header that promises more pages than the file has (a truncated file is
+    # otherwise refused whole); the connection is read-only, so nothing can be written.
+    db.execute("PRAGMA writable_schema=ON")
+    return db
 
 
 def _vet(path: Path, force: bool) -> None:

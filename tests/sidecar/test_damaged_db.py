@@ -1,0 +1,105 @@
+"""A damaged or wrong database file, over the real sidecar process: exit 4, one sentence on
+stderr that names the way out, and nothing created or changed beside the file (PROTOCOL.md
+"Lifecycle"); damage met while serving ends the sidecar the way a fatal error does.
+
+Set ``TASKMILL_SIDECAR_CMD`` to run this suite against another build (the frozen binary).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from ..damage import (
+    a_page_of_tasks,
+    build_database,
+    overwrite_a_page,
+    overwrite_page,
+    readable_tasks,
+)
+from .client import Sidecar
+
+pytestmark = pytest.mark.timeout(60)
+
+
+def listing(folder: Path) -> dict[str, bytes | None]:
+    """Every entry of a folder with its content (None for a directory)."""
+    return {p.name: None if p.is_dir() else p.read_bytes() for p in folder.iterdir()}
+
+
+def refused(db: Path) -> str:
+    """Run the sidecar on ``db``; it must exit 4 without a word on stdout. Returns the
+    sentence, which must be the last line of stderr and the only one that is not a log."""
+    sc = Sidecar(db=db)
+    try:
+        assert sc.wait_exit() == 4
+        sc.close()
+        assert sc.messages.qsize() == 1  # only the EOF marker: nothing on stdout
+        lines = [ln for ln in sc.stderr_text.splitlines() if ln.strip()]
+        plain = [ln for ln in lines if not ln.startswith("{")]
+        assert plain == [lines[-1]], sc.stderr_text
+        assert "Traceback" not in sc.stderr_text and "ExceptionGroup" not in sc.stderr_text
+        return lines[-1]
+    finally:
+        sc.close()
+
+
+def test_a_directory_as_the_database_exits_4_with_one_sentence(tmp_path: Path) -> None:
+    db = tmp_path / "tasks.db"
+    db.mkdir()
+    before = listing(tmp_path)
+    sentence = refused(db)
+    assert sentence == f"{db} is a directory, not a database file; the file was left untouched."
+    assert listing(tmp_path) == before  # not even a lock file
+
+
+def test_a_page_overwritten_by_random_bytes_exits_4_naming_repair(tmp_path: Path) -> None:
+    db = tmp_path / "tasks.db"
+    build_database(db)
+    overwrite_a_page(db)
+    before = listing(tmp_path)
+    sentence = refused(db)
+    assert "database disk image is malformed" in sentence
+    assert f"run `taskmill repair --db {db}`" in sentence
+    assert listing(tmp_path) == before  # the file unchanged; no -wal, -shm or lock file
+
+
+def test_a_truncated_file_is_refused_without_creating_files_beside_it(tmp_path: Path) -> None:
+    db = tmp_path / "tasks.db"
+    build_database(db, tasks=1000)
+    db.write_bytes(db.read_bytes()[: db.stat().st_size // 3])
+    before = listing(tmp_path)
+    sentence = refused(db)
+    assert f"the file is damaged and was left untouched; run `taskmill repair --db {db}`" in (
+        sentence
+    )
+    assert listing(tmp_path) == before
+
+
+def test_damage_met_while_serving_ends_the_sidecar_naming_repair(tmp_path: Path) -> None:
+    """The damage lies where start-up does not look (recovery reads the tasks at start, so
+    the page is spoiled once the sidecar runs, beyond its page cache): the request that meets
+    it fails, and the sidecar ends as on a fatal error, exit 4 (a restart would meet it too)."""
+    db = tmp_path / "tasks.db"
+    build_database(db, tasks=40_000)  # more pages than the connections' caches hold
+    healthy = readable_tasks(db)
+    page = a_page_of_tasks(db, first=20)
+    sc = Sidecar(db=db)
+    try:
+        sc.ready()
+        sc.result("ping")
+        # Spoil a page of early tasks (the first leaves of the table, long out of cache).
+        overwrite_page(db, page)
+        lost = sorted(set(healthy) - set(readable_tasks(db)))
+        response = sc.call("task.get", {"id": lost[0]})
+        assert "error" in response, response
+        assert sc.event("sidecar.exiting") == {"reason": "fatal"}
+        assert sc.wait_exit() == 4
+        sc.close()
+        last = sc.stderr_text.strip().splitlines()[-1]
+        assert "database disk image is malformed" in last
+        assert f"run `taskmill repair --db {db}`" in last
+        assert not sc.bad_lines
+    finally:
+        sc.close()
