@@ -25,6 +25,7 @@ the sidecar while it serves (it must hold the database lock; the caller takes it
 from __future__ import annotations
 
 import os
+import re
 import sqlite3
 import time
 from collections.abc import Callable, Sequence
@@ -42,6 +43,7 @@ __all__ = ["RepairReport", "TableReport", "check", "repair", "salvage"]
 _MAX_ROWID = 2**63 - 1
 _MIN_ROWID = -(2**63)
 _BATCH = 1000  # rows per executemany; a rejected batch is retried row by row
+_RESCUE_SPAN = 100_000  # rowids of a lost range looked up one by one (~3 us each)
 _SIDE_FILES = ("-wal", "-shm", "-journal")
 _STATES = set(ACTIVE_STATES) | set(FINAL_STATES)
 
@@ -61,6 +63,9 @@ class TableReport:
     rejected: int = 0  # read, but refused as invalid or by the fresh schema's constraints
     # Rowid ranges ``(after, upto]`` that could not be read; ``upto`` None: to the end.
     lost_ranges: list[tuple[int, int | None]] = field(default_factory=list)
+    # Rowids in the lost ranges that the table's indexes still list: rows known to be lost.
+    lost_known: list[int] = field(default_factory=list)
+    rescued: int = 0  # rows of the lost ranges that a lookup by rowid still read
     unreadable: bool = False  # not even the table's first row could be reached
     lost_unknown: bool = False  # a table without rowid lost rows it cannot count
 
@@ -75,7 +80,7 @@ class TableReport:
             if upto is None:
                 return None
             total += upto - after
-        return total
+        return total - self.rescued
 
     @property
     def complete(self) -> bool:
@@ -88,6 +93,8 @@ class TableReport:
             "rejected": self.rejected,
             "lostAtMost": self.lost_at_most,
             "lostRanges": [[a, b] for a, b in self.lost_ranges],
+            "lostKnown": len(self.lost_known),
+            "lostKnownIds": self.lost_known[:1000],
             "unreadable": self.unreadable,
             "complete": self.complete,
         }
@@ -263,6 +270,30 @@ class _Copier:
         self.dst.execute("RELEASE batch")
 
 
+def _indexed_rowids(src: sqlite3.Connection, table: str, after: int, upto: int | None) -> list[int]:
+    """The rowids in ``(after, upto]`` that any index of ``table`` still lists. An index is
+    a b-tree of its own: it usually survives the loss of a table page, and it names the rows
+    that page held (the indexes of tasks cover every pending and every finished task)."""
+    found: set[int] = set()
+    indexes = src.execute(
+        "SELECT name, sql FROM sqlite_master WHERE type='index' AND tbl_name=? AND sql IS NOT NULL",
+        (table,),
+    ).fetchall()
+    for name, sql in indexes:
+        # A partial index is used only under its own condition (which it then implies).
+        parts = re.split(r"\bWHERE\b", str(sql), maxsplit=1, flags=re.IGNORECASE)
+        where = parts[1] if len(parts) > 1 else "1"
+        query = (
+            f"SELECT rowid FROM {_q(table)} INDEXED BY {_q(str(name))} "
+            f"WHERE ({where}) AND rowid > ? AND rowid <= ?"
+        )
+        try:
+            found.update(int(r[0]) for r in src.execute(query, (after, upto or _MAX_ROWID)))
+        except sqlite3.DatabaseError:
+            continue  # a damaged index (or one this query cannot use): it tells nothing
+    return sorted(found)
+
+
 def _salvage_rowid_table(
     src: sqlite3.Connection, copier: _Copier, table: str, cols: Sequence[str]
 ) -> None:
@@ -270,6 +301,7 @@ def _salvage_rowid_table(
     names = ", ".join(_q(c) for c in cols)
     scan = f"SELECT rowid, {names} FROM {_q(table)} NOT INDEXED WHERE rowid > ? ORDER BY rowid"
     probe = scan + " LIMIT 1"
+    lookup = f"SELECT rowid, {names} FROM {_q(table)} NOT INDEXED WHERE rowid = ?"
 
     def readable_after(x: int) -> bool:
         try:
@@ -280,18 +312,46 @@ def _salvage_rowid_table(
                 raise
             return False
 
+    def rescue(after: int, upto: int | None) -> list[int]:
+        """Look up one by one the rowids of a lost range (those the indexes name, and the
+        first ``_RESCUE_SPAN``): a range scan loses a readable row on each side of the damage
+        (Python's cursor reads a row ahead and drops the row in hand when that read fails;
+        a seek lands on the damaged page for a key just below the next page's first), a
+        lookup by rowid does not. Returns the rowids still lost that the indexes name."""
+        known = _indexed_rowids(src, table, after, upto)
+        top = after + _RESCUE_SPAN if upto is None else min(upto, after + _RESCUE_SPAN)
+        still: list[int] = []
+        for rowid in sorted(set(range(after + 1, top + 1)) | set(known)):
+            try:
+                row = src.execute(lookup, (rowid,)).fetchone()
+            except sqlite3.DatabaseError as exc:
+                if not is_damage(exc):
+                    raise
+                row = None
+            if row is not None:
+                report.rescued += 1
+                copier.add(row[1:])
+            elif rowid in known:
+                still.append(rowid)
+        return still
+
     last = _MIN_ROWID
     while True:
         try:
             for row in src.execute(scan, (last,)):
-                last = int(row[0])
+                rowid = int(row[0])
+                if rowid <= last:  # out of order: a damaged page decoded as rows
+                    report.rejected += 1
+                    continue
+                last = rowid
                 copier.add(row[1:])
             return
         except sqlite3.DatabaseError as exc:
             if not is_damage(exc):
                 raise
         # The first row after ``last`` is unreadable. Find the smallest x > last whose next
-        # row reads: doubling steps, then a bisection; rows in (last, x] are lost.
+        # row reads: doubling steps, then a bisection; rows in (last, x] are lost, bar the
+        # ones a lookup by rowid still reads.
         bad, step = last, 1
         good: int | None = None
         while good is None and bad < _MAX_ROWID:
@@ -303,8 +363,10 @@ def _salvage_rowid_table(
         if good is None:
             if last == _MIN_ROWID:
                 report.unreadable = True  # no seek reaches a row: the table's root is gone
+                report.lost_known += _indexed_rowids(src, table, last, None)
             else:
                 report.lost_ranges.append((last, None))
+                report.lost_known += rescue(last, None)
             return
         while good - bad > 1:
             mid = (bad + good) // 2
@@ -313,6 +375,7 @@ def _salvage_rowid_table(
             else:
                 bad = mid
         report.lost_ranges.append((last, good))
+        report.lost_known += rescue(last, good)
         last = good
 
 
@@ -320,38 +383,64 @@ def _salvage_keyed_table(
     src: sqlite3.Connection, copier: _Copier, table: str, cols: Sequence[str], key: Sequence[str]
 ) -> None:
     """A WITHOUT ROWID table: forwards in key order until the damage, then backwards from
-    the end until the damage (one bad page loses only its own rows)."""
+    the end down to it (one bad page loses only its own rows). After each failed read,
+    single-row probes from the last key read take the row that read dropped."""
     report = copier.report
     names = ", ".join(_q(c) for c in cols)
-    order = ", ".join(_q(k) for k in key)
-    desc = ", ".join(f"{_q(k)} DESC" for k in key)
+    keys = ", ".join(_q(k) for k in key)
+    marks = ", ".join("?" for _ in key)
     at = [cols.index(k) for k in key]
-    first: tuple[Any, ...] | None = None
-    try:
-        for row in src.execute(f"SELECT {names} FROM {_q(table)} ORDER BY {order}"):
-            copier.add(row)
-        return
-    except sqlite3.DatabaseError as exc:
-        if not is_damage(exc):
-            raise
-    copier.flush()
-    report.lost_unknown = True
-    saved_forward = report.saved + report.rejected
-    try:
-        for row in src.execute(f"SELECT {names} FROM {_q(table)} ORDER BY {desc}"):
+    base = f"SELECT {names} FROM {_q(table)}"
+
+    def read(descending: bool, stop: tuple[Any, ...] | None) -> tuple[bool, tuple[Any, ...] | None]:
+        """(whether it read to the end, the last key read)."""
+        order = ", ".join(f"{_q(k)}{' DESC' if descending else ''}" for k in key)
+        beyond = f"WHERE ({keys}) {'<' if descending else '>'} ({marks})"
+        last: tuple[Any, ...] | None = None
+
+        def take(row: Sequence[Any]) -> bool:
+            nonlocal last
             k = tuple(row[i] for i in at)
-            if first is None:
-                first = k
-            copier.add(row)  # a row the forward pass saved is refused as a duplicate
-    except sqlite3.DatabaseError as exc:
-        if not is_damage(exc):
-            raise
-    if saved_forward == 0 and first is None:
+            if stop is not None and k <= stop:
+                return False  # the forward read has it
+            last = k
+            copier.add(row)
+            return True
+
+        try:
+            for row in src.execute(f"{base} ORDER BY {order}"):
+                if not take(row):
+                    return True, last
+            return True, last
+        except sqlite3.DatabaseError as exc:
+            if not is_damage(exc):
+                raise
+        while last is not None:
+            try:
+                row = src.execute(f"{base} {beyond} ORDER BY {order} LIMIT 1", last).fetchone()
+            except sqlite3.DatabaseError as exc:
+                if not is_damage(exc):
+                    raise
+                break
+            if row is None or not take(row):
+                break
+        return False, last
+
+    whole, forward_last = read(descending=False, stop=None)
+    if whole:
+        return
+    report.lost_unknown = True
+    _, backward_last = read(descending=True, stop=forward_last)
+    if forward_last is None and backward_last is None:
         report.unreadable = True
 
 
-def salvage(src: sqlite3.Connection, dst: sqlite3.Connection) -> list[TableReport]:
-    """Copy every readable row of every table the fresh schema has (by column name)."""
+def salvage(
+    src: sqlite3.Connection, dst: sqlite3.Connection, *, tail_room: int = 0
+) -> list[TableReport]:
+    """Copy every readable row of every table the fresh schema has (by column name).
+    ``tail_room``: how many rows the damaged file could hold at most (see
+    :func:`_keep_ids_unique`)."""
     reports: list[TableReport] = []
     try:
         src_tables = _tables(src)
@@ -376,17 +465,21 @@ def salvage(src: sqlite3.Connection, dst: sqlite3.Connection) -> list[TableRepor
             _salvage_rowid_table(src, copier, table, cols)
         copier.flush()
         dst.execute("COMMIT")
-    _keep_ids_unique(dst, reports)
+    _keep_ids_unique(dst, reports, tail_room)
     return reports
 
 
-def _keep_ids_unique(dst: sqlite3.Connection, reports: list[TableReport]) -> None:
+def _keep_ids_unique(dst: sqlite3.Connection, reports: list[TableReport], tail_room: int) -> None:
     """Ids are never reused: record the highest id known to have existed (a lost range's
-    end included) as the store's ``id_floor`` when it is above every saved id."""
+    end included) as the store's ``id_floor`` when it is above every saved id. When the
+    newest rows are lost and nothing names them, their ids are unknown: the next ids then
+    start ``tail_room`` (as many rows as the file could hold) above the highest known one;
+    ids only promise to grow, so the jump costs nothing."""
     tasks = next((r for r in reports if r.name == "tasks"), None)
     if tasks is None:
         return
-    top = max([b for _, b in tasks.lost_ranges if b is not None], default=0)
+    top = max([b for _, b in tasks.lost_ranges if b is not None] + tasks.lost_known, default=0)
+    tail_lost = tasks.unreadable or any(b is None for _, b in tasks.lost_ranges)
     known = dst.execute(
         "SELECT max(coalesce((SELECT max(id) FROM tasks), 0), "
         "coalesce((SELECT max(parent_id) FROM tasks), 0), "
@@ -395,6 +488,8 @@ def _keep_ids_unique(dst: sqlite3.Connection, reports: list[TableReport]) -> Non
         "WHERE key = 'id_floor'), 0))"
     ).fetchone()[0]
     floor = max(top, int(known))
+    if tail_lost:
+        floor += tail_room
     saved_top = dst.execute("SELECT coalesce(max(id), 0) FROM tasks").fetchone()[0]
     if floor > saved_top:
         dst.execute(
@@ -404,6 +499,17 @@ def _keep_ids_unique(dst: sqlite3.Connection, reports: list[TableReport]) -> Non
 
 
 # --- the whole repair -----------------------------------------------------------------------
+
+
+def _most_rows(path: Path, header: bytes, page_size: int) -> int:
+    """How many rows the file (and its -wal) could hold at most: a cell takes at least four
+    bytes of a page."""
+    counted = int.from_bytes(header[28:32], "big") if len(header) >= 32 else 0
+    pages = max(counted, path.stat().st_size // page_size)
+    wal = Path(f"{path}-wal")
+    if wal.exists():
+        pages += wal.stat().st_size // page_size
+    return pages * (page_size // 4)
 
 
 def _kept_name(path: Path, now: datetime) -> Path:
@@ -473,7 +579,7 @@ def repair(
         except sqlite3.DatabaseError:
             src = sqlite3.connect(":memory:")  # nothing readable: every table is lost
         try:
-            report.tables = salvage(src, dst)
+            report.tables = salvage(src, dst, tail_room=_most_rows(db, header, page_size))
         finally:
             src.close()
     finally:

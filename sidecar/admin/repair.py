@@ -15,6 +15,7 @@ from pathlib import Path
 
 from sidecar.admin.output import Output
 from sidecar.lock import AlreadyLocked, DatabaseLock
+from taskmill_core.repair import TableReport
 
 __all__ = ["add_arguments", "repair_command", "run"]
 
@@ -51,7 +52,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace, out: Output) -> int:
     from sidecar.__main__ import default_db
     from taskmill_core.errors import NotATaskmillDatabase
-    from taskmill_core.repair import repair
+    from taskmill_core.repair import repair  # (imports the store: only when it runs)
 
     db: Path = (args.db or default_db()).expanduser().absolute()
     if db.is_dir():
@@ -77,27 +78,34 @@ def run(args: argparse.Namespace, out: Output) -> int:
     if report.healthy and not report.tables:
         out.line(f"{db} is sound (quick_check: ok): nothing to repair.")
         return 0
-    verb = "Would save" if args.dry_run else "Saved"
-    out.line(f"{db}: damaged ({'; '.join(report.problems[:3])}).")
-    for t in report.tables:
-        text = f"  {t.name}: {verb.lower()} {t.saved} row{'s' if t.saved != 1 else ''}"
-        if t.rejected:
-            text += f", refused {t.rejected} unreadable or invalid"
-        if t.unreadable:
-            text += ", the rest is unreadable (lost)"
-        elif t.lost_ranges:
-            bound = t.lost_at_most
-            ranges = ", ".join(
-                f"{a + 1}-{b}" if b is not None else f"after {a}" for a, b in t.lost_ranges
-            )
-            text += f", lost {'an unknown number' if bound is None else f'at most {bound}'}"
-            text += f" (rowids {ranges})"
-        elif t.lost_unknown:
-            text += ", lost the rows between two damaged spots (count unknown)"
-        out.line(text)
+    verb = "would save" if args.dry_run else "saved"
+    first = report.problems[0].splitlines()[-1] if report.problems else "rebuilt on request"
+    out.line(f"{db} is damaged ({first}).")
+    for t in sorted(report.tables, key=lambda t: t.name != "tasks"):
+        out.line(f"  {t.name}: {verb} {t.saved}{_losses(t)}")
     if args.dry_run:
         out.line(f"Dry run: nothing was changed ({report.elapsed_ms} ms).")
     else:
         out.line(f"The damaged file is kept as {report.kept}.")
         out.line(f"{db} is a fresh database now; the app can start ({report.elapsed_ms} ms).")
     return 0
+
+
+def _losses(t: TableReport) -> str:
+    """What a table lost, for people: counts and the rowid ranges."""
+    text = f", refused {t.rejected} unreadable or invalid" if t.rejected else ""
+    known = len(t.lost_known)
+    if t.unreadable:
+        named = f"; its indexes name {known} of the lost rows" if known else ""
+        return text + f", the rest is unreadable{named}"
+    if t.lost_unknown:
+        return text + ", lost the rows between two damaged spots (how many is unknown)"
+    if not t.lost_ranges:
+        return text
+    ranges = ", ".join(f"{a + 1}-{b}" if b is not None else f"above {a}" for a, b in t.lost_ranges)
+    bound = t.lost_at_most
+    if bound is not None and bound == known:
+        return text + f", lost {bound} (rowids {ranges})"
+    if bound is not None:
+        return text + f", lost {known} to {bound} (rowids {ranges})"
+    return text + f", lost {known} or more (rowids {ranges})"
