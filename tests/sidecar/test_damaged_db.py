@@ -103,3 +103,47 @@ def test_damage_met_while_serving_ends_the_sidecar_naming_repair(tmp_path: Path)
         assert not sc.bad_lines
     finally:
         sc.close()
+
+
+PLUGIN = '''
+import sqlite3
+
+from taskmill_core.executors import executor
+
+
+@executor("test.spoil")
+async def spoil_the_next_step(ctx, payload):
+    """The scheduler's next dispatch step meets a damaged page (as SQLite reports one)."""
+
+    def damaged(*args, **kwargs):
+        exc = sqlite3.DatabaseError("database disk image is malformed")
+        exc.sqlite_errorcode = 11  # SQLITE_CORRUPT
+        raise exc
+
+    ctx._sched._complete_plain = damaged
+'''
+
+
+def test_damage_met_by_the_dispatcher_ends_the_sidecar_naming_repair(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The scheduler stops on the damage (its fatal path): ``sidecar.exiting`` with reason
+    ``fatal``, exit 4 and the repair command, where another internal error exits 1."""
+    monkeypatch.delenv("TASKMILL_SIDECAR_CMD", raising=False)  # a plugin: from source
+    (tmp_path / "tm_spoil_plugin.py").write_text(PLUGIN)
+    db = tmp_path / "tasks.db"
+    sc = Sidecar("--plugin=tm_spoil_plugin", db=db, env={"PYTHONPATH": str(tmp_path)})
+    try:
+        sc.ready()
+        sc.result("task.submit", {"type": "test.spoil"})
+        assert sc.event("sidecar.exiting") == {"reason": "fatal"}
+        assert sc.wait_exit() == 4
+        sc.close()
+        last = sc.stderr_text.strip().splitlines()[-1]
+        assert last == (
+            f"taskmill-sidecar stopped: {db} cannot be read: database disk image is malformed; "
+            f"the file is damaged and was not changed further; run `taskmill repair --db {db}` "
+            "to save what is still readable into a fresh database."
+        )
+    finally:
+        sc.close()
