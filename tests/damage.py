@@ -100,3 +100,38 @@ def overwrite_a_page(path: Path) -> int:
     page = a_page_of_tasks(path)
     overwrite_page(path, page)
     return page
+
+
+def build_dependencies(path: Path, dependents: int = 8, each: int = 1000) -> None:
+    """A real database whose ``task_deps`` table spans many pages: ``dependents`` tasks that
+    each wait for ``each`` tasks of their own."""
+
+    async def build() -> None:
+        async with open_scheduler(path) as (sched, _, _):
+            for _ in range(dependents):
+                deps = await sched.submit_batch([TaskSpec(type=UNRUN) for _ in range(each)])
+                await sched.submit(TaskSpec(type=UNRUN, depends_on=[r.id for r in deps]))
+
+    anyio.run(build)
+
+
+def readable_dependencies(path: Path, pairs: list[tuple[int, int]]) -> set[tuple[int, int]]:
+    """The (task, dependency) rows of ``pairs`` that can still be read, one lookup each in
+    the table's own b-tree (its primary key, not the index on ``dep_id``)."""
+    db = sqlite3.connect(f"{path.resolve().as_uri()}?immutable=1", uri=True)
+    found: set[tuple[int, int]] = set()
+    try:
+        for pair in pairs:
+            try:
+                row = db.execute(
+                    "SELECT 1 FROM task_deps INDEXED BY sqlite_autoindex_task_deps_1 "
+                    "WHERE task_id=? AND dep_id=?",
+                    pair,
+                ).fetchone()
+            except sqlite3.DatabaseError:
+                continue
+            if row is not None:
+                found.add(pair)
+    finally:
+        db.close()
+    return found
