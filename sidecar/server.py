@@ -153,9 +153,10 @@ class Sidecar:
         return code
 
     @staticmethod
-    def _damaged_sentence(message: str, db: Path, *, left: str = "was left untouched") -> str:
+    def _damaged_sentence(message: str, db: Path, *, untouched: bool = True) -> str:
+        state = "damaged and was left untouched" if untouched else "damaged"
         return (
-            f"{message}; the file is damaged and {left}; run `{repair_command(db)}` "
+            f"{message}; the file is {state}; run `{repair_command(db)}` "
             "to save what is still readable into a fresh database."
         )
 
@@ -233,7 +234,7 @@ class Sidecar:
             self._fatal = self._damaged_sentence(
                 f"taskmill-sidecar stopped: {opts.db} cannot be read: {self._damage}",
                 opts.db,
-                left="was not changed further",
+                untouched=False,  # (it was in use: closing folds the log into it, as always)
             )
         elif sched.failure is not None:
             self._reason = "fatal"

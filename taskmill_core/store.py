@@ -163,7 +163,7 @@ _COLUMNS = (
 )
 
 
-def app_id_of(path: Path) -> int | None:
+def _app_id_of(path: Path) -> int | None:
     """The application id in an SQLite file's header (bytes 68-71), read without SQLite:
     a damaged file still says whose it is."""
     try:
@@ -422,7 +422,7 @@ class SqliteStore:
             finally:
                 ro.close()
         except sqlite3.DatabaseError as exc:
-            damaged = is_damage(exc) and app_id_of(self.path) == APPLICATION_ID
+            damaged = is_damage(exc) and _app_id_of(self.path) == APPLICATION_ID
             error = DamagedDatabase if damaged else NotATaskmillDatabase
             raise error(f"{self.path} cannot be read: {exc}") from None
         if app_id != APPLICATION_ID and tables > 0:

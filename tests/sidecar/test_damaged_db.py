@@ -142,8 +142,8 @@ def test_damage_met_by_the_dispatcher_ends_the_sidecar_naming_repair(
         last = sc.stderr_text.strip().splitlines()[-1]
         assert last == (
             f"taskmill-sidecar stopped: {db} cannot be read: database disk image is malformed; "
-            f"the file is damaged and was not changed further; run `taskmill repair --db {db}` "
-            "to save what is still readable into a fresh database."
+            f"the file is damaged; run `taskmill repair --db {db}` to save what is still "
+            "readable into a fresh database."
         )
     finally:
         sc.close()
