@@ -9,9 +9,11 @@ and the sidecar refuses the file (exit 4). Nobody can mend a file by hand on a d
 2. builds a fresh database with the current schema beside it (the store's migrations);
 3. copies each table's readable rows into it: rows are read in rowid order and, where a
    read fails, the first readable rowid after the damage is found by a doubling search and a
-   bisection (each probe is one b-tree descent, so skipping a bad page costs ~100 reads), so
-   one bad page costs exactly the rows it held; tables without rowid are read forwards, then
-   backwards from their end, so one bad page costs the rows between the two damaged spots;
+   bisection (each probe is one b-tree descent: skipping a bad page costs at most ~130),
+   then the rowids of the skipped range are looked up one by one, so one bad page costs
+   exactly the rows it held; the table's indexes (separate b-trees, usually intact) name the
+   rows that were lost. Tables without rowid are read forwards, then backwards from their
+   end: one bad page costs the rows between the two damaged spots (its own rows);
 4. keeps the damaged file (with its ``-wal``) as ``<name>.corrupt-<time>`` and puts the
    fresh one in its place, so the sidecar opens it as usual (and requeues the rows that were
    ``running``).
@@ -388,8 +390,11 @@ def _salvage_rowid_table(
                 good = mid
             else:
                 bad = mid
-        report.lost_ranges.append((last, good))
-        report.lost_known += rescue(last, good)
+        # Lost from the very first row: SQLite hands out positive rowids (taskmill's ids
+        # too), so the range starts at 0 unless the bisection says otherwise.
+        after = 0 if last == _MIN_ROWID and good > 0 else last
+        report.lost_ranges.append((after, good))
+        report.lost_known += rescue(after, good)
         last = good
 
 
