@@ -12,10 +12,13 @@ import shlex
 import subprocess
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from sidecar.admin.output import Output
 from sidecar.lock import AlreadyLocked, DatabaseLock
-from taskmill_core.repair import TableReport
+
+if TYPE_CHECKING:  # the sidecar imports this module for repair_command alone
+    from taskmill_core.repair import TableReport
 
 __all__ = ["add_arguments", "repair_command", "run"]
 
@@ -105,7 +108,18 @@ def _losses(t: TableReport) -> str:
     ranges = ", ".join(f"{a + 1}-{b}" if b is not None else f"above {a}" for a, b in t.lost_ranges)
     bound = t.lost_at_most
     if bound is not None and bound == known:
-        return text + f", lost {bound} (rowids {ranges})"
+        return text + f", lost {bound} (rowids {_runs(t.lost_known)})"
     if bound is not None:
         return text + f", lost {known} to {bound} (rowids {ranges})"
     return text + f", lost {known} or more (rowids {ranges})"
+
+
+def _runs(ids: list[int]) -> str:
+    """``[3, 4, 5, 9]`` -> ``"3-5, 9"``."""
+    runs: list[list[int]] = []
+    for i in sorted(ids):
+        if runs and i == runs[-1][1] + 1:
+            runs[-1][1] = i
+        else:
+            runs.append([i, i])
+    return ", ".join(f"{a}-{b}" if a != b else f"{a}" for a, b in runs)
