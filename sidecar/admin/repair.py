@@ -82,14 +82,16 @@ def run(args: argparse.Namespace, out: Output) -> int:
         out.line(f"{db} is sound (quick_check: ok): nothing to repair.")
         return 0
     verb = "would save" if args.dry_run else "saved"
-    first = report.problems[0].splitlines()[-1] if report.problems else "rebuilt on request"
-    out.line(f"{db} is damaged ({first}).")
+    if report.healthy:
+        out.line(f"{db} is sound; rebuilt as asked (--force).")
+    else:
+        out.line(f"{db} is damaged ({report.problems[0].splitlines()[-1]}).")
     for t in sorted(report.tables, key=lambda t: t.name != "tasks"):
         out.line(f"  {t.name}: {verb} {t.saved}{_losses(t)}")
     if args.dry_run:
         out.line(f"Dry run: nothing was changed ({report.elapsed_ms} ms).")
     else:
-        out.line(f"The damaged file is kept as {report.kept}.")
+        out.line(f"The old file is kept as {report.kept}.")
         out.line(f"{db} is a fresh database now; the app can start ({report.elapsed_ms} ms).")
     return 0
 
