@@ -115,7 +115,7 @@ class RepairReport:
     """The outcome of :func:`repair`."""
 
     db: Path
-    healthy: bool  # the check found nothing wrong: nothing was changed
+    healthy: bool  # the check found nothing wrong (nothing was changed, unless forced)
     problems: list[str]  # what the check reported (first lines)
     tables: list[TableReport] = field(default_factory=list)
     kept: Path | None = None  # where the damaged file is now
@@ -211,7 +211,8 @@ def _create_fresh(path: Path, page_size: int) -> sqlite3.Connection:
     db = sqlite3.connect(path, isolation_level=None)
     db.execute(f"PRAGMA page_size={page_size}")
     # A scratch file until it is fsynced and swapped in (a crash before that discards it):
-    # no journal, no syncs, a cache that holds the indexes being built (3.2x faster).
+    # no journal, no syncs, a cache that holds the indexes being built (100k tasks: 2.8 s
+    # -> 2.0 s on a busy machine).
     db.execute("PRAGMA journal_mode=OFF")
     db.execute("PRAGMA synchronous=OFF")
     db.execute("PRAGMA cache_size=-131072")  # 128 MiB at most
@@ -304,7 +305,8 @@ def _indexed_rowids(src: sqlite3.Connection, table: str, after: int, upto: int |
             f"WHERE ({where}) AND rowid > ? AND rowid <= ?"
         )
         try:
-            found.update(int(r[0]) for r in src.execute(query, (after, upto or _MAX_ROWID)))
+            rows = src.execute(query, (after, _MAX_ROWID if upto is None else upto))
+            found.update(int(r[0]) for r in rows)
         except sqlite3.DatabaseError:
             continue  # a damaged index (or one this query cannot use): it tells nothing
     return sorted(found)
@@ -420,8 +422,11 @@ def _salvage_keyed_table(
         def take(row: Sequence[Any]) -> bool:
             nonlocal last
             k = tuple(row[i] for i in at)
-            if stop is not None and k <= stop:
-                return False  # the forward read has it
+            try:
+                if stop is not None and k <= stop:
+                    return False  # the forward read has it
+            except TypeError:  # keys of mixed types (a damaged row): not comparable here
+                pass
             last = k
             copier.add(row)
             return True
