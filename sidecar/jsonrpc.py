@@ -295,9 +295,10 @@ class JsonRpcProtocol:
         self._notifications = 0
         self._errors = 0
         self._unmatched = 0
-        # Told of every exception a handler raised (before it becomes the error answer): the
-        # server stops on one that says the database file is damaged.
-        self.on_handler_error: Callable[[BaseException], None] | None = None
+        # Told of every exception a handler raised before it becomes the error answer; may
+        # return the exception to answer with instead (the server stops on one that says the
+        # database file is damaged, and answers it as a storage error).
+        self.on_handler_error: Callable[[Exception], Exception | None] | None = None
 
     def __repr__(self) -> str:
         s = self.statistics()
@@ -500,7 +501,7 @@ class JsonRpcProtocol:
                 outcomes = [exc] * len(group)
             for (rid, _), outcome in zip(group, outcomes, strict=True):
                 if isinstance(outcome, Exception):
-                    self._handler_failed(outcome)
+                    outcome = self._handler_failed(outcome)
                     self._errors += 1
                     line = self._error(rid, error_from_exception(outcome, method=method))
                 else:
@@ -608,8 +609,8 @@ class JsonRpcProtocol:
             self._notifications += 1
         try:
             result = await self._dispatch(method, params)
-        except Exception as exc:
-            self._handler_failed(exc)
+        except Exception as raised:
+            exc = self._handler_failed(raised)
             error = error_from_exception(exc, method=method)
             if not has_id:
                 _log.warning("notification failed", method=method, error=error.message)
@@ -620,9 +621,10 @@ class JsonRpcProtocol:
             return None
         return self._result(rid, result, method)
 
-    def _handler_failed(self, exc: BaseException) -> None:
-        if self.on_handler_error is not None:
-            self.on_handler_error(exc)
+    def _handler_failed(self, exc: Exception) -> Exception:
+        if self.on_handler_error is None:
+            return exc
+        return self.on_handler_error(exc) or exc
 
     def _result(self, rid: Any, result: Any, method: str) -> bytes:
         try:

@@ -34,7 +34,12 @@ from sidecar.methods import Methods
 from sidecar.params import PROTOCOL_VERSION, ExitingParams, ReadyParams, Recovered, ServerInfo
 from sidecar.schemas import openrpc_document
 from taskmill_core import Scheduler, SchedulerConfig, __version__
-from taskmill_core.errors import DamagedDatabase, NotATaskmillDatabase, is_damage
+from taskmill_core.errors import (
+    DamagedDatabase,
+    NotATaskmillDatabase,
+    StorageError,
+    is_damage,
+)
 from taskmill_core.events import Subscription
 
 __all__ = ["ExitCode", "Options", "Sidecar"]
@@ -160,12 +165,15 @@ class Sidecar:
             "to save what is still readable into a fresh database."
         )
 
-    def _on_handler_error(self, exc: BaseException) -> None:
-        """A request met a damaged database file: stop as on an internal error (the next
-        requests would meet it too), with the repair command in the sentence."""
-        if is_damage(exc):
-            self._damage = self._damage or exc
-            self.request_stop("fatal", 0)
+    def _on_handler_error(self, exc: Exception) -> Exception | None:
+        """A request met a damaged database file: answer it with a storage error and stop as
+        on an internal error (the next requests would meet it too), with the repair command
+        in the sentence."""
+        if not is_damage(exc):
+            return None
+        self._damage = self._damage or exc
+        self.request_stop("fatal", 0)
+        return StorageError(f"the database file is damaged ({exc}); the sidecar is stopping")
 
     async def _serve(
         self,

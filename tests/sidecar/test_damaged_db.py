@@ -92,8 +92,12 @@ def test_damage_met_while_serving_ends_the_sidecar_naming_repair(tmp_path: Path)
         # Spoil a page of early tasks (the first leaves of the table, long out of cache).
         overwrite_page(db, page)
         lost = sorted(set(healthy) - set(readable_tasks(db)))
-        response = sc.call("task.get", {"id": lost[0]})
-        assert "error" in response, response
+        error = sc.call("task.get", {"id": lost[0]})["error"]
+        assert (error["code"], error["data"]["kind"]) == (-32006, "storage")
+        assert error["message"] == (
+            "the database file is damaged (database disk image is malformed); "
+            "the sidecar is stopping"
+        )
         assert sc.event("sidecar.exiting") == {"reason": "fatal"}
         assert sc.wait_exit() == 4
         sc.close()
