@@ -103,7 +103,12 @@ def configure_logging(level: str) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     watch_bootloader()  # a onefile child leaves with its bootloader, even when it is SIGKILLed
-    opts, level = parse_args(argv)
+    args = sys.argv[1:] if argv is None else argv
+    if args[:1] == ["admin"]:  # the admin command line, for the frozen build (no `taskmill`)
+        from sidecar.admin.__main__ import main as admin
+
+        admin(args[1:], prog="taskmill-sidecar admin")
+    opts, level = parse_args(args)
     configure_logging(level)
     # Unbuffered stdin: the reader thread may still be blocked in a read when we exit, and a
     # blocked BufferedReader would hold a lock that interpreter shutdown needs.

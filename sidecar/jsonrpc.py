@@ -274,6 +274,10 @@ class JsonRpcProtocol:
         self._notifications = 0
         self._errors = 0
         self._unmatched = 0
+        # Told of every exception a handler raised before it becomes the error answer; may
+        # return the exception to answer with instead (the server stops on one that says the
+        # database file is damaged, and answers it as a storage error).
+        self.on_handler_error: Callable[[Exception], Exception | None] | None = None
 
     def __repr__(self) -> str:
         s = self.statistics()
@@ -476,6 +480,7 @@ class JsonRpcProtocol:
                 outcomes = [exc] * len(group)
             for (rid, _), outcome in zip(group, outcomes, strict=True):
                 if isinstance(outcome, Exception):
+                    outcome = self._handler_failed(outcome)
                     self._errors += 1
                     line = self._error(rid, error_from_exception(outcome, method=method))
                 else:
@@ -583,7 +588,8 @@ class JsonRpcProtocol:
             self._notifications += 1
         try:
             result = await self._dispatch(method, params)
-        except Exception as exc:
+        except Exception as raised:
+            exc = self._handler_failed(raised)
             error = error_from_exception(exc, method=method)
             if not has_id:
                 _log.warning("notification failed", method=method, error=error.message)
@@ -593,6 +599,11 @@ class JsonRpcProtocol:
         if not has_id:
             return None
         return self._result(rid, result, method)
+
+    def _handler_failed(self, exc: Exception) -> Exception:
+        if self.on_handler_error is None:
+            return exc
+        return self.on_handler_error(exc) or exc
 
     def _result(self, rid: Any, result: Any, method: str) -> bytes:
         try:

@@ -23,6 +23,7 @@ import anyio.abc
 import psutil
 import structlog
 
+from sidecar.admin.repair import repair_command
 from sidecar.builtin import PathScope, builtin_executors
 from sidecar.framing import LineReader, LineWriter
 from sidecar.frozen import host_pid
@@ -33,7 +34,12 @@ from sidecar.methods import Methods
 from sidecar.params import PROTOCOL_VERSION, ExitingParams, ReadyParams, Recovered, ServerInfo
 from sidecar.schemas import openrpc_document
 from taskmill_core import Scheduler, SchedulerConfig, __version__
-from taskmill_core.errors import NotATaskmillDatabase
+from taskmill_core.errors import (
+    DamagedDatabase,
+    NotATaskmillDatabase,
+    StorageError,
+    is_damage,
+)
 from taskmill_core.events import Subscription
 
 __all__ = ["ExitCode", "Options", "Sidecar"]
@@ -79,6 +85,7 @@ class Sidecar:
         self._grace_ms = 5000
         self._parent: tuple[int, float | None] | None = None  # --parent-pid, its start time
         self._fatal: str | None = None  # why the scheduler stopped, when an internal error did
+        self._damage: BaseException | None = None  # the file turned out damaged while serving
 
     def request_stop(self, reason: str, grace_ms: int | None = None) -> None:
         if self._stop.is_set():
@@ -99,10 +106,14 @@ class Sidecar:
             raise ExitCode(
                 3, f"Another taskmill sidecar is already using the database {opts.db}."
             ) from None
+        refused = False
         try:
             return await self._run_locked()
+        except ExitCode as exc:
+            refused = exc.code == 4 and self._damage is None
+            raise
         finally:
-            lock.release()
+            lock.release(remove_created=refused)  # a refused file finds nothing new beside it
 
     async def _run_locked(self) -> int:
         opts = self.options
@@ -121,8 +132,17 @@ class Sidecar:
             tg.start_soon(writer.run)
             try:
                 await sched.open()
+            except DamagedDatabase as exc:
+                failure = ExitCode(4, self._damaged_sentence(exc.message, opts.db))
             except NotATaskmillDatabase as exc:
                 failure = ExitCode(4, f"{exc.message}; the file was left untouched.")
+            except Exception as exc:
+                # Recovery and settings are read after the store opened: the first full
+                # scan of the tasks table is where a damaged page usually shows.
+                if not is_damage(exc):
+                    raise
+                message = f"{opts.db} cannot be read: {exc}"
+                failure = ExitCode(4, self._damaged_sentence(message, opts.db))
             else:
                 try:
                     code = await self._serve(sched, proto, writer, tg)
@@ -134,8 +154,26 @@ class Sidecar:
         if failure is not None:
             raise failure
         if self._fatal is not None:
-            raise ExitCode(1, self._fatal)
+            raise ExitCode(4 if self._damage is not None else 1, self._fatal)
         return code
+
+    @staticmethod
+    def _damaged_sentence(message: str, db: Path, *, untouched: bool = True) -> str:
+        state = "damaged and was left untouched" if untouched else "damaged"
+        return (
+            f"{message}; the file is {state}; run `{repair_command(db)}` "
+            "to save what is still readable into a fresh database."
+        )
+
+    def _on_handler_error(self, exc: Exception) -> Exception | None:
+        """A request met a damaged database file: answer it with a storage error and stop as
+        on an internal error (the next requests would meet it too), with the repair command
+        in the sentence."""
+        if not is_damage(exc):
+            return None
+        self._damage = self._damage or exc
+        self.request_stop("fatal", 0)
+        return StorageError(f"the database file is damaged ({exc}); the sidecar is stopping")
 
     async def _serve(
         self,
@@ -160,6 +198,7 @@ class Sidecar:
         )
         methods.discover_document = openrpc_document()
         methods.register_all(proto)
+        proto.on_handler_error = self._on_handler_error
 
         sub = sched.subscribe()
         forwarded = anyio.Event()
@@ -194,14 +233,25 @@ class Sidecar:
         await sched.close(self._grace_ms)
         with anyio.move_on_after(5):
             await forwarded.wait()
-        if sched.failure is not None:
+        if sched.failure is not None and is_damage(sched.failure):
+            self._damage = self._damage or sched.failure
+        if self._damage is not None:
+            # Exit 4, not 1: a restart would meet the same damage (a host does not restart
+            # the sidecar after 4), and the way out is the repair command.
+            self._reason = "fatal"
+            self._fatal = self._damaged_sentence(
+                f"taskmill-sidecar stopped: {opts.db} cannot be read: {self._damage}",
+                opts.db,
+                untouched=False,  # (it was in use: closing folds the log into it, as always)
+            )
+        elif sched.failure is not None:
             self._reason = "fatal"
             self._fatal = f"taskmill-sidecar stopped on an internal error: {sched.failure!r}."
         await proto.notify("sidecar.exiting", ExitingParams(reason=self._reason))  # type: ignore[arg-type]
         writer.close()
         with anyio.move_on_after(2):
             await writer.wait_closed()
-        return 0 if self._fatal is None else 1
+        return 0 if self._fatal is None else 1  # (a fatal end raises ExitCode in the caller)
 
     async def _watch_scheduler(self, sched: Scheduler) -> None:
         """An internal error stopped the scheduler: shut down at once, saying why

@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 __all__ = [
+    "DamagedDatabase",
     "DuplicateRejected",
     "ExecutorError",
     "Forbidden",
@@ -23,7 +24,12 @@ __all__ = [
     "StorageError",
     "TaskNotFound",
     "TaskmillError",
+    "is_damage",
 ]
+
+# SQLite's primary result codes for a damaged file (the low byte of an extended code).
+_SQLITE_CORRUPT = 11
+_SQLITE_NOTADB = 26
 
 
 class TaskmillError(Exception):
@@ -85,6 +91,36 @@ class NotATaskmillDatabase(TaskmillError):
     """The file exists but is not a taskmill database (or is corrupt); it was not modified."""
 
     kind = "storage"
+
+
+class DamagedDatabase(NotATaskmillDatabase):
+    """A taskmill database whose file is damaged (SQLite reports it corrupt); ``taskmill
+    repair`` can save what is still readable."""
+
+
+def is_damage(exc: BaseException) -> bool:
+    """Whether ``exc`` says the database file is damaged: a :class:`DamagedDatabase`, or an
+    SQLite error whose code is CORRUPT or NOTADB, also when it is the cause or context of
+    ``exc`` or the only member of an exception group.
+
+    Other SQLite errors (a full disk, a lock, an I/O error) are not damage: the file may
+    be sound, and ``StorageError`` covers them."""
+    seen: set[int] = set()
+    todo: list[BaseException | None] = [exc]
+    while todo:
+        e = todo.pop()
+        if e is None or id(e) in seen:
+            continue
+        seen.add(id(e))
+        if isinstance(e, DamagedDatabase):
+            return True
+        code = getattr(e, "sqlite_errorcode", None)  # sqlite3.Error, Python 3.11+
+        if isinstance(code, int) and code & 0xFF in (_SQLITE_CORRUPT, _SQLITE_NOTADB):
+            return True
+        if isinstance(e, BaseExceptionGroup):
+            todo.extend(e.exceptions)
+        todo.extend((e.__cause__, e.__context__))
+    return False
 
 
 class ExecutorError(Exception):

@@ -29,7 +29,7 @@ from typing import NewType
 import aiosqlite
 import anyio.to_thread
 
-from taskmill_core.errors import NotATaskmillDatabase, StorageError
+from taskmill_core.errors import DamagedDatabase, NotATaskmillDatabase, StorageError, is_damage
 from taskmill_core.store.schema import check_existing, migrate
 
 __all__ = ["WAL_SIZE_LIMIT", "Connection", "Tx", "storage_error"]
@@ -47,13 +47,13 @@ _STORAGE_CODES = frozenset(
         6,  # SQLITE_LOCKED
         8,  # SQLITE_READONLY
         10,  # SQLITE_IOERR
-        11,  # SQLITE_CORRUPT
         13,  # SQLITE_FULL
         14,  # SQLITE_CANTOPEN
         15,  # SQLITE_PROTOCOL
-        26,  # SQLITE_NOTADB
     }
 )
+# Not among them: CORRUPT and NOTADB. A damaged file does not heal by waiting; the error
+# surfaces as it is (errors.is_damage) and the sidecar stops, naming `taskmill repair`.
 
 
 def storage_error(exc: sqlite3.Error, doing: str) -> StorageError | None:
@@ -91,7 +91,8 @@ class Connection:
                 await cur.fetchall()
         except sqlite3.DatabaseError as exc:
             await self.close()
-            raise NotATaskmillDatabase(f"{self.path} cannot be opened: {exc}") from None
+            error = DamagedDatabase if is_damage(exc) else NotATaskmillDatabase
+            raise error(f"{self.path} cannot be opened: {exc}") from None
 
     def _open_writer(self) -> None:
         check_existing(self.path)

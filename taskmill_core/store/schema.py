@@ -11,7 +11,7 @@ from __future__ import annotations
 import sqlite3
 from pathlib import Path
 
-from taskmill_core.errors import NotATaskmillDatabase
+from taskmill_core.errors import DamagedDatabase, NotATaskmillDatabase, is_damage
 
 __all__ = [
     "ACTIVE_SQL",
@@ -121,27 +121,52 @@ MIGRATIONS: list[str] = [
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
+def _app_id_of(path: Path) -> int | None:
+    """The application id in an SQLite file's header (bytes 68-71), read without SQLite:
+    a damaged file still says whose it is."""
+    try:
+        with open(path, "rb") as f:
+            header = f.read(100)
+    except OSError:
+        return None
+    if len(header) < 100 or not header.startswith(SQLITE_HEADER):
+        return None
+    return int.from_bytes(header[68:72], "big")
+
+
 def check_existing(path: Path) -> None:
-    """Refuse a file that is not a taskmill database, without writing to it."""
+    """Refuse a file that is not a taskmill database, without writing to it and without
+    creating anything beside it."""
     try:
         size = path.stat().st_size
+        if path.is_dir():
+            raise NotATaskmillDatabase(f"{path} is a directory, not a database file")
+        if size == 0:
+            return
+        with open(path, "rb") as f:
+            header = f.read(16)
     except FileNotFoundError:
         return
-    if size == 0:
-        return
-    with open(path, "rb") as f:
-        header = f.read(16)
+    except OSError as exc:
+        raise NotATaskmillDatabase(f"{path} cannot be read: {exc.strerror}") from None
     if header != SQLITE_HEADER:
         raise NotATaskmillDatabase(f"{path} is not an SQLite database")
+    # A read-only connection to a WAL database creates its -wal and -shm files (and cannot
+    # remove them): without a -wal, nothing has the file open and the file alone is the
+    # whole database, so read it as immutable, which creates nothing.
+    wal = Path(f"{path}-wal").exists()
+    uri = f"{path.resolve().as_uri()}?{'mode=ro' if wal else 'immutable=1'}"
     try:
-        ro = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
+        ro = sqlite3.connect(uri, uri=True)
         try:
             app_id = ro.execute("PRAGMA application_id").fetchone()[0]
             tables = ro.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]
         finally:
             ro.close()
     except sqlite3.DatabaseError as exc:
-        raise NotATaskmillDatabase(f"{path} cannot be read: {exc}") from None
+        damaged = is_damage(exc) and _app_id_of(path) == APPLICATION_ID
+        error = DamagedDatabase if damaged else NotATaskmillDatabase
+        raise error(f"{path} cannot be read: {exc}") from None
     if app_id != APPLICATION_ID and tables > 0:
         raise NotATaskmillDatabase(f"{path} is an SQLite database of another program")
 
