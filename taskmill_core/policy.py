@@ -16,7 +16,10 @@ Model:
   and a bucket stores the time at which it is full again, in ticks of ``1 / num`` ms, so each
   token is exactly ``den`` ticks. :meth:`Bucket.next_token_at` is the *first whole millisecond*
   at which a token is there (the exact refill time rounded up, never down): waking then, a task
-  is held no longer than its bucket needs, and never starts before the token exists.
+  is held no longer than its bucket needs, and never starts before the token exists. Rounding
+  up costs nothing while the bucket has room (the tokens keep their exact times); a full bucket
+  cannot hold the fraction of a token that arrives before that whole ms, so with ``burst: 1`` a
+  rate whose interval is not a whole number of ms runs up to 1 ms per token slow, never fast.
 * **Aging**: a pending task due since ``due_since`` is ordered as if ``floor((now - due_since -
   afterMs) / stepMs)`` levels more urgent (none before ``afterMs``), never more urgent than
   ``limit``; a task at ``limit`` or more urgent does not age. Its next step is at ``due_since +
