@@ -186,6 +186,10 @@ class RateBuckets:
             _rebucket(self.types, limits.types), _rebucket(self.groups, limits.groups)
         )
 
+    def meters(self, task_type: str, group: str | None) -> bool:
+        """Whether a start of this type and group takes a token anywhere."""
+        return task_type in self.types or (group is not None and group in self.groups)
+
     def ready_at(self, task_type: str, group: str | None, now: int) -> int:
         """The first millisecond ≥ ``now`` at which both the type's and the group's bucket hold
         a token (``now`` when neither is limited)."""
@@ -302,7 +306,7 @@ class FairOrder(Generic[C]):
     blocking). ``running`` is the group of each running task.
     """
 
-    __slots__ = ("_exempt", "_fair", "_queues", "_running")
+    __slots__ = ("_exempt", "_queues", "_running", "_share")
 
     def __init__(
         self,
@@ -311,7 +315,6 @@ class FairOrder(Generic[C]):
         fair: FairShare,
         preempt_priority: int,
     ) -> None:
-        self._fair = fair
         self._running: dict[str | None, int] = {}
         for g in running:
             self._running[g] = self._running.get(g, 0) + 1
@@ -326,6 +329,9 @@ class FairOrder(Generic[C]):
             q.reverse()  # pop() from the end is the most urgent
         self._exempt = iter(exempt)
         self._queues = queues
+        self._share = {
+            g: (fair.weight(g), 0 if g is None else fair.min_slots.get(g, 0)) for g in queues
+        }
 
     def __iter__(self) -> Iterator[C]:
         return self
@@ -335,14 +341,14 @@ class FairOrder(Generic[C]):
             return c
         if not self._queues:
             raise StopIteration
-        fair, running = self._fair, self._running
+        running, share = self._running, self._share
         best: str | None = None
         best_key: tuple[bool, float, int] | None = None
         for g, q in self._queues.items():
             n = running.get(g, 0)
-            below_min = g is not None and n < fair.min_slots.get(g, 0)
+            weight, min_slots = share[g]
             # Floats compare small ratios exactly enough: distinct n/w with n, w < 2**26 differ.
-            key = (not below_min, n / fair.weight(g), q[-1][0])
+            key = (n >= min_slots, n / weight, q[-1][0])
             if best_key is None or key < best_key:
                 best, best_key = g, key
         q = self._queues[best]
