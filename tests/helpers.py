@@ -91,7 +91,7 @@ def recorder() -> tuple[list[int], Callable[[TaskContext, Any], Any]]:
 class FaultyStore(SqliteStore):
     """A real SQLite store with fault hooks, injected with ``Scheduler(..., store=...)``.
 
-    - ``complete_fault``: while set, writing run ends (``complete_plain``) raises it — a full
+    - ``complete_fault``: while set, writing run ends (``complete_standalone``) raises it — a full
       disk (``sqlite3.OperationalError``) or a planted bug;
     - ``before_sync``: called in the fsync's worker thread before the WAL is synced;
     - ``on_first_run_of_type``: called as the first run of a type is launched (the runner
@@ -104,10 +104,10 @@ class FaultyStore(SqliteStore):
         self.before_sync: Callable[[], None] | None = None
         self.on_first_run_of_type: Callable[[str], None] | None = None
 
-    def complete_plain(self, *args: Any, **kwargs: Any) -> Any:
+    def complete_standalone(self, *args: Any, **kwargs: Any) -> Any:
         if self.complete_fault is not None:
             raise self.complete_fault
-        return super().complete_plain(*args, **kwargs)
+        return super().complete_standalone(*args, **kwargs)
 
     def sync_wal(self) -> None:
         if self.before_sync is not None:

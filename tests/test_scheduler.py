@@ -348,7 +348,7 @@ async def test_submit_many_answers_each_spec_on_its_own(tmp_path: Path) -> None:
         assert isinstance(rejected, DuplicateRejected) and rejected.existing_id == held.id
         assert isinstance(y1, SubmitResult) and isinstance(y2, SubmitResult)
         assert (y1.outcome, y2.outcome, y2.id) == ("inserted", "duplicate", y1.id)
-        assert first.id < y1.id  # written in order, plain entries and keyed ones alike
+        assert first.id < y1.id  # written in order, standalone entries and keyed ones alike
         assert (await s.status()).counts["pending"] == 3  # held, first and y
         assert names(drain(sub)) == ["task.submitted", "task.submitted"]
 

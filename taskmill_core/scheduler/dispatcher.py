@@ -172,7 +172,7 @@ class Dispatcher:
                     if run.unsaved_checkpoint:
                         store.save_checkpoint(tx, run.id, run.checkpoint)
                         claims.saved.append(run)
-                completed = settlement.complete_plain(tx, finished, now)
+                completed = settlement.complete_standalone(tx, finished, now)
                 for run, end, value in finished:
                     settlement.settle(
                         tx,

@@ -1,7 +1,7 @@
 """Settlement: turning how a run ended into the task's next state.
 
 Inside a dispatch tick's transaction, each finished run becomes a transition: a success
-completes the task (the plain ones all in one statement), an error retries it or ends it
+completes the task (the standalone ones all in one statement), an error retries it or ends it
 (the decision is :func:`~taskmill_core.retry.decide_failure`, pure), an interruption
 (preempt, pause, shutdown) puts it back to wait with no retry used, and a run whose task was
 cancelled or superseded meanwhile is only forgotten. The events each transition causes are
@@ -60,9 +60,9 @@ class Settlement:
         self._rng = rng
         self._on_final = on_final
 
-    def complete_plain(self, tx: Tx, finished: list[Finished], now: int) -> set[int]:
+    def complete_standalone(self, tx: Tx, finished: list[Finished], now: int) -> set[int]:
         """Write the successful runs that need nothing else in one statement (see
-        ``SqliteStore.complete_plain``); returns their ids, for :meth:`settle`."""
+        ``SqliteStore.complete_standalone``); returns their ids, for :meth:`settle`."""
         done = [
             (
                 run.id,
@@ -73,7 +73,7 @@ class Settlement:
             for run, end, _ in finished
             if end == "ok" and run.stop_reason not in FINAL_STOPS
         ]
-        return self._store.complete_plain(tx, done, now) if done else set()
+        return self._store.complete_standalone(tx, done, now) if done else set()
 
     def settle(
         self,
@@ -87,7 +87,7 @@ class Settlement:
         completed: set[int],
         settled: list[Run],
     ) -> None:
-        """Record how a run ended; ``completed`` holds the runs :meth:`complete_plain` has
+        """Record how a run ended; ``completed`` holds the runs :meth:`complete_standalone` has
                 already written as completed. The runs recorded go to ``settled``, for :meth:`apply`
         after the commit (``run.final``, ``run.learned_ms`` say what it will do)."""
         run.final, run.learned_ms = False, None  # (a rolled-back tick may have set them)

@@ -11,7 +11,7 @@ The transaction contract: every write runs in a transaction that its caller open
 :meth:`Connection.transaction` and passes in as a :data:`Tx`. ``Tx`` is the writer connection
 under another static type (``NewType``): proof, for the type checker, that a ``BEGIN
 IMMEDIATE`` is open, at no cost at run time. Transactions do not nest (a part of one that
-may fail alone is a savepoint). The one write without a ``Tx`` is a lone plain submit, a
+may fail alone is a savepoint). The one write without a ``Tx`` is a lone standalone submit, a
 single INSERT that SQLite commits by itself. Any SQLite error that means the disk or the file failed
 (full, I/O, locked, read-only, corrupt) leaves as :class:`StorageError`, after the
 transaction was rolled back.
@@ -196,7 +196,7 @@ class Connection:
 
     def autocommitted(self) -> None:
         """Count a write that SQLite committed by itself (a single statement outside any
-        transaction: a lone plain submit, where BEGIN and COMMIT would be a fifth of its
+        transaction: a lone standalone submit, where BEGIN and COMMIT would be a fifth of its
         cost). Its errors are the caller's to map with :func:`storage_error`."""
         self.commits += 1
 

@@ -26,8 +26,8 @@ from taskmill_core.store.submit import (
     Prepared,
     Submitted,
     insert_params,
-    insert_plain,
-    is_plain,
+    insert_standalone,
+    is_standalone,
     new_info,
     submit_entries,
 )
@@ -104,11 +104,11 @@ class SqliteStore:
         """Insert or deduplicate every entry and commit: all or nothing. Outside any
         transaction only.
 
-        A single plain entry is one INSERT that SQLite commits by itself (BEGIN and COMMIT
+        A single standalone entry is one INSERT that SQLite commits by itself (BEGIN and COMMIT
         are a fifth of a lone submit's cost); anything else is one transaction. Errors name
         the entry (``data.index``, ``$.tasks[i]``) when the batch has more than one.
         """
-        if len(batch) == 1 and is_plain(batch[0]):
+        if len(batch) == 1 and is_standalone(batch[0]):
             return [self._submit_alone(batch[0], now)]
         local = Follow()
         with self._conn.transaction() as tx:
@@ -161,35 +161,35 @@ class SqliteStore:
         """Many independent submits ``(entries, now)`` inside ``tx``, each all or nothing on
         its own: its outcome is its results, or the exception that undid only it.
 
-        Runs of single plain entries (nothing can fail them but the database itself, which
+        Runs of single standalone entries (nothing can fail them but the database itself, which
         fails ``tx`` as a whole) are inserted with one ``executemany``, in order.
         """
         ids = self._ids
         out: list[list[Submitted] | Exception] = []
-        plain: list[Prepared] = []
-        plain_now = 0
+        standalone: list[Prepared] = []
+        standalone_now = 0
         for entries, now in items:
-            if len(entries) == 1 and is_plain(entries[0]):
-                if plain and now != plain_now:
-                    out.extend([r] for r in insert_plain(tx, ids, plain, plain_now))
-                plain.append(entries[0])
-                plain_now = now
+            if len(entries) == 1 and is_standalone(entries[0]):
+                if standalone and now != standalone_now:
+                    out.extend([r] for r in insert_standalone(tx, ids, standalone, standalone_now))
+                standalone.append(entries[0])
+                standalone_now = now
                 continue
-            out.extend([r] for r in insert_plain(tx, ids, plain, plain_now))
+            out.extend([r] for r in insert_standalone(tx, ids, standalone, standalone_now))
             try:
                 out.append(self.submit_in(tx, entries, now, follow))
             except StorageError:
                 raise  # the database failed tx as a whole: no submit of it is written
             except Exception as exc:
                 out.append(exc)
-        out.extend([r] for r in insert_plain(tx, ids, plain, plain_now))
+        out.extend([r] for r in insert_standalone(tx, ids, standalone, standalone_now))
         return out
 
     # --- state changes (transitions.py), each in the caller's transaction -----------------
 
     start = staticmethod(transitions.start)
     save_checkpoint = staticmethod(transitions.save_checkpoint)
-    complete_plain = staticmethod(transitions.complete_plain)
+    complete_standalone = staticmethod(transitions.complete_standalone)
     complete = staticmethod(transitions.complete)
     fail = staticmethod(transitions.fail)
     interrupt = staticmethod(transitions.interrupt)

@@ -20,8 +20,8 @@ The unique index ``tasks_dedup`` (one active task per key) makes a race between 
 of the same key impossible: the second sees the first's row, in the same transaction or after
 its commit.
 
-A *plain* entry (no dedup key, parent or dependency) needs no lookup before its INSERT, so
-runs of them are inserted with one ``executemany`` (:func:`insert_plain`).
+A *standalone* entry (no dedup key, parent or dependency) needs no lookup before its INSERT, so
+runs of them are inserted with one ``executemany`` (:func:`insert_standalone`).
 """
 
 from __future__ import annotations
@@ -51,8 +51,8 @@ __all__ = [
     "Submitted",
     "decide_duplicate",
     "insert_params",
-    "insert_plain",
-    "is_plain",
+    "insert_standalone",
+    "is_standalone",
     "new_info",
     "prepare",
     "submit_entries",
@@ -84,7 +84,9 @@ class Submitted(msgspec.Struct, gc=False):
 
     id: int
     outcome: Outcome
-    info: TaskInfo | None = None  # the new or changed task (None for a plain duplicate)
+    info: TaskInfo | None = (
+        None  # the new or changed task (None: a standalone duplicate)
+    )
     replaced: tuple[int, str] | None = None
     changed_priority: bool = False
 
@@ -114,7 +116,7 @@ def prepare(spec: TaskSpec, now: int) -> Prepared:
     return Prepared(spec, payload_json, spec.priority_value, key, run_at, expires_at)
 
 
-def is_plain(p: Prepared) -> bool:
+def is_standalone(p: Prepared) -> bool:
     """No dedup key, parent or dependency: nothing to look up before inserting it."""
     return p.dedup_key is None and p.spec.parent_id is None and not p.spec.depends_on
 
@@ -170,7 +172,7 @@ def insert_params(p: Prepared, state: str, now: int) -> InsertRow:
     """The columns a new task row sets, and their values.
 
     Only the columns with a value are bound: each bound parameter costs the sqlite3 module
-    ~0.3 us, and a plain task leaves ten of the sixteen NULL (half an insert)."""
+    ~0.3 us, and a standalone task leaves ten of the sixteen NULL (half an insert)."""
     spec = p.spec
     cols = ["type", "state", "priority", "payload", "max_retries", "created_at"]
     vals = [spec.type, state, p.priority, p.payload_json, spec.max_retries, now]
@@ -218,8 +220,8 @@ def new_info(p: Prepared, task_id: int, state: str, now: int) -> TaskInfo:
 # --- applying it ---------------------------------------------------------------------------
 
 
-def insert_plain(tx: Tx, ids: IdFloor, plain: list[Prepared], now: int) -> list[Submitted]:
-    """Insert a run of plain entries with one ``executemany`` per column set; clears
+def insert_standalone(tx: Tx, ids: IdFloor, plain: list[Prepared], now: int) -> list[Submitted]:
+    """Insert a run of standalone entries with one ``executemany`` per column set; clears
     ``plain``.
 
     Inside our write transaction SQLite gives each new row max(id) + 1, so the ids are
@@ -324,22 +326,22 @@ def submit_entries(
     base: int = 0,
 ) -> list[Submitted]:
     """Every entry of one submit, in order, in ``tx``. ``numbered``: errors name the entry
-    (``data.index`` = ``base`` + its index, ``$.tasks[i]``), and runs of plain entries are
+    (``data.index`` = ``base`` + its index, ``$.tasks[i]``), and runs of standalone entries are
     inserted together."""
     out: list[Submitted] = []
     plain: list[Prepared] = []
     for index, p in enumerate(batch):
-        if numbered and is_plain(p):
+        if numbered and is_standalone(p):
             plain.append(p)
             continue
-        out.extend(insert_plain(tx, ids, plain, now))
+        out.extend(insert_standalone(tx, ids, plain, now))
         try:
             out.append(submit_one(tx, ids, p, now, follow))
         except (DuplicateRejected, InvalidParams) as exc:
             if numbered:
                 _number(exc, base + index)
             raise
-    out.extend(insert_plain(tx, ids, plain, now))
+    out.extend(insert_standalone(tx, ids, plain, now))
     return out
 
 

@@ -38,7 +38,7 @@ __all__ = [
     "after_final",
     "cancel",
     "complete",
-    "complete_plain",
+    "complete_standalone",
     "delete_final",
     "expire_due",
     "fail",
@@ -152,7 +152,7 @@ def _back_to_pending(tx: Tx, task_id: int, priority: int, error: ErrorInfo | Non
     )
 
 
-def complete_plain(
+def complete_standalone(
     tx: Tx, done: Sequence[tuple[int, int, bytes, IoBytes | None]], now: int
 ) -> set[int]:
     """Complete successful runs ``(id, duration_ms, result JSON, io_actual)`` that need

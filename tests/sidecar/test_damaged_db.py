@@ -125,7 +125,7 @@ async def spoil_the_next_step(ctx, payload):
         exc.sqlite_errorcode = 11  # SQLITE_CORRUPT
         raise exc
 
-    SqliteStore.complete_plain = damaged
+    SqliteStore.complete_standalone = damaged
 '''
 
 

@@ -25,7 +25,7 @@ async def break_the_next_step(ctx, payload):
     def broken(*args, **kwargs):
         raise RuntimeError("a planted bug")
 
-    SqliteStore.complete_plain = broken
+    SqliteStore.complete_standalone = broken
 '''
 
 

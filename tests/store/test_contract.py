@@ -131,7 +131,7 @@ async def test_running_to_completed_records_result_duration_and_io(store: Sqlite
     a, b = submit(store).id, submit(store).id
     claim(store, [a, b])
     with store.transaction() as tx:
-        done = store.complete_plain(tx, [(a, 40, b"1", IoBytes(disk_read=10))], T0 + 40)
+        done = store.complete_standalone(tx, [(a, 40, b"1", IoBytes(disk_read=10))], T0 + 40)
     assert done == {a}
     assert complete(store, b, T0 + 50) == "completed"
     info = store.get(a)
