@@ -8,21 +8,27 @@ one human sentence to stderr first. stdout carries the protocol and nothing else
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
 import sys
+import threading
 from pathlib import Path
+from typing import NoReturn
 
 import anyio
 import structlog
 
 from sidecar.frozen import watch_bootloader
+from sidecar.logsink import LogSink
 from sidecar.server import ExitCode, Options, Sidecar, stderr_sentence
 from taskmill_core import __version__
 
 __all__ = ["main", "parse_args"]
 
 LEVELS = ("debug", "info", "warning", "error")
+# How long the exit waits for stdout and the log to be flushed before it leaves anyway.
+EXIT_FLUSH_S = 1.0
 
 
 def default_db() -> Path:
@@ -85,9 +91,13 @@ def parse_args(argv: list[str] | None = None) -> tuple[Options, str]:
 
 
 def configure_logging(level: str) -> None:
-    """JSON lines on stderr, for structlog and the stdlib alike; never stdout."""
+    """JSON lines on stderr, for structlog and the stdlib alike; never stdout.
+
+    Both write to ``sys.stderr`` as it is when this runs: in the sidecar, the :class:`LogSink`
+    that :func:`main` installed, so a log call never blocks and never raises.
+    """
     numeric = getattr(logging, level.upper())
-    logging.basicConfig(stream=sys.stderr, level=numeric, format="%(message)s")
+    logging.basicConfig(stream=sys.stderr, level=numeric, format="%(message)s", force=True)
     structlog.configure(
         processors=[
             structlog.processors.add_log_level,
@@ -96,12 +106,31 @@ def configure_logging(level: str) -> None:
             structlog.processors.JSONRenderer(),
         ],
         wrapper_class=structlog.make_filtering_bound_logger(numeric),
-        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        logger_factory=structlog.WriteLoggerFactory(file=sys.stderr),
         cache_logger_on_first_use=True,
     )
 
 
-def main(argv: list[str] | None = None) -> None:
+def main(argv: list[str] | None = None) -> NoReturn:
+    """Run the sidecar; always ends the process, within a bounded time, with its exit code."""
+    # From here on nothing written to stderr can block or raise: a host that stops reading
+    # it, or closes it, must not stop the protocol.
+    sink = LogSink(sys.stderr.fileno() if sys.stderr is not None else 2)
+    sys.stderr = sink
+    code = 1
+    try:
+        code = _run(argv)
+    except SystemExit as exc:  # argparse: a bad command line (2) or --version (0)
+        code = exc.code if isinstance(exc.code, int) else 1
+    except BaseException as exc:  # the sidecar must say why it died
+        with contextlib.suppress(BaseException):
+            structlog.get_logger("taskmill.sidecar").exception("fatal error")
+            stderr_sentence(f"taskmill-sidecar stopped on an unexpected error: {exc!r}.")
+    finally:
+        _leave(code, sink)
+
+
+def _run(argv: list[str] | None) -> int:
     watch_bootloader()  # a onefile child leaves with its bootloader, even when it is SIGKILLed
     opts, level = parse_args(argv)
     configure_logging(level)
@@ -110,21 +139,33 @@ def main(argv: list[str] | None = None) -> None:
     stdin = open(sys.stdin.fileno(), "rb", buffering=0, closefd=False)  # noqa: SIM115
     sidecar = Sidecar(opts, stdin, sys.stdout.buffer)
     try:
-        code = anyio.run(sidecar.run)
+        return anyio.run(sidecar.run)
     except ExitCode as exc:
         stderr_sentence(exc.message)
-        code = exc.code
+        return exc.code
     except KeyboardInterrupt:
-        code = 0
-    except BaseException as exc:  # the sidecar must say why it died
-        structlog.get_logger("taskmill.sidecar").exception("fatal error")
-        stderr_sentence(f"taskmill-sidecar stopped on an unexpected error: {exc!r}.")
-        code = 1
-    # Leave without waiting for the daemon threads (the stdin reader may be blocked in a
-    # read forever); everything that matters has been flushed and closed by now.
-    sys.stdout.flush()
-    sys.stderr.flush()
+        return 0
+
+
+def _leave(code: int, sink: LogSink) -> NoReturn:
+    """End the process now, whatever threads are left, after a bounded flush of the output.
+
+    Everything that matters (the database, the last protocol lines) is closed and queued by
+    now. Threads may still be blocked for good: the stdin reader in a read, the stdout writer
+    in a write the host never reads, a database worker waiting on its queue. Interpreter
+    shutdown would wait for the non-daemon ones forever, so it is skipped: stdout is flushed
+    from a helper thread (a flush can block too) and the log gets a moment to drain.
+    """
+    flushed = threading.Thread(target=_flush_stdout, name="taskmill-exit-flush", daemon=True)
+    flushed.start()
+    flushed.join(EXIT_FLUSH_S)
+    sink.drain(EXIT_FLUSH_S)
     os._exit(code)
+
+
+def _flush_stdout() -> None:
+    with contextlib.suppress(Exception):  # EPIPE: the host is gone, nothing to flush to
+        sys.stdout.flush()
 
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import select
 import signal
 import sys
 from dataclasses import dataclass, field
@@ -164,7 +165,7 @@ class Sidecar:
         sub = sched.subscribe()
         forwarded = anyio.Event()
         tg.start_soon(self._forward_events, sub, proto, forwarded)
-        tg.start_soon(self._read_stdin, proto)
+        tg.start_soon(self._read_stdin, proto, writer)
         tg.start_soon(self._watch_signals, sched)
         tg.start_soon(self._watch_scheduler, sched)
         if opts.parent_pid is not None:
@@ -223,12 +224,16 @@ class Sidecar:
         finally:
             done.set()
 
-    async def _read_stdin(self, proto: JsonRpcProtocol) -> None:
+    async def _read_stdin(self, proto: JsonRpcProtocol, writer: LineWriter) -> None:
         async with LineReader(self._stdin, max_message_bytes=self.options.max_message_bytes) as r:
             await proto.serve(r)
         # A parent killed outright closes our stdin as it dies: that is the parent's death.
         if await self._parent_gone(wait_s=0.3):
             self.request_stop("parentExited", PARENT_GONE_GRACE_MS)
+        elif writer.broken or _reader_gone(self._stdout):
+            # No --parent-pid, but nobody reads stdout either: the host died with both pipes.
+            # As after the parent's death, nobody is left to see running tasks finish.
+            self.request_stop("stdinClosed", PARENT_GONE_GRACE_MS)
         else:
             self.request_stop("stdinClosed")
 
@@ -295,6 +300,25 @@ def _alive(pid: int, created: float | None) -> bool:
         return proc.create_time() == created and proc.status() != psutil.STATUS_ZOMBIE
     except psutil.Error:
         return False
+
+
+def _reader_gone(stream: BinaryIO) -> bool:
+    """Whether nobody can read ``stream`` any more: the other end of the pipe (or socket)
+    was closed. POSIX only (``poll`` reports POLLERR or POLLHUP); elsewhere always False."""
+    poll = getattr(select, "poll", None)
+    try:
+        fd = stream.fileno()
+    except (OSError, ValueError):  # io.UnsupportedOperation is an OSError and a ValueError
+        return False
+    if poll is None:
+        return False
+    poller = poll()
+    poller.register(fd, select.POLLOUT)
+    try:
+        events = poller.poll(0)
+    except OSError:
+        return False
+    return any(mask & (select.POLLERR | select.POLLHUP) for _, mask in events)
 
 
 def _created(pid: int) -> float | None:
