@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 import time
 from pathlib import Path
@@ -33,6 +34,14 @@ def wait_gone(procs: list[psutil.Process], timeout: float) -> float:
             pytest.fail(f"still running after {timeout} s: {alive}")
         time.sleep(0.02)
     return time.monotonic() - start
+
+
+def kill_all(procs: list[psutil.Process]) -> None:
+    """SIGKILL whatever of ``procs`` still runs (the clean-up after a failed test)."""
+    for proc in procs:
+        if running(proc):
+            with contextlib.suppress(psutil.Error):
+                proc.kill()
 
 
 def task_state(db: Path, task_id: int) -> tuple[str, int]:

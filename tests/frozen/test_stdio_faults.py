@@ -17,12 +17,13 @@ import time
 from pathlib import Path
 from typing import Any
 
+import psutil
 import pytest
 
 from tests.sidecar.client import ROOT, Sidecar
 
 from .conftest import Build
-from .processes import process_tree, task_state, wait_gone
+from .processes import kill_all, process_tree, task_state, wait_gone
 
 pytestmark = [
     pytest.mark.timeout(120),
@@ -55,6 +56,7 @@ def test_a_sigkilled_host_with_three_pipes_takes_the_sidecar_along(
         stdout=subprocess.PIPE,
         cwd=ROOT,
     )
+    procs: list[psutil.Process] = []
     try:
         assert app.stdout is not None
         started = json.loads(app.stdout.readline())
@@ -68,6 +70,7 @@ def test_a_sigkilled_host_with_three_pipes_takes_the_sidecar_along(
         app.wait(10)
         if app.stdout is not None:
             app.stdout.close()
+        kill_all(procs)  # what a failure left behind
     assert task_state(db, started["task"]) == ("pending", 0)
     again = Sidecar(db=db, command=build.command)
     try:
