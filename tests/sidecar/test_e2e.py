@@ -5,6 +5,7 @@ Set ``TASKMILL_SIDECAR_CMD`` to run this suite against another build (the frozen
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import sqlite3
@@ -242,13 +243,19 @@ def test_oversized_line_and_invalid_utf8_do_not_stop_it(db: Path) -> None:
 
 
 def test_shutdown_request(sidecar: Sidecar) -> None:
-    sidecar.send({"jsonrpc": "2.0", "id": 1, "method": "shutdown", "params": {"graceMs": 100}})
-    sidecar.send({"jsonrpc": "2.0", "id": 2, "method": "ping"})
+    """Whatever the client writes after ``shutdown`` is refused, even in the same write."""
+    lines = [
+        {"jsonrpc": "2.0", "id": 1, "method": "shutdown", "params": {"graceMs": 100}},
+        {"jsonrpc": "2.0", "id": 2, "method": "task.submit", "params": {"type": "noop"}},
+        {"jsonrpc": "2.0", "id": 3, "method": "ping"},
+    ]
+    sidecar.send_raw(b"".join(json.dumps(line).encode() + b"\n" for line in lines))
     assert sidecar.response(1)["result"] == {}
-    late = sidecar.response(2)
-    assert "result" in late or late["error"]["code"] == -32005
+    for late in (2, 3):
+        assert error_of(sidecar.response(late))[:2] == (-32005, "shuttingDown")
     assert sidecar.event("sidecar.exiting") == {"reason": "shutdown"}
     assert sidecar.wait_exit() == 0
+    assert not any(m.get("method") == "task.submitted" for m in sidecar.seen)
 
 
 def test_stdin_eof_interrupts_running_work_back_to_pending(sidecar: Sidecar, db: Path) -> None:
