@@ -33,6 +33,7 @@ from sidecar.lock import AlreadyLocked, DatabaseLock
 from sidecar.methods import Methods
 from sidecar.params import PROTOCOL_VERSION, ExitingParams, ReadyParams, Recovered, ServerInfo
 from sidecar.schemas import openrpc_document
+from sidecar.signals import StartupSignals
 from taskmill_core import Scheduler, SchedulerConfig, __version__
 from taskmill_core.errors import NotATaskmillDatabase
 from taskmill_core.events import Subscription
@@ -71,10 +72,19 @@ class Options:
 class Sidecar:
     """One sidecar process's worth of state."""
 
-    def __init__(self, options: Options, stdin: BinaryIO, stdout: BinaryIO) -> None:
+    def __init__(
+        self,
+        options: Options,
+        stdin: BinaryIO,
+        stdout: BinaryIO,
+        *,
+        startup: StartupSignals | None = None,
+    ) -> None:
+        """``startup``: the signals noted before the sidecar watched for them (they stop it)."""
         self.options = options
         self._stdin = stdin
         self._stdout = stdout
+        self._startup = startup
         self._stop = anyio.Event()
         self._reason = "shutdown"
         self._grace_ms = 5000
@@ -166,7 +176,7 @@ class Sidecar:
         forwarded = anyio.Event()
         tg.start_soon(self._forward_events, sub, proto, forwarded)
         tg.start_soon(self._read_stdin, proto, writer)
-        tg.start_soon(self._watch_signals, sched)
+        await tg.start(self._watch_signals, sched)
         tg.start_soon(self._watch_scheduler, sched)
         if opts.parent_pid is not None:
             self._parent = (opts.parent_pid, _created(opts.parent_pid))
@@ -187,7 +197,8 @@ class Sidecar:
                 executors=sched.executor_types(),
             ),
         )
-        proto.set_ready()
+        if not self._stop.is_set():  # else a signal came during start-up: refuse what waits
+            proto.set_ready()
         log.info("ready", db=str(opts.db), recovered=sched.recovered)
 
         await self._stop.wait()
@@ -237,18 +248,33 @@ class Sidecar:
         else:
             self.request_stop("stdinClosed")
 
-    async def _watch_signals(self, sched: Scheduler) -> None:
+    async def _watch_signals(
+        self,
+        sched: Scheduler,
+        *,
+        task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED,
+    ) -> None:
+        """SIGTERM/SIGINT (also those noted during start-up) stop the sidecar; SIGUSR1 dumps
+        its state. Reports started once the signals are watched and the early ones handled."""
         dump = getattr(signal, "SIGUSR1", None)  # POSIX only
         watched = [signal.SIGTERM, signal.SIGINT, *([dump] if dump is not None else [])]
         try:
             with anyio.open_signal_receiver(*watched) as signals:
+                self._stop_if_signalled_at_startup()  # (checked once the receiver is in place)
+                task_status.started()
                 async for signum in signals:
                     if signum == dump:
                         _dump_state(sched)
                     else:
                         self.request_stop("signal")
         except NotImplementedError:  # Windows: no signal receivers; rely on stdin EOF
-            return
+            self._stop_if_signalled_at_startup()
+            task_status.started()
+
+    def _stop_if_signalled_at_startup(self) -> None:
+        """A SIGTERM/SIGINT during start-up: the same graceful exit as a later one."""
+        if self._startup is not None and self._startup.received:
+            self.request_stop("signal")
 
     async def _watch_parent(self) -> None:
         """Poll the parent; its death (or PID reuse by another process) means shutdown."""

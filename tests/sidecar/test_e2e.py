@@ -279,6 +279,48 @@ def test_sigterm_is_a_graceful_shutdown(sidecar: Sidecar, db: Path) -> None:
     assert reopen_state(db, t["id"]) == ("pending", 0)
 
 
+SLOW_START_PLUGIN = """
+import sys, time
+
+from taskmill_core.executors import executor
+
+sys.stderr.write("slow plugin: loading\\n")
+time.sleep(1.5)  # start-up is still going on: no sidecar.ready yet
+
+
+@executor("test.nothing")
+async def nothing(ctx, payload):
+    return None
+"""
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_a_signal_during_startup_is_the_same_graceful_shutdown(
+    db: Path, tmp_path: Path, signum: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A signal before ``sidecar.ready``: start-up completes, then the usual graceful exit
+    (``sidecar.exiting`` with reason ``signal``, exit 0); a request that waited for readiness
+    is refused ``-32005``."""
+    monkeypatch.delenv("TASKMILL_SIDECAR_CMD", raising=False)  # the plugin runs from source
+    (tmp_path / "tm_slow_start.py").write_text(SLOW_START_PLUGIN)
+    sc = Sidecar("--plugin=tm_slow_start", db=db, env={"PYTHONPATH": str(tmp_path)})
+    try:
+        deadline = time.monotonic() + 20
+        while "slow plugin: loading" not in sc.stderr_text:
+            assert time.monotonic() < deadline and sc.proc.poll() is None, sc.stderr_text
+            time.sleep(0.01)
+        sc.send({"jsonrpc": "2.0", "id": 1, "method": "ping"})
+        sc.proc.send_signal(signum)
+        sc.ready()
+        assert error_of(sc.response(1))[:2] == (-32005, "shuttingDown")
+        assert sc.event("sidecar.exiting") == {"reason": "signal"}
+        assert sc.wait_exit() == 0
+    finally:
+        sc.close()
+    assert "Traceback" not in sc.stderr_text
+
+
 def test_parent_death_is_a_graceful_shutdown(db: Path) -> None:
     parent = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     sc = Sidecar(f"--parent-pid={parent.pid}", db=db)
