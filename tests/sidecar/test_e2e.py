@@ -191,6 +191,49 @@ def test_errors_are_coded_and_name_the_field(
     assert sidecar.result("ping")  # still serving
 
 
+MAX_SAFE_INT = 2**53 - 1
+
+
+@pytest.mark.parametrize(
+    ("fields", "path"),
+    [
+        ({"delayMs": MAX_SAFE_INT}, "$.delayMs"),
+        ({"ttlMs": MAX_SAFE_INT}, "$.ttlMs"),
+        ({"timeoutMs": MAX_SAFE_INT}, "$.timeoutMs"),
+        ({"backoff": {"kind": "constant", "initialMs": MAX_SAFE_INT}}, "$.backoff.initialMs"),
+        ({"backoff": {"maxMs": MAX_SAFE_INT}}, "$.backoff.maxMs"),
+    ],
+)
+def test_a_duration_that_would_end_past_2_53_is_refused(
+    sidecar: Sidecar, fields: dict[str, Any], path: str
+) -> None:
+    """Times on the wire never exceed 2^53 - 1, so neither may now + a duration: a duration
+    that could take a time (runAt, a retry time, an expiry, a deadline) past it is -32602."""
+    code, kind, data = error_of(sidecar.call("task.submit", {"type": "noop", **fields}))
+    assert (code, kind, data["path"]) == (-32602, "invalidParams", path)
+
+
+def test_the_largest_times_accepted_stay_safe_integers(sidecar: Sidecar) -> None:
+    late = submit(sidecar, type="noop", runAt=MAX_SAFE_INT)["task"]
+    assert late["runAt"] == MAX_SAFE_INT
+    far = submit(sidecar, type="noop", delayMs=2**52)["task"]
+    assert far["runAt"] <= MAX_SAFE_INT
+
+
+def test_a_host_asking_for_a_retry_beyond_2_53_gets_a_safe_retry_time(sidecar: Sidecar) -> None:
+    """``retryAfterMs`` is the client's to choose; the retry time it leads to stays a safe
+    integer (and the sidecar keeps serving)."""
+    sidecar.result("executor.register", {"type": "host.later"})
+    t = submit(sidecar, type="host.later")
+    req = sidecar.wait_for(lambda m: m.get("method") == "task.execute")
+    data = {"retryable": True, "retryAfterMs": 1e300}
+    sidecar.send({"jsonrpc": "2.0", "id": req["id"], "error": {"code": 1, "message": "later",
+                                                               "data": data}})  # fmt: skip
+    failed = sidecar.event("task.failed", id=t["id"])
+    assert failed["willRetry"] is True and failed["retryAt"] <= MAX_SAFE_INT
+    assert sidecar.result("task.get", {"id": t["id"]})["runAt"] == failed["retryAt"]
+
+
 def test_batch_errors_name_the_entry_and_write_nothing(sidecar: Sidecar) -> None:
     tasks: list[dict[str, Any]] = [{"type": "noop"}] * 3 + [{"type": "noop", "priority": -1}]
     code, _, data = error_of(sidecar.call("task.submitBatch", {"tasks": tasks}))
