@@ -331,18 +331,13 @@ def _alive(pid: int, created: float | None) -> bool:
 def _reader_gone(stream: BinaryIO) -> bool:
     """Whether nobody can read ``stream`` any more: the other end of the pipe (or socket)
     was closed. POSIX only (``poll`` reports POLLERR or POLLHUP); elsewhere always False."""
-    poll = getattr(select, "poll", None)
-    try:
-        fd = stream.fileno()
-    except (OSError, ValueError):  # io.UnsupportedOperation is an OSError and a ValueError
+    if not hasattr(select, "poll"):
         return False
-    if poll is None:
-        return False
-    poller = poll()
-    poller.register(fd, select.POLLOUT)
     try:
+        poller = select.poll()
+        poller.register(stream.fileno(), select.POLLOUT)
         events = poller.poll(0)
-    except OSError:
+    except (OSError, ValueError):  # no descriptor (io.UnsupportedOperation), or a closed one
         return False
     return any(mask & (select.POLLERR | select.POLLHUP) for _, mask in events)
 
