@@ -84,6 +84,7 @@ def test_a_client_closing_stderr_changes_nothing(build: Build, tmp_path: Path) -
     """Logs have nowhere to go, so they are dropped: requests are answered as before (here
     after a line that is logged), and stdin EOF is the usual clean exit."""
     sc = Sidecar(db=tmp_path / "tasks.db", command=build.command, read_stderr=False)
+    procs: list[psutil.Process] = []
     try:
         sc.ready()
         procs = process_tree(sc.proc.pid)
@@ -100,6 +101,7 @@ def test_a_client_closing_stderr_changes_nothing(build: Build, tmp_path: Path) -
         assert sc.wait_exit(GONE_WITHIN_S) == 0
         wait_gone(procs, GONE_WITHIN_S - (time.monotonic() - start))
     finally:
+        kill_all(procs)  # a onefile child left behind would keep the client's pipes open
         sc.close()
 
 
@@ -113,6 +115,7 @@ def test_stderr_never_read_stalls_nothing(build: Build, tmp_path: Path) -> None:
         command=build.command,
         read_stderr=False,
     )
+    procs: list[psutil.Process] = []
     try:
         sc.ready()
         procs = process_tree(sc.proc.pid)
@@ -128,4 +131,5 @@ def test_stderr_never_read_stalls_nothing(build: Build, tmp_path: Path) -> None:
         assert sc.wait_exit(GONE_WITHIN_S) == 0
         wait_gone(procs, GONE_WITHIN_S - (time.monotonic() - start))
     finally:
+        kill_all(procs)  # a onefile child left behind would keep the client's pipes open
         sc.close()
