@@ -4,9 +4,9 @@ The sidecar speaks newline-delimited JSON (PROTOCOL.md, "Transport"). This modul
 nothing about JSON-RPC; it moves lines:
 
 * :class:`LineSplitter` is the pure part: it turns chunks of bytes into lines, strips a
-  trailing ``\\r``, drops empty lines and replaces a line longer than the limit by a
-  :class:`MessageTooLarge` marker. While it skips such a line it keeps no more than the limit
-  in memory, however long the line is.
+  trailing ``\\r``, drops empty and whitespace-only lines and replaces a line longer than the
+  limit by a :class:`MessageTooLarge` marker. While it skips such a line it keeps no more
+  than the limit in memory, however long the line is.
 * :class:`LineReader` reads a binary stream (``sys.stdin.buffer``) in a dedicated daemon
   thread, because blocking pipe reads are the one portable way to read stdin (asyncio's
   ``connect_read_pipe`` fails on Windows' Proactor loop). The thread hands each chunk's lines
@@ -35,6 +35,7 @@ import asyncio
 import collections
 import contextlib
 import queue
+import re
 import threading
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -65,6 +66,10 @@ DEFAULT_MAX_MESSAGE_BYTES: Final = 4 * 1024 * 1024
 DEFAULT_CHUNK_SIZE: Final = 64 * 1024
 
 _log = structlog.get_logger("sidecar.framing")
+
+# A line of JSON whitespace only (spaces, tabs, a stray "\r") holds no message: it is ignored
+# like an empty line. (A match fails at the first other byte: a message costs nothing here.)
+_BLANK: Final = re.compile(rb"[ \t\r]*")
 
 
 def _call_soon_threadsafe(
@@ -174,7 +179,7 @@ class LineSplitter:
             line = line[:-1]
         if len(line) > self.max_message_bytes:
             out.append(MessageTooLarge(size=len(line), limit=self.max_message_bytes))
-        elif line:
+        elif line and _BLANK.fullmatch(line) is None:
             out.append(line)
 
 

@@ -24,6 +24,8 @@ from pathlib import Path
 
 import psutil
 
+from sidecar.logsink import LogSink
+
 __all__ = ["host_pid", "onefile_bootloader_pid", "watch_bootloader"]
 
 _EXIT_BOOTLOADER_GONE = 137  # as if SIGKILLed along with it; nobody is left to read it
@@ -70,6 +72,8 @@ def _watch(pid: int, poll_s: float) -> None:
     try:
         sys.stderr.write("taskmill-sidecar: the onefile bootloader was killed; exiting too.\n")
         sys.stderr.flush()
+        if isinstance(sys.stderr, LogSink):
+            sys.stderr.drain(0.5)
     except (OSError, ValueError):
         pass
     os._exit(_EXIT_BOOTLOADER_GONE)

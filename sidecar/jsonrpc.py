@@ -21,7 +21,9 @@ specification as PROTOCOL.md pins it down:
 
 Requests run concurrently, each as its own task; a slow handler does not hold up the others.
 Until :meth:`JsonRpcProtocol.set_ready` requests are held (and answered afterwards); after
-:meth:`JsonRpcProtocol.begin_shutdown` every new request is answered ``-32005``.
+:meth:`JsonRpcProtocol.begin_shutdown` every new request is answered ``-32005``, and so is
+every request read after a request of a method registered with ``shuts_down=True`` (the
+order the client wrote them in decides, not when the shutdown takes effect).
 
 The sidecar also calls the client (host executors: ``task.execute``) with
 :meth:`JsonRpcProtocol.request` and sends events with :meth:`JsonRpcProtocol.notify`;
@@ -201,6 +203,7 @@ class _Handler:
     func: Callable[..., Awaitable[Any]]
     params_type: Any  # a type msgspec can convert to, or None: the handler takes no arguments
     batch: BatchHandler | None = None
+    shuts_down: bool = False
 
 
 # Requests of a batchable method taken into one group at most (a group is one task).
@@ -261,6 +264,7 @@ class JsonRpcProtocol:
         self._slots = anyio.Semaphore(max_concurrent)
         self._ready = ready
         self._shutting_down = False
+        self._shutdown_read = False  # a valid request of a shuts_down method came in
         self._gate = anyio.Event()  # set by set_ready() or begin_shutdown()
         if ready:
             self._gate.set()
@@ -290,7 +294,12 @@ class JsonRpcProtocol:
 
     @overload
     def register(
-        self, method: str, handler: Callable[[], Awaitable[Any]], params_type: None = None
+        self,
+        method: str,
+        handler: Callable[[], Awaitable[Any]],
+        params_type: None = None,
+        *,
+        shuts_down: bool = False,
     ) -> None: ...
 
     @overload
@@ -301,6 +310,7 @@ class JsonRpcProtocol:
         params_type: type[P],
         *,
         batch: Callable[[list[P]], Awaitable[Sequence[Any]]] | None = None,
+        shuts_down: bool = False,
     ) -> None: ...
 
     def register(
@@ -310,6 +320,7 @@ class JsonRpcProtocol:
         params_type: type[Any] | None = None,
         *,
         batch: BatchHandler | None = None,
+        shuts_down: bool = False,
     ) -> None:
         """Route ``method`` to ``handler``.
 
@@ -323,12 +334,16 @@ class JsonRpcProtocol:
         of converted params in one task. It returns one entry per request: the result, or
         the exception that request's answer is made from. Each request still gets its own
         response, exactly as ``handler`` would have produced it.
+
+        ``shuts_down`` marks the method that ends the session (``shutdown``): once a request
+        of it with valid params has been read, every request read after it is answered
+        ``-32005``, however soon it arrived (in the same read, before the handler ran).
         """
         if method in self._handlers:
             raise ValueError(f"method {method!r} is already registered")
         if batch is not None and params_type is None:
             raise ValueError("a batch handler needs a params_type")
-        self._handlers[method] = _Handler(handler, params_type, batch)
+        self._handlers[method] = _Handler(handler, params_type, batch, shuts_down)
 
     @property
     def methods(self) -> list[str]:
@@ -403,7 +418,8 @@ class JsonRpcProtocol:
                     if _is_response(message):
                         self._handle_response(message)
                         continue
-                    grouped = self._group(message, tg)
+                    refused = self._note_shutdown(message)
+                    grouped = None if refused else self._group(message, tg)
                     if grouped is not None:
                         if grouped:  # the params were invalid: answered right away
                             await self._send(grouped)
@@ -415,10 +431,36 @@ class JsonRpcProtocol:
                     except anyio.WouldBlock:
                         await self._slots.acquire()
                     self._in_flight += 1
-                    tg.start_soon(self._serve_message, message)
+                    tg.start_soon(self._serve_message, message, refused)
                 self._close_input()
         finally:
             self._close_input()
+
+    def _note_shutdown(self, message: Any) -> bool:
+        """Whether ``message`` comes after a shutdown request (then its requests are refused);
+        notes it when it is one (or a batch holding one) with valid params."""
+        if self._shutdown_read:
+            return True
+        elements = message if isinstance(message, list) else [message]
+        self._shutdown_read = any(self._is_shutdown_request(m) for m in elements)
+        return False
+
+    def _is_shutdown_request(self, message: Any) -> bool:
+        if not isinstance(message, dict) or message.get("jsonrpc") != "2.0":
+            return False
+        method = message.get("method")
+        handler = self._handlers.get(method) if isinstance(method, str) else None
+        if handler is None or not handler.shuts_down or not _valid_id(message.get("id")):
+            return False
+        params = message.get("params", {})
+        if not isinstance(params, dict):
+            return False
+        try:  # a shutdown with invalid params is answered -32602 and shuts nothing down
+            if handler.params_type is not None:
+                msgspec.convert(params, handler.params_type)
+        except Exception:
+            return False
+        return True
 
     def _group(self, message: Any, tg: TaskGroup) -> bytes | None:
         """Take a request of a batchable method into the current group of its method.
@@ -499,15 +541,15 @@ class JsonRpcProtocol:
         message = self._parse(line)
         if message is _PARSE_FAILED:
             return self._parse_error()
-        return await self._process(message)
+        return await self._process(message, refused=self._note_shutdown(message))
 
     def process_too_large(self, item: MessageTooLarge) -> bytes:
         """The answer to a line the reader skipped for its size."""
         return self._too_large(item)
 
-    async def _serve_message(self, message: Any) -> None:
+    async def _serve_message(self, message: Any, refused: bool) -> None:
         try:
-            response = await self._process(message)
+            response = await self._process(message, refused=refused)
             if response is not None:
                 await self._send(response)
         finally:
@@ -542,15 +584,16 @@ class JsonRpcProtocol:
         )
         return self._error(None, error)
 
-    async def _process(self, message: Any) -> bytes | None:
+    async def _process(self, message: Any, *, refused: bool = False) -> bytes | None:
+        """Answer a message; ``refused``: it came after a shutdown request (``-32005``)."""
         if not isinstance(message, list):
-            return await self._process_one(message)
+            return await self._process_one(message, refused)
         if not message:
             return self._invalid(None, "Empty batch")
         answers: list[bytes | None] = [None] * len(message)
 
         async def answer(index: int, element: Any) -> None:
-            answers[index] = await self._process_one(element)
+            answers[index] = await self._process_one(element, refused)
 
         async with anyio.create_task_group() as tg:
             for index, element in enumerate(message):
@@ -560,7 +603,7 @@ class JsonRpcProtocol:
             return None
         return b"[" + b",".join(parts) + b"]"
 
-    async def _process_one(self, message: Any) -> bytes | None:
+    async def _process_one(self, message: Any, refused: bool) -> bytes | None:
         if not isinstance(message, dict):
             return self._invalid(None, "A request must be an object")
         has_id = "id" in message
@@ -587,7 +630,7 @@ class JsonRpcProtocol:
         else:
             self._notifications += 1
         try:
-            result = await self._dispatch(method, params)
+            result = await self._dispatch(method, params, refused)
         except Exception as raised:
             exc = self._handler_failed(raised)
             error = error_from_exception(exc, method=method)
@@ -612,8 +655,8 @@ class JsonRpcProtocol:
             self._errors += 1
             return self._error(rid, error_from_exception(exc, method=method))
 
-    async def _dispatch(self, method: str, params: Any) -> Any:
-        if self._shutting_down:
+    async def _dispatch(self, method: str, params: Any, refused: bool) -> Any:
+        if self._shutting_down or refused:
             raise RpcError(-32005, "The sidecar is shutting down", kind="shuttingDown")
         if not self._ready:
             self._held += 1

@@ -109,7 +109,7 @@ class Methods:
         r = proto.register
         r("initialize", self.initialize, InitializeParams)
         r("ping", self.ping, Empty)
-        r("shutdown", self.shutdown, ShutdownParams)
+        r("shutdown", self.shutdown, ShutdownParams, shuts_down=True)
         r("rpc.discover", self.discover, Empty)
         r("task.submit", self.submit, TaskSpec, batch=self.submit_many)
         r("task.submitBatch", self.submit_batch, RawBatch)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import select
 import signal
 import sys
 from dataclasses import dataclass, field
@@ -33,6 +34,7 @@ from sidecar.lock import AlreadyLocked, DatabaseLock
 from sidecar.methods import Methods
 from sidecar.params import PROTOCOL_VERSION, ExitingParams, ReadyParams, Recovered, ServerInfo
 from sidecar.schemas import openrpc_document
+from sidecar.signals import StartupSignals
 from taskmill_core import Scheduler, SchedulerConfig, __version__
 from taskmill_core.errors import (
     DamagedDatabase,
@@ -76,10 +78,19 @@ class Options:
 class Sidecar:
     """One sidecar process's worth of state."""
 
-    def __init__(self, options: Options, stdin: BinaryIO, stdout: BinaryIO) -> None:
+    def __init__(
+        self,
+        options: Options,
+        stdin: BinaryIO,
+        stdout: BinaryIO,
+        *,
+        startup: StartupSignals | None = None,
+    ) -> None:
+        """``startup``: the signals noted before the sidecar watched for them (they stop it)."""
         self.options = options
         self._stdin = stdin
         self._stdout = stdout
+        self._startup = startup
         self._stop = anyio.Event()
         self._reason = "shutdown"
         self._grace_ms = 5000
@@ -203,8 +214,8 @@ class Sidecar:
         sub = sched.subscribe()
         forwarded = anyio.Event()
         tg.start_soon(self._forward_events, sub, proto, forwarded)
-        tg.start_soon(self._read_stdin, proto)
-        tg.start_soon(self._watch_signals, sched)
+        tg.start_soon(self._read_stdin, proto, writer)
+        await tg.start(self._watch_signals, sched)
         tg.start_soon(self._watch_scheduler, sched)
         if opts.parent_pid is not None:
             self._parent = (opts.parent_pid, _created(opts.parent_pid))
@@ -225,7 +236,8 @@ class Sidecar:
                 executors=sched.executor_types(),
             ),
         )
-        proto.set_ready()
+        if not self._stop.is_set():  # else a signal came during start-up: refuse what waits
+            proto.set_ready()
         log.info("ready", db=str(opts.db), recovered=sched.recovered)
 
         await self._stop.wait()
@@ -273,27 +285,46 @@ class Sidecar:
         finally:
             done.set()
 
-    async def _read_stdin(self, proto: JsonRpcProtocol) -> None:
+    async def _read_stdin(self, proto: JsonRpcProtocol, writer: LineWriter) -> None:
         async with LineReader(self._stdin, max_message_bytes=self.options.max_message_bytes) as r:
             await proto.serve(r)
         # A parent killed outright closes our stdin as it dies: that is the parent's death.
         if await self._parent_gone(wait_s=0.3):
             self.request_stop("parentExited", PARENT_GONE_GRACE_MS)
+        elif writer.broken or _reader_gone(self._stdout):
+            # No --parent-pid, but nobody reads stdout either: the host died with both pipes.
+            # As after the parent's death, nobody is left to see running tasks finish.
+            self.request_stop("stdinClosed", PARENT_GONE_GRACE_MS)
         else:
             self.request_stop("stdinClosed")
 
-    async def _watch_signals(self, sched: Scheduler) -> None:
+    async def _watch_signals(
+        self,
+        sched: Scheduler,
+        *,
+        task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED,
+    ) -> None:
+        """SIGTERM/SIGINT (also those noted during start-up) stop the sidecar; SIGUSR1 dumps
+        its state. Reports started once the signals are watched and the early ones handled."""
         dump = getattr(signal, "SIGUSR1", None)  # POSIX only
         watched = [signal.SIGTERM, signal.SIGINT, *([dump] if dump is not None else [])]
         try:
             with anyio.open_signal_receiver(*watched) as signals:
+                self._stop_if_signalled_at_startup()  # (checked once the receiver is in place)
+                task_status.started()
                 async for signum in signals:
                     if signum == dump:
                         _dump_state(sched)
                     else:
                         self.request_stop("signal")
         except NotImplementedError:  # Windows: no signal receivers; rely on stdin EOF
-            return
+            self._stop_if_signalled_at_startup()
+            task_status.started()
+
+    def _stop_if_signalled_at_startup(self) -> None:
+        """A SIGTERM/SIGINT during start-up: the same graceful exit as a later one."""
+        if self._startup is not None and self._startup.received:
+            self.request_stop("signal")
 
     async def _watch_parent(self) -> None:
         """Poll the parent; its death (or PID reuse by another process) means shutdown."""
@@ -345,6 +376,20 @@ def _alive(pid: int, created: float | None) -> bool:
         return proc.create_time() == created and proc.status() != psutil.STATUS_ZOMBIE
     except psutil.Error:
         return False
+
+
+def _reader_gone(stream: BinaryIO) -> bool:
+    """Whether nobody can read ``stream`` any more: the other end of the pipe (or socket)
+    was closed. POSIX only (``poll`` reports POLLERR or POLLHUP); elsewhere always False."""
+    if not hasattr(select, "poll"):
+        return False
+    try:
+        poller = select.poll()
+        poller.register(stream.fileno(), select.POLLOUT)
+        events = poller.poll(0)
+    except (OSError, ValueError):  # no descriptor (io.UnsupportedOperation), or a closed one
+        return False
+    return any(mask & (select.POLLERR | select.POLLHUP) for _, mask in events)
 
 
 def _created(pid: int) -> float | None:

@@ -7,7 +7,10 @@ from an executor counts as retryable.
 
 from __future__ import annotations
 
+import math
 from typing import Any
+
+from taskmill_core.types import MAX_DURATION_MS
 
 __all__ = [
     "DamagedDatabase",
@@ -136,13 +139,29 @@ class ExecutorError(Exception):
 
 
 class RetryableError(ExecutorError):
-    """Try again later; ``retry_after`` (seconds) overrides the task's backoff."""
+    """Try again later; ``retry_after`` (seconds) overrides the task's backoff.
+
+    ``retry_after`` comes from executors, HTTP ``Retry-After`` headers and host clients, so it
+    is kept within what a retry time can be: NaN is ignored (None: the backoff applies), a
+    negative delay is 0, and one beyond ``MAX_DURATION_MS`` (infinity included) is that.
+    """
 
     def __init__(
         self, message: str = "", *, retry_after: float | None = None, kind: str | None = None
     ) -> None:
         super().__init__(message, kind=kind)
         self.retry_after = retry_after
+
+    @property
+    def retry_after(self) -> float | None:
+        return self._retry_after
+
+    @retry_after.setter
+    def retry_after(self, seconds: float | None) -> None:
+        if seconds is None or math.isnan(seconds):
+            self._retry_after: float | None = None
+        else:
+            self._retry_after = min(max(float(seconds), 0.0), MAX_DURATION_MS / 1000)
 
 
 class PermanentError(ExecutorError):

@@ -20,6 +20,7 @@ from msgspec import Meta, Struct
 __all__ = [
     "ACTIVE_STATES",
     "FINAL_STATES",
+    "MAX_DURATION_MS",
     "MAX_SAFE_INT",
     "PRIORITY_NAMES",
     "Backoff",
@@ -96,6 +97,12 @@ MAX_SAFE_INT = 2**53 - 1
 NonNegInt = Annotated[int, Meta(ge=0, le=MAX_SAFE_INT)]
 PositiveInt = Annotated[int, Meta(ge=1, le=MAX_SAFE_INT)]
 TaskId = Annotated[int, Meta(ge=1, le=MAX_SAFE_INT)]
+# A duration that becomes a time (a delay, a TTL, a timeout, a retry backoff) is added to now,
+# and that sum must stay a safe integer too. 2^52 ms (~142,000 years) leaves now the other
+# 2^52 ms, so no time derived from a valid duration ever exceeds MAX_SAFE_INT.
+MAX_DURATION_MS = 2**52
+DurationMs = Annotated[int, Meta(ge=0, le=MAX_DURATION_MS)]
+PositiveDurationMs = Annotated[int, Meta(ge=1, le=MAX_DURATION_MS)]
 ShortText = Annotated[str, Meta(max_length=256)]
 Label = Annotated[str, Meta(max_length=1024)]
 Tags = Annotated[dict[ShortText, Annotated[str, Meta(max_length=1024)]], Meta(max_length=32)]
@@ -117,8 +124,8 @@ class Backoff(Struct, rename="camel", gc=False, forbid_unknown_fields=True, omit
     """Delay before retry ``n`` (1-based): constant, linear, exponential or with jitter."""
 
     kind: Literal["constant", "linear", "exponential", "exponentialJitter"] = "exponentialJitter"
-    initial_ms: NonNegInt = 1000
-    max_ms: NonNegInt = 300_000
+    initial_ms: DurationMs = 1000
+    max_ms: DurationMs = 300_000
     multiplier: Annotated[float, Meta(ge=1.0, le=100.0)] = 2.0
 
 
@@ -137,9 +144,9 @@ class TaskSpec(Struct, rename="camel", gc=False, forbid_unknown_fields=True, omi
     max_retries: Annotated[int, Meta(ge=0, le=100)] = 3
     backoff: Backoff | None = None
     run_at: NonNegInt | None = None
-    delay_ms: NonNegInt | None = None
-    ttl_ms: PositiveInt | None = None
-    timeout_ms: PositiveInt | None = None
+    delay_ms: DurationMs | None = None
+    ttl_ms: PositiveDurationMs | None = None
+    timeout_ms: PositiveDurationMs | None = None
     parent_id: TaskId | None = None
     depends_on: Annotated[list[TaskId], Meta(max_length=1000)] | None = None
 
@@ -237,7 +244,7 @@ class SchedulerConfig(Struct, rename="camel", gc=False, forbid_unknown_fields=Tr
     preempt_priority: PriorityValue = 64
     min_run_ms: NonNegInt = 1000
     durability: Literal["normal", "full"] = "normal"
-    cancel_grace_ms: NonNegInt = 5000
+    cancel_grace_ms: DurationMs = 5000
 
 
 # --- events -------------------------------------------------------------------------------

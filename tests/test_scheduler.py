@@ -27,6 +27,8 @@ from taskmill_core import (
 )
 from taskmill_core.scheduler import BATCH_CHUNK, QUEUE_PER_TURN, TICK_SUBMITS
 from taskmill_core.types import (
+    MAX_DURATION_MS,
+    MAX_SAFE_INT,
     IoBytes,
     SubmitResult,
     TaskCompleted,
@@ -465,6 +467,31 @@ async def test_retry_after_from_executor_wins(tmp_path: Path) -> None:
         await settle()
         failed = [e for e in drain(sub) if isinstance(e, TaskFailed)]
         assert failed[0].retry_at == clock.now_ms() + 7500
+
+
+@pytest.mark.parametrize(
+    ("retry_after", "delay_ms"),
+    [(float("inf"), MAX_DURATION_MS), (1e300, MAX_DURATION_MS), (-3.0, 0), (float("nan"), None)],
+)
+async def test_any_retry_after_gives_a_safe_retry_time(
+    tmp_path: Path, retry_after: float, delay_ms: int | None
+) -> None:
+    """An executor's (or a server's Retry-After) delay is kept within what a retry time can
+    be: the retry lands at most MAX_DURATION_MS away, never before now; NaN means the
+    task's backoff. The scheduler goes on either way."""
+    async with open_scheduler(tmp_path / "t.db") as (s, clock, sub):
+
+        async def odd(ctx, payload):  # type: ignore[no-untyped-def]
+            raise RetryableError("try again", retry_after=retry_after)
+
+        s.register("odd", odd)
+        await s.submit(TaskSpec(type="odd", backoff=Backoff(kind="constant", initial_ms=40)))
+        await settle()
+        failed = [e for e in drain(sub) if isinstance(e, TaskFailed)]
+        assert failed[0].will_retry and failed[0].retry_at is not None
+        expected = 40 if delay_ms is None else delay_ms
+        assert failed[0].retry_at == clock.now_ms() + expected <= MAX_SAFE_INT
+        assert (await s.submit(TaskSpec(type="noop"))).outcome == "inserted"
 
 
 async def test_permanent_failure_and_manual_retry(tmp_path: Path) -> None:

@@ -42,7 +42,7 @@ def repair_command(db: Path) -> str:
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    from sidecar.__main__ import default_db
+    from sidecar.cli import default_db
 
     p.add_argument("--db", type=Path, default=None,
                    help=f"the database file (default: {default_db()})")  # fmt: skip
@@ -53,7 +53,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace, out: Output) -> int:
-    from sidecar.__main__ import default_db
+    from sidecar.cli import default_db
     from taskmill_core.errors import NotATaskmillDatabase
     from taskmill_core.store.repair import repair  # (imports the store: only when it runs)
 

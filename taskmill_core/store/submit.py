@@ -84,9 +84,7 @@ class Submitted(msgspec.Struct, gc=False):
 
     id: int
     outcome: Outcome
-    info: TaskInfo | None = (
-        None  # the new or changed task (None: a standalone duplicate)
-    )
+    info: TaskInfo | None = None  # the new or changed task (None: a standalone duplicate)
     replaced: tuple[int, str] | None = None
     changed_priority: bool = False
 

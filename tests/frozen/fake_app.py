@@ -1,30 +1,44 @@
-"""Stands in for the Tauri app: spawns the sidecar exactly as Tauri would, then waits to be killed.
+"""Stands in for the Tauri app: spawns the sidecar as Tauri would, then waits to be killed.
 
-    python fake_app.py BINARY DB LOG
+    python fake_app.py [--parent-pid] [--stderr-log LOG] DB -- SIDECAR_COMMAND...
 
-It passes ``--parent-pid`` (its own pid), submits a long ``sleep`` task, waits until it runs,
-prints ``{"sidecar": <pid it spawned>, "task": <id>}`` on stdout and sleeps until killed.
+Tauri's shell plugin spawns the sidecar with three pipes and reads stdout and stderr; this does
+the same (or sends stderr to LOG), passes ``--parent-pid`` (its own pid) when asked, submits a
+long ``sleep`` task, waits until it runs, prints ``{"sidecar": <pid it spawned>, "task": <id>}``
+on stdout and keeps reading until it is killed.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import subprocess
-import sys
+import threading
 import time
+from typing import IO
+
+
+def drain(stream: IO[bytes]) -> None:
+    for _ in stream:
+        pass
 
 
 def main() -> None:
-    binary, db, log = sys.argv[1:4]
-    with open(log, "wb") as err:
-        proc = subprocess.Popen(
-            [binary, f"--db={db}", f"--parent-pid={os.getpid()}"],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=err,
-        )
+    p = argparse.ArgumentParser()
+    p.add_argument("--parent-pid", action="store_true")
+    p.add_argument("--stderr-log")
+    p.add_argument("db")
+    p.add_argument("command", nargs="+")
+    a = p.parse_args()
+    argv = [*a.command, f"--db={a.db}"]
+    if a.parent_pid:
+        argv.append(f"--parent-pid={os.getpid()}")
+    err = open(a.stderr_log, "wb") if a.stderr_log else subprocess.PIPE  # noqa: SIM115
+    proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=err)
     assert proc.stdin is not None and proc.stdout is not None
+    if proc.stderr is not None:
+        threading.Thread(target=drain, args=(proc.stderr,), daemon=True).start()
     request = {"jsonrpc": "2.0", "id": 1, "method": "task.submit"}
     request["params"] = {"type": "sleep", "payload": {"ms": 60_000}}
     proc.stdin.write(json.dumps(request).encode() + b"\n")

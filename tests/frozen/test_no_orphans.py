@@ -12,10 +12,8 @@ import json
 import os
 import shlex
 import signal
-import sqlite3
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +23,7 @@ import pytest
 from tests.sidecar.client import Sidecar
 
 from .conftest import Frozen
+from .processes import process_tree, task_state, wait_gone
 
 pytestmark = [
     pytest.mark.timeout(120),
@@ -53,44 +52,11 @@ def mei_dirs(env: dict[str, str]) -> list[str]:
     return sorted(p.name for p in Path(env["TMPDIR"]).glob("_MEI*"))
 
 
-def process_tree(pid: int) -> list[psutil.Process]:
-    root = psutil.Process(pid)
-    return [root, *root.children(recursive=True)]
-
-
 def expect_tree(frozen: Frozen, procs: list[psutil.Process]) -> None:
     """onefile: the bootloader and its Python child, both the binary; onedir: one process."""
     assert len(procs) == (2 if frozen.mode == "onefile" else 1), procs
     for proc in procs:
         assert os.path.samefile(proc.exe(), frozen.path)
-
-
-def running(proc: psutil.Process) -> bool:
-    """Still there (a zombie only waits for its new parent to reap it: it holds nothing)."""
-    try:
-        return proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return False
-
-
-def wait_gone(procs: list[psutil.Process], timeout: float) -> float:
-    """Seconds until every process in ``procs`` is gone; fails after ``timeout``."""
-    start = time.monotonic()
-    while any(running(p) for p in procs):
-        if time.monotonic() - start > timeout:
-            alive = [p for p in procs if running(p)]
-            pytest.fail(f"still running after {timeout} s: {alive}")
-        time.sleep(0.02)
-    return time.monotonic() - start
-
-
-def task_state(db: Path, task_id: int) -> tuple[str, int]:
-    conn = sqlite3.connect(db)
-    try:
-        row = conn.execute("SELECT state, attempt FROM tasks WHERE id=?", (task_id,)).fetchone()
-    finally:
-        conn.close()
-    return row[0], row[1]
 
 
 def start_long_task(sc: Sidecar) -> int:
@@ -106,7 +72,10 @@ def test_parent_sigkill_takes_every_sidecar_process(
     """The Tauri app SIGKILLed: the sidecar tree is gone within 2 s, its work is pending."""
     db, log = tmp_path / "tasks.db", tmp_path / "sidecar.log"
     app = subprocess.Popen(
-        [sys.executable, str(HERE / "fake_app.py"), str(frozen.path), str(db), str(log)],
+        [
+            *(sys.executable, str(HERE / "fake_app.py"), "--parent-pid", f"--stderr-log={log}"),
+            *(str(db), "--", str(frozen.path)),
+        ],
         stdout=subprocess.PIPE,
         env={**os.environ, **tmpdir_env},
         cwd=tmp_path,

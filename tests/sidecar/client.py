@@ -16,7 +16,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -31,8 +31,21 @@ def sidecar_command() -> list[str]:
 class Sidecar:
     """One sidecar child process, its stdout as a queue of messages, stderr kept."""
 
-    def __init__(self, *args: str, db: Path | None = None, env: dict[str, str] | None = None):
-        argv = sidecar_command() + ([f"--db={db}"] if db is not None else []) + list(args)
+    def __init__(
+        self,
+        *args: str,
+        db: Path | None = None,
+        env: dict[str, str] | None = None,
+        command: Sequence[str] | None = None,
+        read_stderr: bool = True,
+    ):
+        """Start ``command`` (default: :func:`sidecar_command`) with ``args``.
+
+        With ``read_stderr=False`` nobody reads the sidecar's stderr pipe: ``proc.stderr`` is
+        the test's to close or to leave full.
+        """
+        base = list(command) if command is not None else sidecar_command()
+        argv = base + ([f"--db={db}"] if db is not None else []) + list(args)
         self.proc = subprocess.Popen(
             argv,
             stdin=subprocess.PIPE,
@@ -46,10 +59,9 @@ class Sidecar:
         self.bad_lines: list[bytes] = []
         self.stderr_lines: list[bytes] = []
         self._next_id = 1000
-        self._threads = [
-            threading.Thread(target=self._read_stdout, daemon=True),
-            threading.Thread(target=self._read_stderr, daemon=True),
-        ]
+        self._threads = [threading.Thread(target=self._read_stdout, daemon=True)]
+        if read_stderr:
+            self._threads.append(threading.Thread(target=self._read_stderr, daemon=True))
         for t in self._threads:
             t.start()
 

@@ -5,6 +5,7 @@ Set ``TASKMILL_SIDECAR_CMD`` to run this suite against another build (the frozen
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import sqlite3
@@ -190,6 +191,49 @@ def test_errors_are_coded_and_name_the_field(
     assert sidecar.result("ping")  # still serving
 
 
+MAX_SAFE_INT = 2**53 - 1
+
+
+@pytest.mark.parametrize(
+    ("fields", "path"),
+    [
+        ({"delayMs": MAX_SAFE_INT}, "$.delayMs"),
+        ({"ttlMs": MAX_SAFE_INT}, "$.ttlMs"),
+        ({"timeoutMs": MAX_SAFE_INT}, "$.timeoutMs"),
+        ({"backoff": {"kind": "constant", "initialMs": MAX_SAFE_INT}}, "$.backoff.initialMs"),
+        ({"backoff": {"maxMs": MAX_SAFE_INT}}, "$.backoff.maxMs"),
+    ],
+)
+def test_a_duration_that_would_end_past_2_53_is_refused(
+    sidecar: Sidecar, fields: dict[str, Any], path: str
+) -> None:
+    """Times on the wire never exceed 2^53 - 1, so neither may now + a duration: a duration
+    that could take a time (runAt, a retry time, an expiry, a deadline) past it is -32602."""
+    code, kind, data = error_of(sidecar.call("task.submit", {"type": "noop", **fields}))
+    assert (code, kind, data["path"]) == (-32602, "invalidParams", path)
+
+
+def test_the_largest_times_accepted_stay_safe_integers(sidecar: Sidecar) -> None:
+    late = submit(sidecar, type="noop", runAt=MAX_SAFE_INT)["task"]
+    assert late["runAt"] == MAX_SAFE_INT
+    far = submit(sidecar, type="noop", delayMs=2**52)["task"]
+    assert far["runAt"] <= MAX_SAFE_INT
+
+
+def test_a_host_asking_for_a_retry_beyond_2_53_gets_a_safe_retry_time(sidecar: Sidecar) -> None:
+    """``retryAfterMs`` is the client's to choose; the retry time it leads to stays a safe
+    integer (and the sidecar keeps serving)."""
+    sidecar.result("executor.register", {"type": "host.later"})
+    t = submit(sidecar, type="host.later")
+    req = sidecar.wait_for(lambda m: m.get("method") == "task.execute")
+    data = {"retryable": True, "retryAfterMs": 1e300}
+    sidecar.send({"jsonrpc": "2.0", "id": req["id"], "error": {"code": 1, "message": "later",
+                                                               "data": data}})  # fmt: skip
+    failed = sidecar.event("task.failed", id=t["id"])
+    assert failed["willRetry"] is True and failed["retryAt"] <= MAX_SAFE_INT
+    assert sidecar.result("task.get", {"id": t["id"]})["runAt"] == failed["retryAt"]
+
+
 def test_batch_errors_name_the_entry_and_write_nothing(sidecar: Sidecar) -> None:
     tasks: list[dict[str, Any]] = [{"type": "noop"}] * 3 + [{"type": "noop", "priority": -1}]
     code, _, data = error_of(sidecar.call("task.submitBatch", {"tasks": tasks}))
@@ -242,13 +286,19 @@ def test_oversized_line_and_invalid_utf8_do_not_stop_it(db: Path) -> None:
 
 
 def test_shutdown_request(sidecar: Sidecar) -> None:
-    sidecar.send({"jsonrpc": "2.0", "id": 1, "method": "shutdown", "params": {"graceMs": 100}})
-    sidecar.send({"jsonrpc": "2.0", "id": 2, "method": "ping"})
+    """Whatever the client writes after ``shutdown`` is refused, even in the same write."""
+    lines = [
+        {"jsonrpc": "2.0", "id": 1, "method": "shutdown", "params": {"graceMs": 100}},
+        {"jsonrpc": "2.0", "id": 2, "method": "task.submit", "params": {"type": "noop"}},
+        {"jsonrpc": "2.0", "id": 3, "method": "ping"},
+    ]
+    sidecar.send_raw(b"".join(json.dumps(line).encode() + b"\n" for line in lines))
     assert sidecar.response(1)["result"] == {}
-    late = sidecar.response(2)
-    assert "result" in late or late["error"]["code"] == -32005
+    for late in (2, 3):
+        assert error_of(sidecar.response(late))[:2] == (-32005, "shuttingDown")
     assert sidecar.event("sidecar.exiting") == {"reason": "shutdown"}
     assert sidecar.wait_exit() == 0
+    assert not any(m.get("method") == "task.submitted" for m in sidecar.seen)
 
 
 def test_stdin_eof_interrupts_running_work_back_to_pending(sidecar: Sidecar, db: Path) -> None:
@@ -270,6 +320,48 @@ def test_sigterm_is_a_graceful_shutdown(sidecar: Sidecar, db: Path) -> None:
     assert sidecar.event("sidecar.exiting") == {"reason": "signal"}
     assert sidecar.wait_exit() == 0
     assert reopen_state(db, t["id"]) == ("pending", 0)
+
+
+SLOW_START_PLUGIN = """
+import sys, time
+
+from taskmill_core.executors import executor
+
+sys.stderr.write("slow plugin: loading\\n")
+time.sleep(1.5)  # start-up is still going on: no sidecar.ready yet
+
+
+@executor("test.nothing")
+async def nothing(ctx, payload):
+    return None
+"""
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_a_signal_during_startup_is_the_same_graceful_shutdown(
+    db: Path, tmp_path: Path, signum: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A signal before ``sidecar.ready``: start-up completes, then the usual graceful exit
+    (``sidecar.exiting`` with reason ``signal``, exit 0); a request that waited for readiness
+    is refused ``-32005``."""
+    monkeypatch.delenv("TASKMILL_SIDECAR_CMD", raising=False)  # the plugin runs from source
+    (tmp_path / "tm_slow_start.py").write_text(SLOW_START_PLUGIN)
+    sc = Sidecar("--plugin=tm_slow_start", db=db, env={"PYTHONPATH": str(tmp_path)})
+    try:
+        deadline = time.monotonic() + 20
+        while "slow plugin: loading" not in sc.stderr_text:
+            assert time.monotonic() < deadline and sc.proc.poll() is None, sc.stderr_text
+            time.sleep(0.01)
+        sc.send({"jsonrpc": "2.0", "id": 1, "method": "ping"})
+        sc.proc.send_signal(signum)
+        sc.ready()
+        assert error_of(sc.response(1))[:2] == (-32005, "shuttingDown")
+        assert sc.event("sidecar.exiting") == {"reason": "signal"}
+        assert sc.wait_exit() == 0
+    finally:
+        sc.close()
+    assert "Traceback" not in sc.stderr_text
 
 
 def test_parent_death_is_a_graceful_shutdown(db: Path) -> None:

@@ -47,6 +47,13 @@ def test_ignores_empty_lines() -> None:
     assert split_all([b"\n\r\n\n a \n\n"]) == [b" a "]
 
 
+def test_ignores_lines_of_only_spaces_and_tabs() -> None:
+    """Whitespace around a JSON text is no text: such a line is as empty as an empty one."""
+    lines = [b"  \n", b"\t\n", b" \t \r\n", b'  {"a":1}\t\r\n', b" \t", b"\r"]
+    assert split_all(lines) == [b'  {"a":1}\t']
+    assert split_all([b" " * 100 + b"\n"], limit=100) == []
+
+
 def test_lines_split_across_chunks_byte_by_byte() -> None:
     data = b'{"x":"first"}\r\n\n{"x":"second"}\n'
     assert split_all([data[i : i + 1] for i in range(len(data))]) == [

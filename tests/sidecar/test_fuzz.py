@@ -12,7 +12,8 @@ collector also waits for as many answers as the line calls for). Then:
   exactly one response with the same id; an invalid request gets one ``-32600`` that echoes
   a valid id (else ``null``); a notification or a response-shaped object gets nothing; a batch
   gets one array of the element answers (nothing when there are none, one ``-32600`` when
-  empty); invalid UTF-8 or JSON gets one ``-32700`` with ``id: null``;
+  empty); a line of only spaces and tabs gets nothing; invalid UTF-8 or JSON gets one
+  ``-32700`` with ``id: null``;
 * every response is valid JSON-RPC 2.0: ``result`` or ``error`` with an integer ``code``, a
   string ``message`` and a string ``data.kind``.
 
@@ -572,7 +573,8 @@ def exchange(sc: Sidecar, line: bytes, want: int, timeout: float = 20.0) -> list
 
 def run_line(sc: Sidecar, line: bytes) -> None:
     value, interoperable = parse(line.removesuffix(b"\r"))
-    expected = expect(value) if line.removesuffix(b"\r") else None
+    blank = not line.strip(b" \t\r")  # empty, or only spaces and tabs: ignored, no answer
+    expected = None if blank else expect(value)
     answers = exchange(sc, line, 0 if expected is None else 1)
     if not interoperable and len(answers) == 1:
         a = answers[0]

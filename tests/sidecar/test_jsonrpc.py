@@ -665,6 +665,43 @@ async def test_shutting_down_mode() -> None:
     assert len(messages) == 5
 
 
+class GraceParams(msgspec.Struct):
+    graceMs: int = 0
+
+
+async def test_requests_read_after_a_shutdown_request_are_refused_in_order() -> None:
+    """The sidecar shuts down some loop turns after its ``shutdown`` handler ran; what the
+    client wrote after ``shutdown`` is refused all the same, because it came after it."""
+    calls: list[list[int]] = []
+    proto = grouping_protocol(calls)  # "double" requests read together are handled as a group
+    stops: list[int] = []
+
+    async def shutdown(p: GraceParams) -> dict[str, Any]:
+        stops.append(p.graceMs)  # asks for the stop; begin_shutdown() comes later
+        return {}
+
+    proto.register("shutdown", shutdown, GraceParams, shuts_down=True)
+    async with served(proto) as s:
+        await s.line('{"jsonrpc":"2.0","method":"get_data","id":1}')
+        await s.line('{"jsonrpc":"2.0","method":"shutdown","params":{"graceMs":"x"},"id":2}')
+        await s.line('{"jsonrpc":"2.0","method":"get_data","id":3}')  # that one failed
+        await s.line('{"jsonrpc":"2.0","method":"shutdown","id":4}')
+        await s.line('{"jsonrpc":"2.0","method":"task.submitBatch","params":{"tasks":[]},"id":5}')
+        await s.line('[{"jsonrpc":"2.0","method":"get_data","id":6}]')
+        await s.line('{"jsonrpc":"2.0","method":"shutdown","id":7}')
+        await s.line(call(8, 21))
+        messages = await s.out.wait_for(8)
+    by_id = {m["id"] if isinstance(m, dict) else m[0]["id"]: m for m in messages}
+    assert "result" in by_id[1] and "result" in by_id[3]
+    assert shape(by_id[2]) == err(-32602, "invalidParams", 2)
+    assert by_id[4] == {"jsonrpc": "2.0", "id": 4, "result": {}}
+    assert shape(by_id[5]) == err(-32005, "shuttingDown", 5)
+    assert shape(by_id[6]) == [err(-32005, "shuttingDown", 6)]
+    assert shape(by_id[7]) == err(-32005, "shuttingDown", 7)
+    assert shape(by_id[8]) == err(-32005, "shuttingDown", 8)
+    assert stops == [0] and calls == []
+
+
 async def test_concurrency_limit_pushes_back() -> None:
     proto = JsonRpcProtocol(Collector(), max_concurrent=2)
     release = anyio.Event()

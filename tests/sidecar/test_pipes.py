@@ -97,11 +97,11 @@ async def sidecar(
             client.close()
 
 
-async def test_round_trip_with_crlf_empty_and_split_lines(make_pipe: type[Pipe]) -> None:
+async def test_round_trip_with_crlf_empty_blank_and_split_lines(make_pipe: type[Pipe]) -> None:
     async with sidecar(make_pipe) as (client, _):
         await client.write(b'{"jsonrpc":"2.0","method":"echo","params":{"value":1},"id":1}\r\n')
         assert await client.receive() == {"jsonrpc": "2.0", "id": 1, "result": 1}
-        await client.write(b'\n\r\n{"jsonrpc":"2.0","method":"echo",')
+        await client.write(b'\n\r\n  \t \n\t\r\n{"jsonrpc":"2.0","method":"echo",')
         await client.write(b'"params":{"value":"h\xc3\xa9"},"id":2}\n\n')
         assert await client.receive() == {"jsonrpc": "2.0", "id": 2, "result": "hé"}
         await client.call('{"jsonrpc":"2.0","method":"missing","params":{"value":5},"id":3}')

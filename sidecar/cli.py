@@ -1,0 +1,140 @@
+"""The sidecar's command line: parse it, set up logging, serve, and return the exit code.
+
+Exit codes (PROTOCOL.md): 0 clean, 2 bad command line, 3 database held by another sidecar,
+4 database unreadable or not a taskmill database, 1 anything else. Every non-zero exit writes
+one human sentence to stderr first. stdout carries the protocol and nothing else.
+
+:mod:`sidecar.__main__` runs this after making stderr and early signals safe; importing this
+module is the expensive part of start-up.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+import anyio
+import structlog
+
+from sidecar.frozen import watch_bootloader
+from sidecar.server import ExitCode, Options, Sidecar, stderr_sentence
+from sidecar.signals import StartupSignals
+from taskmill_core import __version__
+
+__all__ = ["configure_logging", "parse_args", "run"]
+
+LEVELS = ("debug", "info", "warning", "error")
+
+
+def default_db() -> Path:
+    import platformdirs
+
+    return Path(platformdirs.user_data_dir("taskmill", appauthor=False)) / "tasks.db"
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.print_usage(sys.stderr)
+        stderr_sentence(f"taskmill-sidecar: bad command line: {message}.")
+        raise SystemExit(2)
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text} is not a positive integer")
+    return value
+
+
+def parse_args(argv: list[str] | None = None) -> tuple[Options, str]:
+    p = _Parser(
+        prog="taskmill-sidecar",
+        description="Taskmill's JSON-RPC 2.0 sidecar: newline-delimited JSON on stdin/stdout, "
+        "JSON logs on stderr.",
+    )
+    p.add_argument("--db", type=Path, default=None, help="database file (default: tasks.db "
+                   "in the platform's user data directory)")  # fmt: skip
+    p.add_argument("--allow-path", action="append", default=[], metavar="DIR",
+                   help="a root the file executors may touch (repeatable)")  # fmt: skip
+    p.add_argument("--allow-program", action="append", default=[], metavar="PROGRAM",
+                   help="a program process.run may start (repeatable)")  # fmt: skip
+    p.add_argument("--plugin", action="append", default=[], metavar="MODULE",
+                   help="register the @executor functions of MODULE (repeatable)")  # fmt: skip
+    p.add_argument("--parent-pid", type=_positive, default=None,
+                   help="shut down gracefully when this process exits")  # fmt: skip
+    p.add_argument("--max-concurrency", type=_positive, default=None,
+                   help="tasks running at once (persisted; default 4)")  # fmt: skip
+    p.add_argument("--durability", choices=("normal", "full"), default="normal",
+                   help="SQLite synchronous mode: normal survives app crashes, full also "
+                   "power loss")  # fmt: skip
+    p.add_argument("--max-message-bytes", type=_positive, default=4 * 1024 * 1024,
+                   help="longest accepted input line (default 4 MiB)")  # fmt: skip
+    p.add_argument("--log-level", choices=LEVELS, default="info")
+    p.add_argument("--version", action="version", version=f"taskmill-sidecar {__version__}")
+    a = p.parse_args(argv)
+    opts = Options(
+        db=(a.db or default_db()).expanduser().absolute(),
+        allow_paths=a.allow_path,
+        allow_programs=a.allow_program,
+        plugins=a.plugin,
+        parent_pid=a.parent_pid,
+        max_concurrency=a.max_concurrency,
+        durability=a.durability,
+        max_message_bytes=a.max_message_bytes,
+    )
+    return opts, a.log_level
+
+
+def configure_logging(level: str) -> None:
+    """JSON lines on stderr, for structlog and the stdlib alike; never stdout.
+
+    Both write to ``sys.stderr`` as it is when this runs: in the sidecar, the
+    :class:`~sidecar.logsink.LogSink` that :mod:`sidecar.__main__` installed, so a log call
+    never blocks and never raises.
+    """
+    numeric = getattr(logging, level.upper())
+    logging.basicConfig(stream=sys.stderr, level=numeric, format="%(message)s", force=True)
+    structlog.configure(
+        processors=[
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            structlog.processors.format_exc_info,
+            structlog.processors.JSONRenderer(),
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(numeric),
+        logger_factory=structlog.WriteLoggerFactory(file=sys.stderr),
+        cache_logger_on_first_use=True,
+    )
+
+
+def run(argv: list[str] | None, startup: StartupSignals) -> int:
+    """Parse the command line, serve until shutdown and return the exit code.
+
+    ``startup`` holds the SIGTERM/SIGINT that arrived before the sidecar watched for them;
+    the sidecar turns them into its usual graceful shutdown.
+    """
+    watch_bootloader()  # a onefile child leaves with its bootloader, even when it is SIGKILLed
+    args = sys.argv[1:] if argv is None else argv
+    if args[:1] == ["admin"]:  # the admin command line, for the frozen build (no `taskmill`)
+        from sidecar.admin.__main__ import main as admin
+
+        admin(args[1:], prog="taskmill-sidecar admin")  # (ends with SystemExit(code))
+    opts, level = parse_args(args)
+    configure_logging(level)
+    # Unbuffered stdin: the reader thread may still be blocked in a read when we exit, and a
+    # blocked BufferedReader would hold a lock that interpreter shutdown needs.
+    stdin = open(sys.stdin.fileno(), "rb", buffering=0, closefd=False)  # noqa: SIM115
+    sidecar = Sidecar(opts, stdin, sys.stdout.buffer, startup=startup)
+    try:
+        return anyio.run(sidecar.run)
+    except ExitCode as exc:
+        stderr_sentence(exc.message)
+        return exc.code
+    except KeyboardInterrupt:
+        return 0
+    except Exception as exc:  # the sidecar must say why it died
+        structlog.get_logger("taskmill.sidecar").exception("fatal error")
+        stderr_sentence(f"taskmill-sidecar stopped on an unexpected error: {exc!r}.")
+        return 1
