@@ -6,7 +6,7 @@ import random
 from dataclasses import dataclass
 from typing import Literal
 
-from taskmill_core.errors import ExecutorError
+from taskmill_core.errors import ExecutorError, RetryableError
 from taskmill_core.types import Backoff, ErrorInfo
 
 __all__ = ["DEFAULT_BACKOFF", "FailureOutcome", "backoff_delay_ms", "decide_failure"]
@@ -69,7 +69,7 @@ def decide_failure(
         return FailureOutcome(error, None, "failed")
     if attempt >= max_retries:
         return FailureOutcome(error, None, "deadLetter")
-    after = getattr(exc, "retry_after", None)
+    after = exc.retry_after if isinstance(exc, RetryableError) else None
     if after is not None:
         delay = round(after * 1000)
     else:

@@ -75,3 +75,14 @@ def test_without_a_backoff_the_default_exponential_backoff_applies() -> None:
     first, second = decide(RetryableError("x"), attempt=0), decide(RetryableError("x"), attempt=1)
     assert first.retry_at is not None and second.retry_at is not None
     assert NOW < first.retry_at < second.retry_at
+
+
+def test_only_a_retryable_error_says_when_to_retry() -> None:
+    """A library's own exception with a ``retry_after`` attribute (of any type) is just an
+    exception: the task's backoff applies."""
+
+    class Throttled(Exception):
+        retry_after = "tomorrow"
+
+    constant = Backoff(kind="constant", initial_ms=250)
+    assert decide(Throttled("slow down"), backoff=constant).retry_at == NOW + 250
