@@ -27,13 +27,13 @@ order the client wrote them in decides, not when the shutdown takes effect).
 
 The sidecar also calls the client (host executors: ``task.execute``) with
 :meth:`JsonRpcProtocol.request` and sends events with :meth:`JsonRpcProtocol.notify`;
-responses from the client are matched to those requests by id.
+responses from the client are matched to those requests by id (:mod:`sidecar.outgoing`).
+Error codes and the mapping from exceptions to error objects are :mod:`sidecar.rpcerrors`.
 """
 
 from __future__ import annotations
 
-import itertools
-from collections.abc import AsyncIterable, Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterable, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Final, Protocol, TypeVar, overload
 
@@ -43,6 +43,19 @@ import structlog
 from anyio.abc import TaskGroup
 
 from sidecar.framing import EndOfInput, MessageTooLarge
+from sidecar.outgoing import OutgoingRequests
+from sidecar.rpcerrors import (
+    INTERNAL_ERROR,
+    INVALID_PARAMS,
+    INVALID_REQUEST,
+    KIND_CODES,
+    METHOD_NOT_FOUND,
+    PARSE_ERROR,
+    ConnectionClosed,
+    RemoteError,
+    RpcError,
+    error_from_exception,
+)
 from taskmill_core.validation import validation_path
 
 __all__ = [
@@ -62,75 +75,10 @@ __all__ = [
     "validation_path",
 ]
 
-PARSE_ERROR: Final = -32700
-INVALID_REQUEST: Final = -32600
-METHOD_NOT_FOUND: Final = -32601
-INVALID_PARAMS: Final = -32602
-INTERNAL_ERROR: Final = -32603
-
-KIND_CODES: Final[Mapping[str, int]] = {
-    "parseError": PARSE_ERROR,
-    "invalidRequest": INVALID_REQUEST,
-    "messageTooLarge": INVALID_REQUEST,
-    "methodNotFound": METHOD_NOT_FOUND,
-    "invalidParams": INVALID_PARAMS,
-    "internal": INTERNAL_ERROR,
-    "taskNotFound": -32001,
-    "invalidState": -32002,
-    "duplicateRejected": -32003,
-    "payloadTooLarge": -32004,
-    "shuttingDown": -32005,
-    "storage": -32006,
-    "forbidden": -32007,
-}
-"""``data.kind`` → error code. Exceptions whose ``kind`` is a key here map to that code."""
-
-# The kind an RpcError gets when it was raised without one.
-_DEFAULT_KINDS: Final[Mapping[int, str]] = {
-    code: kind for kind, code in reversed(list(KIND_CODES.items()))
-}
-
 _log = structlog.get_logger("sidecar.jsonrpc")
 
 P = TypeVar("P")
 Id = str | int | float | None
-
-
-class RpcError(Exception):
-    """A JSON-RPC error object. Raise it from a handler to answer with exactly this error."""
-
-    def __init__(
-        self, code: int, message: str, data: Mapping[str, Any] | None = None, *, kind: str = ""
-    ) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
-        self.data: dict[str, Any] = dict(data or {})
-        if kind:
-            self.data["kind"] = kind
-        self.data.setdefault("kind", _DEFAULT_KINDS.get(code, "error"))
-
-    @property
-    def kind(self) -> str:
-        return str(self.data.get("kind", ""))
-
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}({self.code}, {self.message!r}, {self.data!r})"
-
-    def to_wire(self) -> dict[str, Any]:
-        return {"code": self.code, "message": self.message, "data": self.data}
-
-
-class RemoteError(RpcError):
-    """The client answered a server → client request with this error.
-
-    ``data`` is the client's ``data`` as sent (``kind`` is filled in as ``"error"`` when the
-    client gave none).
-    """
-
-
-class ConnectionClosed(Exception):
-    """Input from the client ended, so a server → client request can get no answer."""
 
 
 class MessageSink(Protocol):
@@ -156,40 +104,6 @@ class ProtocolStatistics:
     unmatched_responses: int
 
 
-def error_from_exception(exc: BaseException, *, method: str | None = None) -> RpcError:
-    """Map an exception raised while handling a request to the error the client gets.
-
-    :class:`RpcError` passes through; :class:`msgspec.ValidationError` is ``-32602``; an
-    exception with a known ``kind`` (the :mod:`taskmill_core.errors` classes, and any future
-    ``forbidden`` error) gets that kind's code, its message and its ``data``; an exception
-    group holding one exception is mapped as that exception. Anything else is logged with
-    its traceback and becomes a generic ``-32603``.
-    """
-    if isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
-        return error_from_exception(exc.exceptions[0], method=method)
-    if isinstance(exc, RpcError):
-        return exc
-    if isinstance(exc, msgspec.ValidationError):
-        message = str(exc)
-        return RpcError(
-            INVALID_PARAMS, message, {"path": validation_path(message)}, kind="invalidParams"
-        )
-    kind = getattr(exc, "kind", None)
-    if isinstance(kind, str) and kind in KIND_CODES and kind != "internal":
-        raw = getattr(exc, "data", None)
-        data = dict(raw) if isinstance(raw, Mapping) else {}
-        text = getattr(exc, "message", None)
-        if not isinstance(text, str) or not text:
-            text = str(exc) or kind
-        return RpcError(KIND_CODES[kind], text, data, kind=kind)
-    _log.error(
-        "request handler failed",
-        method=method,
-        exc_info=(type(exc), exc, exc.__traceback__),
-    )
-    return RpcError(INTERNAL_ERROR, "Internal error", kind="internal")
-
-
 def _valid_id(value: object) -> bool:
     return value is None or (isinstance(value, str | int | float) and not isinstance(value, bool))
 
@@ -208,24 +122,6 @@ class _Handler:
 
 # Requests of a batchable method taken into one group at most (a group is one task).
 MAX_GROUP = 1024
-
-
-class _Pending:
-    """A server → client request waiting for its response."""
-
-    __slots__ = ("done", "error", "method", "result")
-
-    def __init__(self, method: str) -> None:
-        self.method = method
-        self.done = anyio.Event()
-        self.result: Any = None
-        self.error: Exception | None = None
-
-    def resolve(self, result: Any = None, error: Exception | None = None) -> None:
-        if not self.done.is_set():
-            self.result = result
-            self.error = error
-            self.done.set()
 
 
 class _ParseFailed:
@@ -269,15 +165,13 @@ class JsonRpcProtocol:
         if ready:
             self._gate.set()
         self._input_closed = anyio.Event()
-        self._ids = itertools.count(1)
-        self._pending: dict[int, _Pending] = {}
+        self._outgoing = OutgoingRequests(sink.send_raw, self._encoder, _valid_id)
         self._groups: dict[str, list[tuple[Any, Any]]] = {}  # method -> requests not yet taken
         self._in_flight = 0
         self._held = 0
         self._requests = 0
         self._notifications = 0
         self._errors = 0
-        self._unmatched = 0
         # Told of every exception a handler raised before it becomes the error answer; may
         # return the exception to answer with instead (the server stops on one that says the
         # database file is damaged, and answers it as a storage error).
@@ -388,11 +282,11 @@ class JsonRpcProtocol:
             input_closed=self.input_closed,
             in_flight=self._in_flight,
             held=self._held,
-            outgoing_pending=len(self._pending),
+            outgoing_pending=len(self._outgoing),
             requests=self._requests,
             notifications=self._notifications,
             errors=self._errors,
-            unmatched_responses=self._unmatched,
+            unmatched_responses=self._outgoing.unmatched,
         )
 
     # -- serving ---------------------------------------------------------------------------
@@ -416,7 +310,7 @@ class JsonRpcProtocol:
                         await self._send(self._parse_error())
                         continue
                     if _is_response(message):
-                        self._handle_response(message)
+                        self._outgoing.handle_response(message)
                         continue
                     refused = self._note_shutdown(message)
                     grouped = None if refused else self._group(message, tg)
@@ -611,7 +505,7 @@ class JsonRpcProtocol:
         echo = rid if _valid_id(rid) else None
         if "method" not in message:
             if _is_response(message):
-                self._handle_response(message)
+                self._outgoing.handle_response(message)
                 return None
             return self._invalid(echo, "Missing 'method'")
         if message.get("jsonrpc") != "2.0":
@@ -713,29 +607,7 @@ class JsonRpcProtocol:
         ``timeout`` seconds (a late answer is then logged and ignored), or
         :class:`ConnectionClosed` if the client's input ends first.
         """
-        if self.input_closed:
-            raise ConnectionClosed(f"cannot call {method}: client input closed")
-        rid = next(self._ids)
-        pending = _Pending(method)
-        self._pending[rid] = pending
-        try:
-            with anyio.fail_after(timeout):
-                await self._sink.send_raw(
-                    self._encoder.encode(
-                        {
-                            "jsonrpc": "2.0",
-                            "id": rid,
-                            "method": method,
-                            "params": {} if params is None else params,
-                        }
-                    )
-                )
-                await pending.done.wait()
-        finally:
-            self._pending.pop(rid, None)
-        if pending.error is not None:
-            raise pending.error
-        return pending.result
+        return await self._outgoing.request(method, params, timeout=timeout)
 
     async def notify(self, method: str, params: Any = None) -> None:
         """Send the notification (event) ``method``; waits while the output queue is full."""
@@ -745,34 +617,11 @@ class JsonRpcProtocol:
             )
         )
 
-    def _handle_response(self, message: dict[str, Any]) -> None:
-        rid = message.get("id")
-        # Our ids are ints; a client may echo 1 as 1.0. (bool is an int subclass: no match.)
-        pending = (
-            self._pending.get(int(rid))
-            if (isinstance(rid, int) and not isinstance(rid, bool))
-            or (isinstance(rid, float) and rid.is_integer())
-            else None
-        )
-        if pending is None:
-            self._unmatched += 1
-            _log.warning(
-                "unmatched response ignored",
-                id=rid if _valid_id(rid) else repr(rid),
-                error=message.get("error"),
-            )
-            return
-        if "error" in message:
-            pending.resolve(error=_remote_error(message["error"]))
-        else:
-            pending.resolve(result=message.get("result"))
-
     def _close_input(self) -> None:
         if self._input_closed.is_set():
             return
         self._input_closed.set()
-        for rid, pending in list(self._pending.items()):
-            pending.resolve(error=ConnectionClosed(f"client input closed before it answered {rid}"))
+        self._outgoing.close()
 
 
 def _is_response(message: Any) -> bool:
@@ -781,17 +630,4 @@ def _is_response(message: Any) -> bool:
         and "method" not in message
         and "id" in message
         and ("result" in message or "error" in message)
-    )
-
-
-def _remote_error(error: Any) -> RemoteError:
-    if not isinstance(error, dict):
-        return RemoteError(INTERNAL_ERROR, "Malformed error response", {"error": error})
-    code = error.get("code")
-    message = error.get("message")
-    data = error.get("data")
-    return RemoteError(
-        code if isinstance(code, int) and not isinstance(code, bool) else INTERNAL_ERROR,
-        message if isinstance(message, str) else "",
-        data if isinstance(data, dict) else ({} if data is None else {"value": data}),
     )
