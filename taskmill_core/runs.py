@@ -55,6 +55,7 @@ class Run:
     run_started: int
     progress: RunProgress
     io: IoBytes = field(default_factory=IoBytes)
+    io_actual: IoBytes | None = None  # ``io`` once the run ended, None if it moved nothing
     scope: anyio.CancelScope | None = None  # its worker's scope, while the executor runs
     stop_reason: StopReason | None = None
     stop_for: int | None = None  # the task a preemption makes room for

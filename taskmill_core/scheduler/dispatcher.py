@@ -312,7 +312,7 @@ class Dispatcher:
                     retry_at if claims.wake_at is None else min(claims.wake_at, retry_at)
                 )
         claims.started = self._store.start(tx, [c.id for c in start], now)
-        if self._io.admitted_unclaimed and len(claims.started) < len(start):  # give back
+        if self._io.admitted and len(claims.started) < len(start):  # not claimed: give back
             self._io.give_back_admissions(now, keep=frozenset(x.id for x in claims.started))
 
     def _limits(self) -> Limits:

@@ -58,7 +58,9 @@ class IoBridge:
         self._wake = wake
         self._sampler = sampler
         self._types_seen: set[str] = set()
-        self._admitted: set[int] = set()  # admitted in this tick, not launched yet
+        # Admitted in this tick, not launched yet (read on the hot path: empty unless a
+        # candidate expected IO).
+        self.admitted: set[int] = set()
         self.pressure_on = False  # the governor is holding work back
 
     # --- measuring ----------------------------------------------------------------------
@@ -104,7 +106,7 @@ class IoBridge:
         declared = {r.id: r.io_cost for r in ready if r.io_cost is not None}
         if not declared and not any(knows(t) for t in types):
             return None
-        admitted = self._admitted
+        admitted = self.admitted
         registry = self._registry
 
         def admit(c: Candidate) -> bool:
@@ -134,20 +136,16 @@ class IoBridge:
 
     def take_admission(self, task_id: int) -> bool:
         """Whether the claim of ``task_id`` was admitted (it now holds its expected bytes)."""
-        if not self._admitted or task_id not in self._admitted:
+        if task_id not in self.admitted:
             return False
-        self._admitted.discard(task_id)
+        self.admitted.discard(task_id)
         return True
 
     def give_back_admissions(self, now: int, keep: frozenset[int] = frozenset()) -> None:
         """Release what the governor admitted for claims that were not written."""
-        for task_id in [i for i in self._admitted if i not in keep]:
-            self._admitted.discard(task_id)
+        for task_id in [i for i in self.admitted if i not in keep]:
+            self.admitted.discard(task_id)
             self.governor.release(task_id, IoBytes(), now)
-
-    @property
-    def admitted_unclaimed(self) -> bool:
-        return bool(self._admitted)
 
     # --- accounting -----------------------------------------------------------------------
 

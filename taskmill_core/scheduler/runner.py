@@ -111,7 +111,8 @@ class Runner:
             run_started=now,
             progress=RunProgress(now),
         )
-        run.io_admitted = self._io.take_admission(s.id)
+        if self._io.admitted:
+            run.io_admitted = self._io.take_admission(s.id)
         self.running[s.id] = run
         self._publish(
             TaskStarted(
@@ -210,7 +211,7 @@ class Runner:
     def _ended(self, run: Run, end: RunEnd, value: Any) -> None:
         """The run is over: the IO governor settles what it prepaid (and learns its cost),
         and the next tick records how it ended."""
-        io = run.io if run.io.total() else None
+        io = run.io_actual = run.io if run.io.total() else None
         if run.io_admitted or io is not None:
             self._io.run_ended(run, io)
         self.finished.append((run, end, value))

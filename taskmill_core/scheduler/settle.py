@@ -68,7 +68,7 @@ class Settlement:
                 run.id,
                 max(0, now - run.run_started),
                 run.result_json,
-                run.io if run.io.total() else None,
+                run.io_actual,
             )
             for run, end, _ in finished
             if end == "ok" and run.stop_reason not in FINAL_STOPS
@@ -95,7 +95,7 @@ class Settlement:
         if reason in FINAL_STOPS:
             settled.append(run)
             return  # already final in the database; its result is discarded
-        io = run.io if run.io.total() else None
+        io = run.io_actual
         duration = max(0, now - run.run_started)
         if end == "ok":
             state = (

@@ -270,7 +270,8 @@ class Submitter:
             follow = Follow()
             results = self._store.submit(prepared, now, follow)
             self.after_submit(prepared, results)
-            self._publish_all(follow_events(self._store, follow))
+            if follow.completed_parents or follow.unblocked or follow.failed_dependents:
+                self._publish_all(follow_events(self._store, follow))
             if self._durability.full:
                 await self._durability.wait()
             elif time.perf_counter() - turned > YIELD_AFTER_S:
