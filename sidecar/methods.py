@@ -97,7 +97,7 @@ class Methods:
         request_shutdown: Callable[[int], None],
         now_ms: Callable[[], int],
     ) -> None:
-        self.s = scheduler
+        self.sched = scheduler
         self.hosts = hosts
         self.server_info = server_info
         self.max_message_bytes = max_message_bytes
@@ -138,7 +138,7 @@ class Methods:
         return InitializeResult(
             server_info=self.server_info,
             protocol_version=PROTOCOL_VERSION,
-            executors=self.s.executor_types(),
+            executors=self.sched.executor_types(),
             capabilities=Capabilities(
                 max_message_bytes=self.max_message_bytes, events=EVENT_NAMES, batch_max=MAX_BATCH
             ),
@@ -157,11 +157,11 @@ class Methods:
     # --- tasks -------------------------------------------------------------------------
 
     async def submit(self, p: TaskSpec) -> SubmitResult:
-        return await self.s.submit(p, validated=True)
+        return await self.sched.submit(p, validated=True)
 
     async def submit_many(self, ps: list[TaskSpec]) -> list[SubmitResult | Exception]:
         """Pipelined ``task.submit`` requests that arrived together, each answered on its own."""
-        return await self.s.submit_many(ps, validated=True)
+        return await self.sched.submit_many(ps, validated=True)
 
     async def submit_batch(self, p: RawBatch) -> SubmitBatchResult:
         if len(p.tasks) > MAX_BATCH:
@@ -177,7 +177,7 @@ class Methods:
             data = {"index": index} if index is not None else {}
             raise InvalidParams(message.split(" - at `")[0], path, **data) from None
         try:
-            results = await self.s.submit_batch(specs, validated=True)
+            results = await self.sched.submit_batch(specs, validated=True)
         except PayloadTooLarge as exc:
             index = exc.data.get("index")
             if index is not None:
@@ -186,10 +186,10 @@ class Methods:
         return SubmitBatchResult(results=[BatchEntry(r.id, r.outcome) for r in results])
 
     async def get(self, p: TaskIdParams) -> TaskInfo:
-        return await self.s.get(p.id)
+        return await self.sched.get(p.id)
 
     async def list_tasks(self, p: ListParams) -> TaskPage:
-        return await self.s.list_tasks(
+        return await self.sched.list_tasks(
             state=p.state,
             type=p.type,
             group=p.group,
@@ -199,48 +199,48 @@ class Methods:
         )
 
     async def cancel(self, p: TaskIdParams) -> CancelResult:
-        await self.s.cancel(p.id)
+        await self.sched.cancel(p.id)
         return CancelResult(id=p.id, state="cancelled")
 
     async def cancel_many(self, p: CancelManyParams) -> CancelManyResult:
-        n = await self.s.cancel_many(type=p.type, group=p.group, tags=p.tags)
+        n = await self.sched.cancel_many(type=p.type, group=p.group, tags=p.tags)
         return CancelManyResult(cancelled=n)
 
     async def set_priority(self, p: SetPriorityParams) -> TaskInfo:
-        return await self.s.set_priority(p.id, p.priority)
+        return await self.sched.set_priority(p.id, p.priority)
 
     async def pause(self, p: TaskIdParams) -> TaskInfo:
-        return await self.s.pause(p.id)
+        return await self.sched.pause(p.id)
 
     async def resume(self, p: TaskIdParams) -> TaskInfo:
-        return await self.s.resume(p.id)
+        return await self.sched.resume(p.id)
 
     async def retry(self, p: TaskIdParams) -> RetryResult:
-        r = await self.s.retry(p.id)
+        r = await self.sched.retry(p.id)
         return RetryResult(id=r.id, outcome=r.outcome)
 
     # --- scheduler -----------------------------------------------------------------------
 
     async def status(self, p: Empty) -> SchedulerStatus:
-        return await self.s.status()
+        return await self.sched.status()
 
     async def pause_all(self, p: ScopeParams) -> Empty:
-        await self.s.pause_all(group=p.group, type=p.type)
+        await self.sched.pause_all(group=p.group, type=p.type)
         return Empty()
 
     async def resume_all(self, p: ScopeParams) -> Empty:
-        await self.s.resume_all(group=p.group, type=p.type)
+        await self.sched.resume_all(group=p.group, type=p.type)
         return Empty()
 
     async def configure(self, p: ConfigureParams) -> SchedulerConfig:
         changes = {f: getattr(p, f) for f in p.__struct_fields__ if getattr(p, f) is not None}
-        return await self.s.configure(**changes)
+        return await self.sched.configure(**changes)
 
     async def history_stats(self, p: HistoryStatsParams) -> HistoryStats:
-        return await self.s.history_stats(p.type)
+        return await self.sched.history_stats(p.type)
 
     async def prune(self, p: PruneParams) -> PruneResult:
-        removed = await self.s.prune(older_than_ms=p.older_than_ms, keep=p.keep)
+        removed = await self.sched.prune(older_than_ms=p.older_than_ms, keep=p.keep)
         return PruneResult(removed=removed)
 
     # --- host executors --------------------------------------------------------------------
