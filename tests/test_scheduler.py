@@ -822,6 +822,33 @@ async def test_ttl_expires_tasks_that_did_not_start(tmp_path: Path) -> None:
         assert "task.expired" in names(drain(sub))
 
 
+async def test_an_expired_task_fails_its_dependents_and_completes_its_waiting_parent(
+    tmp_path: Path,
+) -> None:
+    """Expiry is a final state like any other: what waited on the expired task moves on."""
+    async with open_scheduler(tmp_path / "t.db") as (s, clock, sub):
+        gate = Gate()
+        s.register("g", gate)
+        parent = await s.submit(TaskSpec(type="g"))
+        await settle()
+        await s.pause_all(type="late")
+        child = await s.submit(TaskSpec(type="late", parent_id=parent.id, ttl_ms=1000))
+        dependent = await s.submit(TaskSpec(type="noop", depends_on=[child.id]))
+        gate.release(parent.id)
+        await settle()
+        assert (await s.get(parent.id)).state == "waiting"
+        drain(sub)
+        clock.advance(1000)
+        await settle()
+        assert (await s.get(child.id)).state == "expired"
+        assert (await s.get(dependent.id)).state == "failed"
+        assert (await s.get(parent.id)).state == "completed"
+        events = [(e.EVENT, getattr(e, "id", None)) for e in drain(sub)]
+        assert ("task.expired", child.id) in events
+        assert ("task.failed", dependent.id) in events
+        assert ("task.completed", parent.id) in events
+
+
 async def test_timeout_fails_the_run_retryably(tmp_path: Path) -> None:
     async with open_scheduler(tmp_path / "t.db") as (s, clock, sub):
         r = await s.submit(

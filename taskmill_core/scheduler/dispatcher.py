@@ -234,7 +234,7 @@ class Dispatcher:
 
     def _expire_and_claim(self, tx: Tx, now: int, claims: _Claims) -> None:
         if self.next_expiry is not None and now >= self.next_expiry:
-            for tid, ttype in self._store.expire_due(tx, now):
+            for tid, ttype in self._store.expire_due(tx, now, claims.follow):
                 self._io.forget(tid)
                 claims.events.append(TaskExpired(id=tid, type=ttype))
             claims.next_expiry = self._store.next_expiry()

@@ -365,14 +365,20 @@ def retry(tx: Tx, task_id: int) -> tuple[int, Outcome, TaskInfo | None]:
 # --- time and housekeeping ---------------------------------------------------------------
 
 
-def expire_due(tx: Tx, now: int) -> list[tuple[int, str]]:
-    """Tasks whose TTL ran out before they started end ``expired``; returns (id, type)."""
+def expire_due(tx: Tx, now: int, follow: Follow) -> list[tuple[int, str]]:
+    """Tasks whose TTL ran out before they started end ``expired``; returns (id, type).
+
+    Like every final state, an expiry sets off the rules below: a waiting parent whose last
+    active child expired completes, and the dependents of an expired task fail."""
     rows = tx.execute(
         "UPDATE tasks SET state='expired', finished_at=?, expires_at=NULL "
         "WHERE expires_at <= ? AND state IN ('pending','paused','blocked') "
-        "RETURNING id, type",
+        "RETURNING id, type, parent_id, has_dependents",
         (now, now),
     ).fetchall()
+    for task_id, _, parent_id, has_dependents in rows:
+        if parent_id is not None or has_dependents:
+            after_final(tx, task_id, "expired", now, follow, known=(parent_id, has_dependents))
     # Expiry only matters before a task starts; drop stale marks of other states.
     tx.execute(
         "UPDATE tasks SET expires_at=NULL WHERE expires_at <= ? "
