@@ -160,6 +160,7 @@ def check_existing(path: Path) -> None:
         ro = sqlite3.connect(uri, uri=True)
         try:
             app_id = ro.execute("PRAGMA application_id").fetchone()[0]
+            version = ro.execute("PRAGMA user_version").fetchone()[0]
             tables = ro.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]
         finally:
             ro.close()
@@ -169,6 +170,10 @@ def check_existing(path: Path) -> None:
         raise error(f"{path} cannot be read: {exc}") from None
     if app_id != APPLICATION_ID and tables > 0:
         raise NotATaskmillDatabase(f"{path} is an SQLite database of another program")
+    if version > SCHEMA_VERSION:  # (refused here, before opening it for writing changes it)
+        raise NotATaskmillDatabase(
+            f"{path} has schema version {version}; this build knows {SCHEMA_VERSION}"
+        )
 
 
 def migrate(db: sqlite3.Connection, path: Path) -> None:

@@ -8,6 +8,7 @@ migrations from each earlier schema version, and storage failures (a full databa
 
 from __future__ import annotations
 
+import os
 import sqlite3
 from pathlib import Path
 from typing import Any
@@ -787,8 +788,11 @@ async def test_a_newer_schema_is_refused_and_a_foreign_file_too_untouched(
     db = sqlite3.connect(foreign)
     db.execute("CREATE TABLE x(y)")
     db.close()
+    newer_before = newer.read_bytes()
     with pytest.raises(NotATaskmillDatabase, match="schema version 4"):
         await SqliteStore(newer).open()
+    assert newer.read_bytes() == newer_before
+    assert sorted(os.listdir(tmp_path)) == ["foreign.db", "newer.db"]
     before = foreign.read_bytes()
     with pytest.raises(NotATaskmillDatabase, match="another program"):
         await SqliteStore(foreign).open()
