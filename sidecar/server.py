@@ -26,7 +26,7 @@ import structlog
 
 from sidecar.admin.repair import repair_command
 from sidecar.builtin import PathScope, builtin_executors
-from sidecar.framing import LineReader, LineWriter
+from sidecar.framing import LineReader
 from sidecar.frozen import host_pid
 from sidecar.hostexec import HostExecutors
 from sidecar.jsonrpc import JsonRpcProtocol
@@ -35,6 +35,7 @@ from sidecar.methods import Methods
 from sidecar.params import PROTOCOL_VERSION, ExitingParams, ReadyParams, Recovered, ServerInfo
 from sidecar.schemas import openrpc_document
 from sidecar.signals import StartupSignals
+from sidecar.writer import LineWriter
 from taskmill_core import Scheduler, SchedulerConfig, __version__
 from taskmill_core.errors import (
     DamagedDatabase,

@@ -19,9 +19,9 @@ from sidecar.framing import (
     EndOfInput,
     LineReader,
     LineSplitter,
-    LineWriter,
     MessageTooLarge,
 )
+from sidecar.writer import LineWriter
 
 from .conftest import Pipe
 

@@ -11,8 +11,9 @@ import anyio
 import msgspec
 import pytest
 
-from sidecar.framing import EOF, LineReader, LineWriter
+from sidecar.framing import EOF, LineReader
 from sidecar.jsonrpc import ConnectionClosed, JsonRpcProtocol
+from sidecar.writer import LineWriter
 from taskmill_core import errors
 
 from .conftest import Pipe
