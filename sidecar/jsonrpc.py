@@ -601,12 +601,8 @@ class JsonRpcProtocol:
         *,
         timeout: float | None = None,  # noqa: ASYNC109 (a per-call deadline is the API)
     ) -> Any:
-        """Call ``method`` on the client and return its result.
-
-        Raises :class:`RemoteError` with the client's error, :class:`TimeoutError` after
-        ``timeout`` seconds (a late answer is then logged and ignored), or
-        :class:`ConnectionClosed` if the client's input ends first.
-        """
+        """Call ``method`` on the client and return its result (see
+        :meth:`sidecar.outgoing.OutgoingRequests.request` for the errors it raises)."""
         return await self._outgoing.request(method, params, timeout=timeout)
 
     async def notify(self, method: str, params: Any = None) -> None:
