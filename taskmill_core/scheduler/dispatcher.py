@@ -53,7 +53,7 @@ class _Claims:
     settled: list[Run] = field(default_factory=list)  # recorded; apply() after the commit
     saved: list[Run] = field(default_factory=list)  # runs whose kept checkpoint was written
     next_expiry: int | None = None
-    expired: bool = False  # next_expiry was recomputed
+    expired: list[int] | None = None  # expired in this tick (next_expiry was recomputed)
     started: list[Started] = field(default_factory=list)
     preempt: list[tuple[int, int]] = field(default_factory=list)
     wake_at: int | None = None
@@ -200,8 +200,10 @@ class Dispatcher:
         for run in claims.saved:
             run.unsaved_checkpoint = False
         settlement.apply(claims.settled)
-        if claims.expired:
+        if claims.expired is not None:
             self.next_expiry = claims.next_expiry
+            for task_id in claims.expired:
+                self._io.forget(task_id)
         # Submitters first: woken before any event is published, they answer (a sidecar
         # writes the responses) before the forwarder sends these tasks' events.
         when_durable = self._durability.when_durable
@@ -234,11 +236,11 @@ class Dispatcher:
 
     def _expire_and_claim(self, tx: Tx, now: int, claims: _Claims) -> None:
         if self.next_expiry is not None and now >= self.next_expiry:
+            claims.expired = []
             for tid, ttype in self._store.expire_due(tx, now, claims.follow):
-                self._io.forget(tid)
+                claims.expired.append(tid)
                 claims.events.append(TaskExpired(id=tid, type=ttype))
             claims.next_expiry = self._store.next_expiry()
-            claims.expired = True
         pauses = self._settings.pauses
         if self._lifecycle.closing or pauses.paused or self._bus.saturated:
             return
