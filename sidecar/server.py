@@ -33,6 +33,7 @@ from sidecar.jsonrpc import JsonRpcProtocol
 from sidecar.lock import AlreadyLocked, DatabaseLock
 from sidecar.methods import Methods
 from sidecar.params import PROTOCOL_VERSION, ExitingParams, ReadyParams, Recovered, ServerInfo
+from sidecar.redact import redact_event
 from sidecar.schemas import openrpc_document
 from sidecar.signals import StartupSignals
 from taskmill_core import Scheduler, SchedulerConfig, __version__
@@ -281,7 +282,7 @@ class Sidecar:
         """
         try:
             async for event in sub:
-                await proto.notify(event.EVENT, event)
+                await proto.notify(event.EVENT, redact_event(event))
         finally:
             done.set()
 
