@@ -157,6 +157,7 @@ async def download(ctx: TaskContext, payload: Any, *, scope: PathScope) -> dict[
     parts = urlsplit(p.url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise PermanentError(f"url must be an http or https URL: {p.url!r}", kind="invalidPayload")
+    secret = check_headers(p.headers)
     dst = scope.check(p.dst, field="dst")
     scope.check(str(dst) + PART_SUFFIX, field="dst")
     with os_errors("cannot write the download"):
@@ -164,11 +165,11 @@ async def download(ctx: TaskContext, payload: Any, *, scope: PathScope) -> dict[
             lambda: confined.open_parent(scope, p.dst, field="dst", create=True)
         )
     with directory:
-        return await _download(ctx, p, directory, name)
+        return await _download(ctx, p, directory, name, secret)
 
 
 async def _download(
-    ctx: TaskContext, p: DownloadPayload, directory: Directory, name: str
+    ctx: TaskContext, p: DownloadPayload, directory: Directory, name: str, secret: dict[str, str]
 ) -> dict[str, Any]:
     """The download into ``<name>.taskmill-part`` in ``directory``, then renamed to ``name``."""
     partname = name + PART_SUFFIX
@@ -179,7 +180,6 @@ async def _download(
     with os_errors("cannot write the download"):
         f, offset = await anyio.to_thread.run_sync(directory.open_part, partname, offset)
     part = _Part(f, p.sha256 is not None)
-    secret = check_headers(p.headers)
     exchange = Exchange()
     done = offset
     checkpoint: dict[str, Any] = {"url": p.url, "validator": validator}
