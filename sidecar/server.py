@@ -74,6 +74,7 @@ class Options:
     durability: str = "normal"
     max_message_bytes: int = 4 * 1024 * 1024
     parent_poll_s: float = 0.5
+    check_tls: bool = False
 
 
 class Sidecar:

@@ -126,7 +126,7 @@ class TrustStore:
     source: str
     """The CA bundle or folder used (on macOS and Windows: the OS's store)."""
     ca_count: int | None
-    """Trusted CAs found, where that can be counted (a folder is read lazily: None)."""
+    """Trusted CAs found (None on macOS and Windows, whose stores are asked per connection)."""
 
 
 def _system_bundle() -> str | None:
@@ -143,9 +143,10 @@ def _system_bundle() -> str | None:
     return None
 
 
-def _count(source: str) -> int | None:
+def _count(source: str) -> int:
+    """The CAs in a bundle, or the certificate files of a hashed folder."""
     if os.path.isdir(source):
-        return None
+        return sum(1 for n in os.listdir(source) if _HASHED.match(n))
     probe = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     probe.load_verify_locations(cafile=source)
     return probe.cert_store_stats()["x509_ca"]
