@@ -341,6 +341,7 @@ async def test_upload_failures_and_kinds(root: Path, plain: TestServer) -> None:
         (payload("/x", headers={"Content-Length": "1"}), "invalidPayload"),
         (payload("/x", headers={"X-A": "1\r\nX-Injected: 2"}), "invalidPayload"),
         (payload("/x", headers={"Bad Name": "1"}), "invalidPayload"),
+        (payload("/x", headers={"X-A": "\u4e2d"}), "invalidPayload"),
         (payload("/x", method="PATCH"), "invalidPayload"),
         ({"src": str(root / "f.bin"), "url": "ftp://h/x"}, "invalidPayload"),
     ]
@@ -459,3 +460,52 @@ async def test_retry_after_is_honoured(
         )
     assert info.state == "pending" and info.run_at is not None
     assert 3_595_000 <= info.run_at - before <= 3_605_000
+
+
+# --- redaction (the wire side is in tests/sidecar/test_http_secrets.py) ---------------------
+
+
+def test_redaction_touches_only_http_tasks_with_headers() -> None:
+    from sidecar.redact import redact_status, redact_task, without_secrets_key
+    from taskmill_core.types import IoBytes, IoStatus, SchedulerStatus
+
+    def info(task_type: str, payload: Any) -> TaskInfo:
+        return TaskInfo(
+            id=1,
+            type=task_type,
+            state="running",
+            priority=128,
+            payload=payload,
+            tags={},
+            io_cost=IoBytes(),
+            attempt=0,
+            max_retries=3,
+            created_at=0,
+        )
+
+    secret = {"url": "u", "headers": {"Authorization": "Bearer x"}}
+    other = info("noop", secret)
+    bare = info("http.download", {"url": "u"})
+    assert redact_task(other) is other and redact_task(bare) is bare  # no copy, no cost
+    shown = redact_task(info("http.upload", secret))
+    assert shown.payload == {"url": "u", "headers": {"Authorization": "<redacted>"}}
+    assert secret["headers"] == {"Authorization": "Bearer x"}  # the stored payload is intact
+
+    io = IoStatus()
+    status = SchedulerStatus(False, [], [], {}, [other, info("http.upload", secret)], 4, io, [])
+    running = redact_status(status).running
+    assert running[0] is other and running[1].payload["headers"] == {"Authorization": "<redacted>"}
+
+    spec = TaskSpec(type="http.upload", payload=secret, dedup_key=True)
+    keyed = without_secrets_key(spec)
+    rotated = without_secrets_key(
+        TaskSpec(
+            type="http.upload",
+            payload={**secret, "headers": {"Authorization": "y"}},
+            dedup_key=True,
+        )
+    )
+    assert isinstance(keyed.dedup_key, str) and keyed.dedup_key == rotated.dedup_key
+    assert keyed.payload is secret  # the headers are still sent
+    plain = TaskSpec(type="noop", payload=secret, dedup_key=True)
+    assert without_secrets_key(plain) is plain

@@ -69,9 +69,10 @@ TIMEOUT_S = 30.0
 USER_AGENT = "taskmill-sidecar"
 
 HeaderName = Annotated[str, Meta(pattern=r"^[!#$%&'*+.^_`|~0-9A-Za-z-]{1,256}$")]
-HeaderValue = Annotated[str, Meta(max_length=8192, pattern=r"^[^\r\n\x00]*$")]
+HeaderValue = Annotated[str, Meta(max_length=8192, pattern=r"^[\t\x20-\x7e\x80-\xff]*$")]
 Headers = Annotated[dict[HeaderName, HeaderValue], Meta(max_length=64)]
-"""A payload's ``headers``: token names, values without line breaks (no header injection)."""
+"""A payload's ``headers``: token names; values of visible Latin-1 characters, spaces and
+tabs (RFC 9110), so no line break can inject a header and every value can be sent."""
 
 # Headers the executors set themselves: framing and ranges are theirs to decide.
 _RESERVED = frozenset(
