@@ -29,7 +29,10 @@ child exits by itself when the bootloader is SIGKILLed (``sidecar/frozen.py``).
 
 The build is console mode (a windowed build has no stdout) with unbuffered stdio (``-u``), and
 bundles what the sidecar imports dynamically: ``sidecar.builtin``, the anyio asyncio backend,
-platformdirs' platform module, and every module of ``sidecar`` and ``taskmill_core``.
+platformdirs' platform module, every module of ``sidecar`` and ``taskmill_core``, truststore
+(its macOS, Windows and OpenSSL modules) and certifi with its ``cacert.pem``. The binary must
+not rely on the build machine's OpenSSL CA paths: ``http.*`` verify against the user's OS
+trust store through truststore, falling back to certifi's bundle where there is none.
 """
 
 from __future__ import annotations
@@ -64,8 +67,14 @@ HIDDEN_IMPORTS = (
     "msgspec",
     "msgspec.json",
     "structlog",
+    # TLS (sidecar/builtin/_http.py): truststore imports its platform module by sys.platform,
+    # and certifi is imported only where no system store exists.
+    "truststore",
+    "certifi",
 )
-COLLECT_SUBMODULES = ("sidecar", "taskmill_core", "structlog", "msgspec")
+COLLECT_SUBMODULES = ("sidecar", "taskmill_core", "structlog", "msgspec", "truststore")
+# Package data the binary needs: certifi's cacert.pem (the fallback CA bundle).
+COLLECT_DATA = ("certifi",)
 # Large stdlib parts the sidecar never touches: smaller archive, faster onefile unpack.
 EXCLUDES = ("tkinter", "unittest", "pydoc", "doctest", "lib2to3", "idlelib", "test")
 
@@ -153,6 +162,8 @@ def build(mode: str, plugins: list[str], triple: str) -> Path:
             cmd.append(f"--hidden-import={module}")
     for package in COLLECT_SUBMODULES:
         cmd.append(f"--collect-submodules={package}")
+    for package in COLLECT_DATA:
+        cmd.append(f"--collect-data={package}")
     for module in EXCLUDES:
         cmd.append(f"--exclude-module={module}")
     for module in plugins:

@@ -72,6 +72,9 @@ def parse_args(argv: list[str] | None = None) -> tuple[Options, str]:
     p.add_argument("--max-message-bytes", type=_positive, default=4 * 1024 * 1024,
                    help="longest accepted input line (default 4 MiB)")  # fmt: skip
     p.add_argument("--log-level", choices=LEVELS, default="info")
+    p.add_argument("--check-tls", action="store_true",
+                   help="print which CA store http.* verify against and how many CAs it "
+                   "holds (JSON), then exit: 0 if it holds any")  # fmt: skip
     p.add_argument("--version", action="version", version=f"taskmill-sidecar {__version__}")
     a = p.parse_args(argv)
     opts = Options(
@@ -82,6 +85,7 @@ def parse_args(argv: list[str] | None = None) -> tuple[Options, str]:
         parent_pid=a.parent_pid,
         max_concurrency=a.max_concurrency,
         durability=a.durability,
+        check_tls=a.check_tls,
         max_message_bytes=a.max_message_bytes,
     )
     return opts, a.log_level
@@ -109,6 +113,20 @@ def configure_logging(level: str) -> None:
     )
 
 
+def check_tls() -> int:
+    """``--check-tls``: the trust store of ``http.*`` on this machine, as one JSON line on
+    stdout (like ``--version``, it serves no protocol). Exit 1 when it holds no CA at all."""
+    import json
+
+    from sidecar.builtin._http import trust_store
+
+    store = trust_store()
+    report = {"store": store.kind, "source": store.source, "caCount": store.ca_count}
+    sys.stdout.write(json.dumps(report) + "\n")
+    sys.stdout.flush()
+    return 1 if store.ca_count == 0 else 0
+
+
 def run(argv: list[str] | None, startup: StartupSignals) -> int:
     """Parse the command line, serve until shutdown and return the exit code.
 
@@ -122,6 +140,8 @@ def run(argv: list[str] | None, startup: StartupSignals) -> int:
 
         admin(args[1:], prog="taskmill-sidecar admin")  # (ends with SystemExit(code))
     opts, level = parse_args(args)
+    if opts.check_tls:
+        return check_tls()
     configure_logging(level)
     # Unbuffered stdin: the reader thread may still be blocked in a read when we exit, and a
     # blocked BufferedReader would hold a lock that interpreter shutdown needs.

@@ -43,6 +43,13 @@ from sidecar.params import (
     TaskIdParams,
     UnregisterParams,
 )
+from sidecar.redact import (
+    redact_page,
+    redact_result,
+    redact_status,
+    redact_task,
+    without_secrets_key,
+)
 from taskmill_core import Scheduler, TaskSpec
 from taskmill_core.errors import InvalidParams, PayloadTooLarge
 from taskmill_core.scheduler import MAX_BATCH
@@ -74,6 +81,9 @@ EVENT_NAMES = [
     "scheduler.resumed",
     "io.pressure",
 ]
+
+FEATURES = ["upload"]
+"""What this sidecar has of the contract's additions (``initialize.capabilities.features``)."""
 
 _INDEX = re.compile(r"^\$\[(\d+)\]")
 
@@ -140,7 +150,10 @@ class Methods:
             protocol_version=PROTOCOL_VERSION,
             executors=self.sched.executor_types(),
             capabilities=Capabilities(
-                max_message_bytes=self.max_message_bytes, events=EVENT_NAMES, batch_max=MAX_BATCH
+                max_message_bytes=self.max_message_bytes,
+                events=EVENT_NAMES,
+                batch_max=MAX_BATCH,
+                features=FEATURES,
             ),
         )
 
@@ -156,12 +169,15 @@ class Methods:
 
     # --- tasks -------------------------------------------------------------------------
 
+    # Every TaskInfo answered goes through redact_* (header values of http.* tasks).
+
     async def submit(self, p: TaskSpec) -> SubmitResult:
-        return await self.sched.submit(p, validated=True)
+        return redact_result(await self.sched.submit(without_secrets_key(p), validated=True))
 
     async def submit_many(self, ps: list[TaskSpec]) -> list[SubmitResult | Exception]:
         """Pipelined ``task.submit`` requests that arrived together, each answered on its own."""
-        return await self.sched.submit_many(ps, validated=True)
+        results = await self.sched.submit_many([without_secrets_key(p) for p in ps], validated=True)
+        return [r if isinstance(r, Exception) else redact_result(r) for r in results]
 
     async def submit_batch(self, p: RawBatch) -> SubmitBatchResult:
         if len(p.tasks) > MAX_BATCH:
@@ -177,6 +193,7 @@ class Methods:
             data = {"index": index} if index is not None else {}
             raise InvalidParams(message.split(" - at `")[0], path, **data) from None
         try:
+            specs = [without_secrets_key(spec) for spec in specs]
             results = await self.sched.submit_batch(specs, validated=True)
         except PayloadTooLarge as exc:
             index = exc.data.get("index")
@@ -186,10 +203,10 @@ class Methods:
         return SubmitBatchResult(results=[BatchEntry(r.id, r.outcome) for r in results])
 
     async def get(self, p: TaskIdParams) -> TaskInfo:
-        return await self.sched.get(p.id)
+        return redact_task(await self.sched.get(p.id))
 
     async def list_tasks(self, p: ListParams) -> TaskPage:
-        return await self.sched.list_tasks(
+        page = await self.sched.list_tasks(
             state=p.state,
             type=p.type,
             group=p.group,
@@ -197,6 +214,7 @@ class Methods:
             limit=p.limit,
             cursor=p.cursor,
         )
+        return redact_page(page)
 
     async def cancel(self, p: TaskIdParams) -> CancelResult:
         await self.sched.cancel(p.id)
@@ -207,13 +225,13 @@ class Methods:
         return CancelManyResult(cancelled=n)
 
     async def set_priority(self, p: SetPriorityParams) -> TaskInfo:
-        return await self.sched.set_priority(p.id, p.priority)
+        return redact_task(await self.sched.set_priority(p.id, p.priority))
 
     async def pause(self, p: TaskIdParams) -> TaskInfo:
-        return await self.sched.pause(p.id)
+        return redact_task(await self.sched.pause(p.id))
 
     async def resume(self, p: TaskIdParams) -> TaskInfo:
-        return await self.sched.resume(p.id)
+        return redact_task(await self.sched.resume(p.id))
 
     async def retry(self, p: TaskIdParams) -> RetryResult:
         r = await self.sched.retry(p.id)
@@ -222,7 +240,7 @@ class Methods:
     # --- scheduler -----------------------------------------------------------------------
 
     async def status(self, p: Empty) -> SchedulerStatus:
-        return await self.sched.status()
+        return redact_status(await self.sched.status())
 
     async def pause_all(self, p: ScopeParams) -> Empty:
         await self.sched.pause_all(group=p.group, type=p.type)

@@ -89,6 +89,7 @@ class Capabilities(Struct, **_Out):
     batch_max: int = 10_000
     max_message_bytes: int = 4 * 1024 * 1024
     events: list[str] = msgspec.field(default_factory=list)
+    features: list[str] = msgspec.field(default_factory=list)
 
 
 class InitializeResult(Struct, **_Out):

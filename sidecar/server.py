@@ -33,6 +33,7 @@ from sidecar.jsonrpc import JsonRpcProtocol
 from sidecar.lock import AlreadyLocked, DatabaseLock
 from sidecar.methods import Methods
 from sidecar.params import PROTOCOL_VERSION, ExitingParams, ReadyParams, Recovered, ServerInfo
+from sidecar.redact import redact_event
 from sidecar.schemas import openrpc_document
 from sidecar.signals import StartupSignals
 from sidecar.writer import LineWriter
@@ -74,6 +75,7 @@ class Options:
     durability: str = "normal"
     max_message_bytes: int = 4 * 1024 * 1024
     parent_poll_s: float = 0.5
+    check_tls: bool = False
 
 
 class Sidecar:
@@ -282,7 +284,7 @@ class Sidecar:
         """
         try:
             async for event in sub:
-                await proto.notify(event.EVENT, event)
+                await proto.notify(event.EVENT, redact_event(event))
         finally:
             done.set()
 

@@ -21,6 +21,7 @@ from sidecar.builtin import PathScope, builtin_executors
 from taskmill_core import IoBytes, IoConfig, SchedulerConfig, TaskSpec
 
 from .helpers import open_scheduler
+from .httpd import serve
 
 pytestmark = pytest.mark.anyio
 
@@ -108,3 +109,39 @@ async def test_unbudgeted_copy_is_not_slowed(tmp_path: Path) -> None:
         assert info.state == "completed", info.error
         assert clock.now_ms() == start
         assert info.io_actual == IoBytes(disk_read=5 * MiB + 17, disk_write=5 * MiB + 17)
+
+
+async def test_paced_upload_takes_n_over_b(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``http.upload`` draws ``netTx`` per chunk: 8 MiB at 2 MiB/s take 3 s of fake time."""
+    for name in ("HTTP_PROXY", "http_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    root = tmp_path / "root"
+    root.mkdir()
+    n = 8 * MiB
+    (root / "src.bin").write_bytes(random.Random(8).randbytes(n))
+    cfg = SchedulerConfig(max_concurrency=2, io=IoConfig(net_bps=2 * MiB, auto=False))
+    with serve() as srv:
+        async with open_scheduler(tmp_path / "t.db", cfg) as (sched, clock, _):
+            for reg in builtin_executors(PathScope([root]), []):
+                sched.register(reg.type, reg.fn, builtin=True, paced=reg.paced)
+            gov = sched.io_governor
+            start = clock.now_ms()
+            spec = TaskSpec(
+                type="http.upload",
+                payload={"src": str(root / "src.bin"), "url": srv.url("/up")},
+                io_cost=IoBytes(disk_read=n, net_tx=n),
+            )
+            task_id = (await sched.submit(spec)).id
+            with anyio.fail_after(60):
+                while (await sched.get(task_id)).state not in ("completed", "failed"):
+                    if gov.statistics().waiting:
+                        deadline = clock.next_deadline()
+                        assert deadline is not None
+                        clock.advance(deadline - clock.now_ms())
+                    await anyio.sleep(0.001)
+            elapsed_s = (clock.now_ms() - start) / 1000
+            info = await sched.get(task_id)
+    assert info.state == "completed", info.error
+    assert 3 * 0.97 <= elapsed_s <= 3 * 1.03 + 0.1, elapsed_s
+    assert info.io_actual == IoBytes(disk_read=n, net_tx=n)
+    assert srv.seen[-1].size == n

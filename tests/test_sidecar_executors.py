@@ -134,7 +134,12 @@ class FakeContext:
             self.io[key] += value
 
     async def consume_io(self, resource: str, nbytes: int) -> None:
-        key = {"diskRead": "disk_read", "diskWrite": "disk_write", "netRx": "net_rx"}[resource]
+        key = {
+            "diskRead": "disk_read",
+            "diskWrite": "disk_write",
+            "netRx": "net_rx",
+            "netTx": "net_tx",
+        }[resource]
         self.io[key] += nbytes
         self.consumed.append((resource, nbytes))
 
@@ -172,12 +177,12 @@ def test_scope_resolves_and_confines(root: Path, outside: Path) -> None:
 
 def test_registrations() -> None:
     types = [r.type for r in builtin_executors(PathScope([]), [])]
-    assert types == ["fs.copy", "fs.hash", "fs.scan", "http.download"]
+    assert types == ["fs.copy", "fs.hash", "fs.scan", "http.download", "http.upload"]
     regs = builtin_executors(PathScope([]), [sys.executable])
     assert [r.type for r in regs][-1] == "process.run"
     assert all(r.builtin for r in regs)
     paced = {r.type for r in regs if r.paced}
-    assert paced == {"fs.copy", "fs.hash", "http.download"}
+    assert paced == {"fs.copy", "fs.hash", "http.download", "http.upload"}
 
 
 # --- fs.copy ---------------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""``http.download {url, dst, sha256?}``: a resumable HTTP(S) download, stdlib only.
+"""``http.download {url, dst, sha256?, headers?}``: a resumable HTTP(S) download, stdlib only.
 
 The body streams into ``<dst>.taskmill-part`` (created, and at the end renamed over ``dst``,
 within the descriptor of ``dst``'s directory: :mod:`sidecar.builtin.confined`); the checkpoint
@@ -9,8 +9,9 @@ A ``206`` appends, a ``200`` starts again from byte 0. The file is fsynced, chec
 ``sha256`` when one is given, and renamed over ``dst`` (an existing ``dst`` is replaced).
 
 HTTP 404/410 fail permanently with kind ``notFound``, other 4xx with kind ``http`` (408 and 429
-are retried, honouring ``Retry-After``); 5xx and network errors are retryable. Redirects are
-followed (at most 5, http and https only). Proxies are not used.
+are retried, honouring ``Retry-After`` in seconds or as a date); 5xx and network errors are
+retryable. Redirects are followed (at most 5, http and https only); the payload's ``headers``
+are sent to the URL's origin only. TLS, proxies and headers: :mod:`sidecar.builtin._http`.
 
 Blocking socket calls run in worker threads that a cancellation abandons; the socket is then
 shut down so that the thread returns at once and closes the connection on its way out.
@@ -24,16 +25,11 @@ are the run's IO accounting; the bytes are not recorded again.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import http.client
 import io
 import os
-import socket
-import ssl
-import threading
-from collections.abc import Callable
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any
 from urllib.parse import urljoin, urlsplit
 
 import anyio
@@ -51,6 +47,14 @@ from sidecar.builtin._files import (
     os_errors,
     resume_offset,
 )
+from sidecar.builtin._http import (
+    USER_AGENT,
+    Exchange,
+    Headers,
+    check_headers,
+    network_error,
+    status_error,
+)
 from sidecar.builtin.confined import Directory
 from sidecar.builtin.scope import PathScope
 from taskmill_core.context import TaskContext
@@ -58,123 +62,39 @@ from taskmill_core.errors import PermanentError, RetryableError
 
 __all__ = ["DownloadPayload", "download"]
 
-T = TypeVar("T")
-
-TIMEOUT_S = 30.0
-"""Connect and read timeout: a server silent this long is a retryable network error."""
 MAX_REDIRECTS = 5
 NET_CHUNK = 256 << 10
-USER_AGENT = "taskmill-sidecar"
 
 
 class DownloadPayload(msgspec.Struct, rename="camel", forbid_unknown_fields=True):
     url: Annotated[str, Meta(min_length=1, max_length=8192)]
     dst: str
     sha256: Annotated[str, Meta(pattern=r"^[0-9a-fA-F]{64}$")] | None = None
+    headers: Headers | None = None
 
 
-class _Released(Exception):
-    """The exchange was released while a worker thread was about to use it."""
+def _open(
+    exchange: Exchange, url: str, headers: dict[str, str], secret: dict[str, str]
+) -> http.client.HTTPResponse:
+    """Send the GET and return the response of the last hop (blocking).
 
-
-class _Exchange:
-    """One HTTP GET (following redirects). Blocking calls go through :meth:`call`."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._conn: http.client.HTTPConnection | None = None
-        self._resp: http.client.HTTPResponse | None = None
-        self._busy = False
-        self._released = False
-
-    async def call(self, fn: Callable[..., T], *args: Any) -> T:
-        """Run ``fn`` in a worker thread; a cancellation abandons the thread at once."""
-        return await anyio.to_thread.run_sync(self._guarded, fn, *args, abandon_on_cancel=True)
-
-    def _guarded(self, fn: Callable[..., T], *args: Any) -> T:
-        with self._lock:
-            if self._released:
-                raise _Released
-            self._busy = True
-        try:
-            return fn(*args)
-        finally:
-            with self._lock:
-                self._busy = False
-                if self._released:
-                    self._close()
-
-    def release(self) -> None:
-        """Close the connection; or, while a thread is inside it, make that thread close it."""
-        with self._lock:
-            self._released = True
-            if not self._busy:
-                self._close()
-            elif self._conn is not None and self._conn.sock is not None:
-                with contextlib.suppress(OSError):
-                    self._conn.sock.shutdown(socket.SHUT_RDWR)
-
-    def _close(self) -> None:
-        if self._resp is not None:
-            self._resp.close()
-            self._resp = None
-        if self._conn is not None:
-            self._conn.close()
-            self._conn = None
-
-    def open(self, url: str, headers: dict[str, str]) -> http.client.HTTPResponse:
-        """Send the GET and return the response of the last hop (blocking)."""
-        for _ in range(MAX_REDIRECTS + 1):
-            parts = urlsplit(url)
-            if parts.scheme not in ("http", "https") or not parts.hostname:
-                raise PermanentError(f"cannot follow a redirect to {url!r}", kind="http")
-            conn: http.client.HTTPConnection
-            if parts.scheme == "https":
-                conn = http.client.HTTPSConnection(
-                    parts.hostname,
-                    parts.port,
-                    timeout=TIMEOUT_S,
-                    context=ssl.create_default_context(),
-                )
-            else:
-                conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=TIMEOUT_S)
-            with self._lock:
-                self._close()
-                self._conn = conn
-            conn.connect()
-            if self._released:
-                raise _Released
-            target = parts.path or "/"
-            if parts.query:
-                target += "?" + parts.query
-            conn.request("GET", target, headers=headers)
-            resp = conn.getresponse()
-            with self._lock:
-                self._resp = resp
-            location = resp.getheader("Location")
-            if resp.status in (301, 302, 303, 307, 308) and location:
-                url = urljoin(url, location)
-                continue
-            return resp
-        raise PermanentError(f"more than {MAX_REDIRECTS} redirects", kind="http")
-
-    def read(self, n: int) -> bytes:
-        assert self._resp is not None
-        return self._resp.read1(n)
-
-
-def _status_error(resp: http.client.HTTPResponse, url: str) -> Exception:
-    status = resp.status
-    message = f"HTTP {status} {resp.reason} from {url}"
-    retry_after: float | None = None
-    header = resp.getheader("Retry-After")
-    if header and header.strip().isdigit():
-        retry_after = float(header.strip())
-    if status in (404, 410):
-        return PermanentError(message, kind="notFound")
-    if status in (408, 429) or status >= 500:
-        return RetryableError(message, kind="http", retry_after=retry_after)
-    return PermanentError(message, kind="http")
+    ``secret`` (the payload's headers) goes along only while the origin stays the same: a
+    redirect to another scheme, host or port does not get the credentials.
+    """
+    origin = urlsplit(url)[:2]
+    for _ in range(MAX_REDIRECTS + 1):
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise PermanentError(f"cannot follow a redirect to {url!r}", kind="http")
+        same = parts[:2] == origin
+        exchange.start("GET", url, {**headers, **secret} if same else headers)
+        resp = exchange.response()
+        location = resp.getheader("Location")
+        if resp.status in (301, 302, 303, 307, 308) and location:
+            url = urljoin(url, location)
+            continue
+        return resp
+    raise PermanentError(f"more than {MAX_REDIRECTS} redirects", kind="http")
 
 
 def _content_range(value: str | None) -> tuple[int | None, int | None]:
@@ -231,18 +151,13 @@ class _Part:
         os.fsync(self.f.fileno())
 
 
-def _network_error(exc: Exception, url: str) -> Exception:
-    if isinstance(exc, ssl.SSLCertVerificationError):
-        return PermanentError(f"TLS certificate of {url} not accepted: {exc}", kind="tls")
-    return RetryableError(f"download of {url} failed: {exc!r}", kind="network")
-
-
 async def download(ctx: TaskContext, payload: Any, *, scope: PathScope) -> dict[str, Any]:
     """``http.download {url, dst, sha256?}`` → ``{bytes, dst, sha256?}``."""
     p: DownloadPayload = decode_payload(payload, DownloadPayload)
     parts = urlsplit(p.url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise PermanentError(f"url must be an http or https URL: {p.url!r}", kind="invalidPayload")
+    secret = check_headers(p.headers)
     dst = scope.check(p.dst, field="dst")
     scope.check(str(dst) + PART_SUFFIX, field="dst")
     with os_errors("cannot write the download"):
@@ -250,11 +165,11 @@ async def download(ctx: TaskContext, payload: Any, *, scope: PathScope) -> dict[
             lambda: confined.open_parent(scope, p.dst, field="dst", create=True)
         )
     with directory:
-        return await _download(ctx, p, directory, name)
+        return await _download(ctx, p, directory, name, secret)
 
 
 async def _download(
-    ctx: TaskContext, p: DownloadPayload, directory: Directory, name: str
+    ctx: TaskContext, p: DownloadPayload, directory: Directory, name: str, secret: dict[str, str]
 ) -> dict[str, Any]:
     """The download into ``<name>.taskmill-part`` in ``directory``, then renamed to ``name``."""
     partname = name + PART_SUFFIX
@@ -265,7 +180,7 @@ async def _download(
     with os_errors("cannot write the download"):
         f, offset = await anyio.to_thread.run_sync(directory.open_part, partname, offset)
     part = _Part(f, p.sha256 is not None)
-    exchange = _Exchange()
+    exchange = Exchange()
     done = offset
     checkpoint: dict[str, Any] = {"url": p.url, "validator": validator}
     try:
@@ -289,9 +204,9 @@ async def _download(
                 if isinstance(validator, str):
                     headers["If-Range"] = validator
             try:
-                resp = await exchange.call(exchange.open, p.url, headers)
+                resp = await exchange.call(_open, exchange, p.url, headers, secret)
             except (OSError, http.client.HTTPException) as exc:
-                raise _network_error(exc, p.url) from exc
+                raise network_error(exc, p.url, "download of") from exc
             if resp.status == 200:
                 if offset:
                     with os_errors("cannot write the download"):
@@ -311,10 +226,10 @@ async def _download(
                     complete = True
                     break
             else:
-                raise _status_error(resp, p.url)
+                raise status_error(resp, p.url)
             # The server will not resume as asked: start over from byte 0.
             exchange.release()
-            exchange = _Exchange()
+            exchange = Exchange()
             with os_errors("cannot write the download"):
                 await anyio.to_thread.run_sync(part.restart)
             done = offset = 0
@@ -328,7 +243,7 @@ async def _download(
             try:
                 data = await exchange.call(exchange.read, NET_CHUNK)
             except (OSError, http.client.HTTPException) as exc:
-                raise _network_error(exc, p.url) from exc
+                raise network_error(exc, p.url, "download of") from exc
             if not data:
                 break
             n = len(data)

@@ -32,6 +32,7 @@ export interface CancelResult {
 export interface Capabilities {
   batchMax?: number;
   events?: string[];
+  features?: string[];
   hostExecutors?: boolean;
   maxMessageBytes?: number;
 }
