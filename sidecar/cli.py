@@ -67,8 +67,8 @@ def parse_args(argv: list[str] | None = None) -> tuple[Options, str, Path | None
     p.add_argument("--max-message-bytes", type=_positive, default=4 * 1024 * 1024,
                    help="longest accepted input line (default 4 MiB)")  # fmt: skip
     p.add_argument("--log-level", choices=LEVELS, default="info")
-    p.add_argument("--log-file", type=Path, default=None, metavar="PATH",
-                   help="also keep the JSON log lines in PATH (rotated: 1 MiB x 4 files)")  # fmt: skip
+    p.add_argument("--log-file", type=Path, default=None, metavar="PATH",  # 1 MiB x 4
+                   help="also keep the JSON log lines in PATH (rotated, bounded)")  # fmt: skip
     p.add_argument("--version", action="version", version=f"taskmill-sidecar {__version__}")
     a = p.parse_args(argv)
     db = resolve_db(a)

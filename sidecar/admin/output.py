@@ -2,23 +2,11 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
-from pathlib import Path
 from typing import Any, TextIO
 
-from sidecar.dbpath import MISSING_SENTENCE, resolve_db
-
-__all__ = ["Output", "database"]
-
-
-def database(args: argparse.Namespace, out: Output) -> Path | None:
-    """The database ``--db``/``--app-id`` name; None (after one sentence) if neither."""
-    db = resolve_db(args)
-    if db is None:
-        out.fail(f"{args.prog}: bad command line: {MISSING_SENTENCE}.")
-    return db
+__all__ = ["Output"]
 
 
 class Output:

@@ -14,8 +14,8 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from sidecar.admin.output import Output, database
-from sidecar.dbpath import add_db_arguments
+from sidecar.admin.common import add_db_arguments, database
+from sidecar.admin.output import Output
 from sidecar.lock import AlreadyLocked, DatabaseLock
 
 if TYPE_CHECKING:  # the sidecar imports this module for repair_command alone
