@@ -43,7 +43,7 @@ exit codes:
   2  bad command line (also: neither --db nor --app-id)
   3  a running sidecar holds the database: quit the app first (retry, cancel, prune, vacuum,
      repair); nothing was changed
-  4  missing, damaged or not a taskmill database (the file was left untouched)
+  4  not a taskmill database, missing or damaged (the file was left untouched)
   5  the task operation was refused: no such task, or its state does not allow it
 """
 
