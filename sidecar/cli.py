@@ -98,6 +98,11 @@ def configure_logging(level: str, log_file: Path | None = None) -> None:
     the sidecar, the :class:`~sidecar.logsink.LogSink` that :mod:`sidecar.__main__`
     installed, so a log call never blocks and never raises; ``log_file`` gets a
     :class:`~sidecar.logfile.FileLogHandler` held to the same discipline. Never stdout.
+
+    The stdlib route costs ~32 us per line written against ~11 us for structlog writing
+    directly (measured into a LogSink on /dev/null); lines below the level are still
+    filtered by structlog before any of it, and at ``info`` the sidecar writes a handful of
+    lines per run, none per task.
     """
     from sidecar.logfile import open_log_file
 

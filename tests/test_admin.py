@@ -182,3 +182,19 @@ def test_help_documents_the_exit_codes() -> None:
     for command in ("status", "retry", "doctor"):
         text = admin(command, "--help").stdout
         assert "exit codes:" in text and "3  a running sidecar holds the database" in text
+
+
+def test_after_a_sidecar_crash_the_lock_record_is_stale_and_changes_work(
+    held: tuple[Path, Sidecar],
+) -> None:
+    db, sc = held
+    sc.result("task.submit", {"type": "sleep", "payload": {"ms": 60_000}})  # running
+    sc.wait_for(lambda m: isinstance(m, dict) and m.get("method") == "task.started")
+    sc.kill()
+    sc.wait_exit()
+    assert admin_json("doctor", "--db", str(db))["lock"] == {"pid": sc.proc.pid, "alive": False}
+    assert "(pid" in admin("doctor", "--db", str(db)).stdout  # "... held it and is gone"
+    assert admin_json("status", "--db", str(db))["sidecar"] is None
+    # The OS dropped the lock with the process: the admin opens the scheduler, which
+    # requeues the interrupted task (logging nothing on stdout), and cancels it.
+    assert admin_json("cancel", "4", "--db", str(db))["task"]["state"] == "cancelled"

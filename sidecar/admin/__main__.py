@@ -82,6 +82,7 @@ def build_parser(prog: str = "taskmill") -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None, prog: str = "taskmill") -> None:
     args = build_parser(prog).parse_args(argv)
     out = Output(json_mode=args.json)
+    _quiet_logs()
     try:
         code = args.run(args, out)
     except KeyboardInterrupt:
@@ -91,6 +92,14 @@ def main(argv: Sequence[str] | None = None, prog: str = "taskmill") -> None:
         code = 1
     sys.stdout.flush()
     raise SystemExit(code)
+
+
+def _quiet_logs() -> None:
+    """The scheduler and store log through structlog, whose default writes to stdout: send
+    their warnings and errors to stderr as JSON lines, keep stdout for the command's output."""
+    from sidecar.cli import configure_logging
+
+    configure_logging("warning")
 
 
 if __name__ == "__main__":
