@@ -65,24 +65,25 @@ class FileLogHandler(logging.handlers.QueueHandler):
         self._listener = logging.handlers.QueueListener(self.queue, self._file)
         self._listener.start()
 
-    def enqueue(self, record: logging.LogRecord) -> None:
+    def emit(self, record: logging.LogRecord) -> None:
         if self.broken is not None:
             return
         try:
-            self.queue.put_nowait(record)
-        except queue.Full:
-            with self._lock_gap:
-                self.dropped += 1
-
-    def prepare(self, record: logging.LogRecord) -> logging.LogRecord:
-        prepared: logging.LogRecord = super().prepare(record)
+            prepared = self.prepare(record)  # the JSON line, formatted on this thread
+        except Exception:
+            self.handleError(record)
+            return
         with self._lock_gap:
             gap = self.dropped - self._reported
-            self._reported = self.dropped
-        if gap:
-            note = f'{{"event": "log lines dropped", "count": {gap}, "level": "warning"}}\n'
-            prepared.msg = note + str(prepared.msg)
-        return prepared
+            if gap:  # the first line after a gap says how many were lost
+                note = f'{{"event": "log lines dropped", "count": {gap}, "level": "warning"}}'
+                prepared.msg = f"{note}\n{prepared.msg}"
+            try:
+                self.queue.put_nowait(prepared)
+            except queue.Full:
+                self.dropped += 1
+                return
+            self._reported += gap
 
     def give_up(self, file: logging.Handler) -> None:
         """The file failed: drop it for good and say so once on stderr (from its thread)."""

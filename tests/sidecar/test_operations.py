@@ -10,9 +10,12 @@ import json
 import logging
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
+import structlog
+import structlog.testing
 
 from sidecar.logfile import FileLogHandler
 from tests.sidecar.client import ROOT, Sidecar, sidecar_command
@@ -147,3 +150,28 @@ def test_the_log_file_rotates_and_stays_bounded(tmp_path: Path) -> None:
     assert all(f.stat().st_size <= 4096 for f in files)
     assert "line 1999 " in path.read_text().splitlines()[-1]  # the newest line is kept
     assert handler.dropped == 0 and handler.broken is None
+
+
+def test_a_log_file_that_fails_later_is_dropped_with_one_warning(tmp_path: Path) -> None:
+    path = tmp_path / "sidecar.log"
+    (tmp_path / "sidecar.log.1").mkdir()  # rotating onto a directory fails
+    (tmp_path / "sidecar.log.1" / "keep").write_text("")
+    handler = FileLogHandler(path, max_bytes=1024, backups=1)
+    logger = logging.getLogger("taskmill.test.failing")
+    logger.propagate = False
+    logger.addHandler(handler)
+    try:
+        with structlog.testing.capture_logs() as warnings:
+            for i in range(100):  # the first rotation fails; every later call is a no-op
+                logger.warning("line %d %s", i, "x" * 40)
+            deadline = time.monotonic() + 10
+            while handler.broken is None and time.monotonic() < deadline:
+                time.sleep(0.01)
+            for i in range(100):
+                logger.warning("after %d", i)
+    finally:
+        logger.removeHandler(handler)
+        handler.close()
+    assert handler.broken is not None
+    assert [w["event"] for w in warnings] == ["log file dropped"]
+    assert path.stat().st_size <= 1024 and "after" not in path.read_text()
