@@ -21,11 +21,18 @@ def test_the_openrpc_document_declares_methods_and_events() -> None:
     assert len(names) == len(set(names))
 
 
-def test_every_method_and_event_appears_in_docs_protocol_md() -> None:
+def documented() -> str:
+    """docs/protocol.md up to its "Planned, not implemented" section: what the sidecar does."""
     text = (ROOT / "docs" / "protocol.md").read_text(encoding="utf-8")
+    planned = text.find("## Planned, not implemented")
+    return text if planned < 0 else text[:planned]
+
+
+def test_every_method_and_event_appears_in_docs_protocol_md() -> None:
+    text = documented()
     missing = [
         f"{m['name']} ({m.get('x-direction', 'method')})"
         for m in declared()
-        if f"`{m['name']}`" not in text and f"**`{m['name']}`**" not in text
+        if f"`{m['name']}`" not in text
     ]
     assert missing == [], f"docs/protocol.md does not mention: {', '.join(missing)}"
