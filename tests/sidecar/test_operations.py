@@ -17,6 +17,7 @@ import pytest
 import structlog
 import structlog.testing
 
+from sidecar.dbpath import app_id, db_for_app
 from sidecar.logfile import FileLogHandler
 from tests.sidecar.client import ROOT, Sidecar, sidecar_command
 
@@ -59,6 +60,12 @@ def test_an_app_id_must_be_reverse_dns_without_path_separators(bad: str) -> None
     done = run_sidecar("--app-id", bad)
     assert done.returncode == 2
     assert "is not an app id" in done.stderr.splitlines()[-1]
+
+
+@pytest.mark.parametrize("good", ["com.example.photos", "dev.taskmill.example", "org.a-b.c_2"])
+def test_reverse_dns_app_ids_are_accepted(good: str) -> None:
+    assert app_id(good) == good
+    assert db_for_app(good).parent.name == good and db_for_app(good).name == "tasks.db"
 
 
 def test_db_and_app_id_together_are_a_bad_command_line(tmp_path: Path) -> None:
