@@ -8,8 +8,8 @@ the rest of the sidecar takes a few hundred milliseconds):
 * SIGTERM and SIGINT are only noted until the sidecar watches for them
   (:class:`~sidecar.signals.StartupSignals`), so a signal during start-up leads to the same
   graceful exit as a later one;
-* every way out ends in :func:`_leave`: a bounded flush, then ``os._exit``, whatever threads
-  are left.
+* every way out ends in :func:`_leave`: a bounded flush (stdout, the log and its file),
+  then ``os._exit``, whatever threads are left.
 
 The command line itself is :mod:`sidecar.cli`.
 """
@@ -64,7 +64,20 @@ def _leave(code: int, sink: LogSink) -> NoReturn:
     flushed.start()
     flushed.join(EXIT_FLUSH_S)
     sink.drain(EXIT_FLUSH_S)
+    _drain_log_file(EXIT_FLUSH_S)
     os._exit(code)
+
+
+def _drain_log_file(timeout: float) -> None:
+    """Give the ``--log-file`` writer (:mod:`sidecar.logfile`), if any, a bounded moment."""
+    logging = sys.modules.get("logging")
+    if logging is None:
+        return
+    with contextlib.suppress(Exception):
+        for handler in logging.getLogger().handlers:
+            drain = getattr(handler, "drain", None)
+            if drain is not None:
+                drain(timeout)
 
 
 def _flush_stdout() -> None:

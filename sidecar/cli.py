@@ -12,12 +12,14 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from pathlib import Path
 
 import anyio
 import structlog
 
+from sidecar.dbpath import MISSING_SENTENCE, add_db_arguments, resolve_db
 from sidecar.frozen import watch_bootloader
 from sidecar.server import ExitCode, Options, Sidecar, stderr_sentence
 from sidecar.signals import StartupSignals
@@ -26,12 +28,6 @@ from taskmill_core import __version__
 __all__ = ["configure_logging", "parse_args", "run"]
 
 LEVELS = ("debug", "info", "warning", "error")
-
-
-def default_db() -> Path:
-    import platformdirs
-
-    return Path(platformdirs.user_data_dir("taskmill", appauthor=False)) / "tasks.db"
 
 
 class _Parser(argparse.ArgumentParser):
@@ -48,14 +44,14 @@ def _positive(text: str) -> int:
     return value
 
 
-def parse_args(argv: list[str] | None = None) -> tuple[Options, str]:
+def parse_args(argv: list[str] | None = None) -> tuple[Options, str, Path | None]:
+    """The sidecar's options, its log level and its ``--log-file`` (or None)."""
     p = _Parser(
         prog="taskmill-sidecar",
         description="Taskmill's JSON-RPC 2.0 sidecar: newline-delimited JSON on stdin/stdout, "
         "JSON logs on stderr.",
     )
-    p.add_argument("--db", type=Path, default=None, help="database file (default: tasks.db "
-                   "in the platform's user data directory)")  # fmt: skip
+    add_db_arguments(p)  # --db PATH or --app-id ID: no shared default database
     p.add_argument("--allow-path", action="append", default=[], metavar="DIR",
                    help="a root the file executors may touch (repeatable)")  # fmt: skip
     p.add_argument("--allow-program", action="append", default=[], metavar="PROGRAM",
@@ -72,13 +68,20 @@ def parse_args(argv: list[str] | None = None) -> tuple[Options, str]:
     p.add_argument("--max-message-bytes", type=_positive, default=4 * 1024 * 1024,
                    help="longest accepted input line (default 4 MiB)")  # fmt: skip
     p.add_argument("--log-level", choices=LEVELS, default="info")
+    p.add_argument("--log-file", type=Path, default=None, metavar="PATH",  # 1 MiB x 4
+                   help="also keep the JSON log lines in PATH (rotated, bounded)")  # fmt: skip
     p.add_argument("--check-tls", action="store_true",
                    help="print which CA store http.* verify against and how many CAs it "
                    "holds (JSON), then exit: 0 if it holds any")  # fmt: skip
     p.add_argument("--version", action="version", version=f"taskmill-sidecar {__version__}")
     a = p.parse_args(argv)
+    db = resolve_db(a)
+    if db is None:
+        if not a.check_tls:  # (--check-tls serves no database)
+            p.error(MISSING_SENTENCE)
+        db = Path(os.devnull)
     opts = Options(
-        db=(a.db or default_db()).expanduser().absolute(),
+        db=db,
         allow_paths=a.allow_path,
         allow_programs=a.allow_program,
         plugins=a.plugin,
@@ -88,29 +91,60 @@ def parse_args(argv: list[str] | None = None) -> tuple[Options, str]:
         check_tls=a.check_tls,
         max_message_bytes=a.max_message_bytes,
     )
-    return opts, a.log_level
+    return opts, a.log_level, a.log_file
 
 
-def configure_logging(level: str) -> None:
-    """JSON lines on stderr, for structlog and the stdlib alike; never stdout.
+def configure_logging(level: str, log_file: Path | None = None) -> None:
+    """JSON lines on stderr (and in ``log_file``), for structlog and the stdlib alike.
 
-    Both write to ``sys.stderr`` as it is when this runs: in the sidecar, the
-    :class:`~sidecar.logsink.LogSink` that :mod:`sidecar.__main__` installed, so a log call
-    never blocks and never raises.
+    Everything goes through the stdlib ``logging`` module: structlog's events are rendered
+    by the same :class:`structlog.stdlib.ProcessorFormatter` as records from other
+    libraries (asyncio's, for example) and Python warnings, so every stderr line is one
+    JSON object. The stderr handler writes to ``sys.stderr`` as it is when this runs: in
+    the sidecar, the :class:`~sidecar.logsink.LogSink` that :mod:`sidecar.__main__`
+    installed, so a log call never blocks and never raises; ``log_file`` gets a
+    :class:`~sidecar.logfile.FileLogHandler` held to the same discipline. Never stdout.
+
+    The stdlib route costs ~32 us per line written against ~11 us for structlog writing
+    directly (measured into a LogSink on /dev/null); lines below the level are still
+    filtered by structlog before any of it, and at ``info`` the sidecar writes a handful of
+    lines per run, none per task.
     """
+    from sidecar.logfile import open_log_file
+
     numeric = getattr(logging, level.upper())
-    logging.basicConfig(stream=sys.stderr, level=numeric, format="%(message)s", force=True)
-    structlog.configure(
+    shared: list[structlog.types.Processor] = [
+        structlog.stdlib.add_log_level,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+    ]
+    formatter = structlog.stdlib.ProcessorFormatter(
+        foreign_pre_chain=[structlog.stdlib.add_logger_name, *shared],
         processors=[
-            structlog.processors.add_log_level,
-            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            structlog.stdlib.ProcessorFormatter.remove_processors_meta,
             structlog.processors.format_exc_info,
             structlog.processors.JSONRenderer(),
         ],
+    )
+    stderr = logging.StreamHandler(sys.stderr)
+    stderr.setFormatter(formatter)
+    root = logging.getLogger()
+    for old in root.handlers[:]:
+        root.removeHandler(old)
+        old.close()
+    root.addHandler(stderr)
+    root.setLevel(numeric)
+    logging.captureWarnings(True)
+    structlog.configure(
+        processors=[*shared, structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
         wrapper_class=structlog.make_filtering_bound_logger(numeric),
-        logger_factory=structlog.WriteLoggerFactory(file=sys.stderr),
+        logger_factory=structlog.stdlib.LoggerFactory(),
         cache_logger_on_first_use=True,
     )
+    if log_file is not None:
+        handler = open_log_file(log_file.expanduser().absolute())  # warns when it cannot
+        if handler is not None:
+            handler.setFormatter(formatter)
+            root.addHandler(handler)
 
 
 def check_tls() -> int:
@@ -139,10 +173,10 @@ def run(argv: list[str] | None, startup: StartupSignals) -> int:
         from sidecar.admin.__main__ import main as admin
 
         admin(args[1:], prog="taskmill-sidecar admin")  # (ends with SystemExit(code))
-    opts, level = parse_args(args)
+    opts, level, log_file = parse_args(args)
     if opts.check_tls:
         return check_tls()
-    configure_logging(level)
+    configure_logging(level, log_file)
     # Unbuffered stdin: the reader thread may still be blocked in a read when we exit, and a
     # blocked BufferedReader would hold a lock that interpreter shutdown needs.
     stdin = open(sys.stdin.fileno(), "rb", buffering=0, closefd=False)  # noqa: SIM115

@@ -11,19 +11,40 @@ import sys
 from collections.abc import Sequence
 from types import ModuleType
 
-from sidecar.admin import repair
+from sidecar.admin import (
+    cancel,
+    doctor,
+    get,
+    listing,
+    prune,
+    repair,
+    retry,
+    stats,
+    status,
+    vacuum,
+)
 from sidecar.admin.output import Output
 
 __all__ = ["EXIT_CODES", "main"]
 
-COMMANDS: list[ModuleType] = [repair]
+# Read-only (work while the app runs), then those that change the database (need the lock).
+COMMANDS: list[ModuleType] = [status, listing, get, stats, doctor, retry, cancel, prune, vacuum,
+                              repair]  # fmt: skip
 
-EXIT_CODES = """exit codes:
+EXIT_CODES = """which database: --db PATH, or --app-id ID for tasks.db in the data directory of
+the app with that identifier (e.g. com.example.photos); one of them is required.
+
+status, list, get, stats and doctor only read: they work while the app runs.
+retry, cancel, prune, vacuum and repair change the database: they need the app closed.
+
+exit codes:
   0  done (for repair: the database is sound, or was rebuilt; the report says what was lost)
   1  an unexpected error (the sentence on stderr says which)
-  2  bad command line
-  3  a running sidecar holds the database: quit the app first
-  4  not a taskmill database, or nothing there to work on (the file was left untouched)
+  2  bad command line (also: neither --db nor --app-id)
+  3  a running sidecar holds the database: quit the app first (retry, cancel, prune, vacuum,
+     repair); nothing was changed
+  4  not a taskmill database, missing or damaged (the file was left untouched)
+  5  the task operation was refused: no such task, or its state does not allow it
 """
 
 
@@ -54,13 +75,14 @@ def build_parser(prog: str = "taskmill") -> argparse.ArgumentParser:
             formatter_class=argparse.RawDescriptionHelpFormatter,
         )
         command.add_arguments(p)
-        p.set_defaults(run=command.run)
+        p.set_defaults(run=command.run, prog=p.prog)
     return parser
 
 
 def main(argv: Sequence[str] | None = None, prog: str = "taskmill") -> None:
     args = build_parser(prog).parse_args(argv)
     out = Output(json_mode=args.json)
+    _quiet_logs()
     try:
         code = args.run(args, out)
     except KeyboardInterrupt:
@@ -70,6 +92,14 @@ def main(argv: Sequence[str] | None = None, prog: str = "taskmill") -> None:
         code = 1
     sys.stdout.flush()
     raise SystemExit(code)
+
+
+def _quiet_logs() -> None:
+    """The scheduler and store log through structlog, whose default writes to stdout: send
+    their warnings and errors to stderr as JSON lines, keep stdout for the command's output."""
+    from sidecar.cli import configure_logging
+
+    configure_logging("warning")
 
 
 if __name__ == "__main__":

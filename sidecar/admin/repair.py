@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from sidecar.admin.common import add_db_arguments, database
 from sidecar.admin.output import Output
 from sidecar.lock import AlreadyLocked, DatabaseLock
 
@@ -42,10 +43,7 @@ def repair_command(db: Path) -> str:
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    from sidecar.cli import default_db
-
-    p.add_argument("--db", type=Path, default=None,
-                   help=f"the database file (default: {default_db()})")  # fmt: skip
+    add_db_arguments(p)
     p.add_argument("--dry-run", action="store_true",
                    help="report what a repair would save; change nothing")  # fmt: skip
     p.add_argument("--force", action="store_true",
@@ -53,11 +51,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace, out: Output) -> int:
-    from sidecar.cli import default_db
     from taskmill_core.errors import NotATaskmillDatabase
     from taskmill_core.store.repair import repair  # (imports the store: only when it runs)
 
-    db: Path = (args.db or default_db()).expanduser().absolute()
+    db = database(args, out)
+    if db is None:
+        return 2
     if db.is_dir():
         out.fail(f"{db} is a directory, not a database file; nothing was changed.")
         return 4

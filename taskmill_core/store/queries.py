@@ -11,6 +11,7 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import aiosqlite
@@ -324,3 +325,27 @@ async def prunable(
         ) as cur:
             ids.extend(int(r[0]) for r in await cur.fetchall())
     return sorted(set(ids))
+
+
+# --- for the admin command line (a read-only connection; see sqlite.ReadOnlyStore) --------
+
+
+def read_only_uri(path: Path) -> str:
+    """A URI that opens ``path`` for reading only, as a WAL reader beside a running writer.
+
+    Without a ``-wal`` file nothing has the database open and the file alone is the whole
+    database: it is read as immutable, which creates nothing beside it (see
+    :func:`.schema.check_existing`).
+    """
+    wal = Path(f"{path}-wal").exists()
+    return f"{path.resolve().as_uri()}?{'mode=ro' if wal else 'immutable=1'}"
+
+
+def schema_version(db: sqlite3.Connection) -> int:
+    return int(db.execute("PRAGMA user_version").fetchone()[0])
+
+
+def counts_by_type(db: sqlite3.Connection) -> list[tuple[str, str, int]]:
+    """(type, state, count) of every task, for the admin's statistics."""
+    rows = db.execute("SELECT type, state, count(*) FROM tasks GROUP BY type, state").fetchall()
+    return [(str(r[0]), str(r[1]), int(r[2])) for r in rows]

@@ -17,11 +17,15 @@ from collections.abc import Sequence
 from contextlib import AbstractContextManager
 from pathlib import Path
 
-from taskmill_core.errors import StorageError
+import aiosqlite
+import anyio
+
+from taskmill_core.errors import NotATaskmillDatabase, StorageError
 from taskmill_core.store import queries, transitions
 from taskmill_core.store.connection import Connection, Tx, storage_error
 from taskmill_core.store.ids import IdFloor
 from taskmill_core.store.queries import Ready
+from taskmill_core.store.schema import check_existing
 from taskmill_core.store.submit import (
     Prepared,
     Submitted,
@@ -34,7 +38,7 @@ from taskmill_core.store.submit import (
 from taskmill_core.store.transitions import Follow
 from taskmill_core.types import IoBytes, TaskInfo
 
-__all__ = ["SqliteStore"]
+__all__ = ["ReadOnlyStore", "SqliteStore"]
 
 
 class SqliteStore:
@@ -283,5 +287,94 @@ class SqliteStore:
         except sqlite3.Error as exc:
             raise StorageError(f"database read failed: {exc}") from None
 
+    async def vacuum(self) -> None:
+        """Rebuild the file compactly (``VACUUM``), off the loop; needs nothing else to use it."""
+
+        def vacuum() -> None:
+            try:
+                self._conn.db.execute("VACUUM")
+            except sqlite3.Error as exc:
+                raise storage_error(exc, "vacuum") or StorageError(
+                    f"vacuum failed: {exc}"
+                ) from None
+
+        await anyio.to_thread.run_sync(vacuum)
+
     def __repr__(self) -> str:
         return f"SqliteStore({str(self.path)!r}, durability={self.durability!r})"
+
+
+class ReadOnlyStore:
+    """The reads of :class:`SqliteStore` over a read-only connection (the admin's view).
+
+    Opens nothing for writing and takes no lock: a WAL reader beside a running sidecar
+    (:func:`.queries.read_only_uri`). ``open`` raises :class:`NotATaskmillDatabase` (or
+    :class:`DamagedDatabase`) for a file that is not a sound taskmill database.
+    """
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = Path(path)
+        self._db: sqlite3.Connection | None = None
+        self._reader: aiosqlite.Connection | None = None
+
+    async def open(self) -> None:
+        check_existing(self.path)
+        if not self.path.is_file():
+            raise NotATaskmillDatabase(f"{self.path} does not exist")
+        uri = queries.read_only_uri(self.path)
+        try:
+            self._db = sqlite3.connect(uri, uri=True)
+            self._db.execute("PRAGMA busy_timeout=5000")
+            self._reader = await aiosqlite.connect(uri, uri=True)
+            async with self._reader.execute("PRAGMA busy_timeout=5000") as cur:
+                await cur.fetchall()
+        except sqlite3.DatabaseError as exc:
+            await self.close()
+            raise NotATaskmillDatabase(f"{self.path} cannot be read: {exc}") from None
+
+    async def close(self) -> None:
+        if self._reader is not None:
+            await self._reader.close()
+            self._reader = None
+        if self._db is not None:
+            self._db.close()
+            self._db = None
+
+    @property
+    def db(self) -> sqlite3.Connection:
+        assert self._db is not None, "the store is not open"
+        return self._db
+
+    @property
+    def reader(self) -> aiosqlite.Connection:
+        assert self._reader is not None, "the store is not open"
+        return self._reader
+
+    def schema_version(self) -> int:
+        return queries.schema_version(self.db)
+
+    def get(self, task_id: int) -> TaskInfo:
+        return queries.get(self.db, task_id)
+
+    def get_setting(self, key: str) -> bytes | None:
+        return queries.get_setting(self.db, key)
+
+    def counts_by_type(self) -> list[tuple[str, str, int]]:
+        return queries.counts_by_type(self.db)
+
+    async def counts(self) -> dict[str, int]:
+        return await queries.counts(self.reader)
+
+    async def list_tasks(
+        self, *, states: Sequence[str] = (), task_type: str | None = None, limit: int = 100
+    ) -> list[TaskInfo]:
+        """Tasks by id descending."""
+        return await queries.list_tasks(
+            self.reader, states=states, task_type=task_type, limit=limit
+        )
+
+    async def history(self, task_type: str | None) -> list[tuple[str, str, int | None, bytes]]:
+        return await queries.history(self.reader, task_type)
+
+    def __repr__(self) -> str:
+        return f"ReadOnlyStore({str(self.path)!r})"

@@ -8,8 +8,8 @@ import { TauriTransport } from './taskmill/transport-tauri.js';
 
 async function main(): Promise<void> {
   const root = document.getElementById('app')!;
-  // `--parent-pid <app> --db <app data>/tasks.db --allow-path <Pictures> --log-level info`,
-  // in the order capabilities/default.json validates.
+  // `--parent-pid <app> --db <app data>/tasks.db --allow-path <Pictures> --log-level info
+  // --log-file <app logs>/sidecar.log`, in the order capabilities/default.json validates.
   const args = await invoke<string[]>('sidecar_args');
   const at = args.indexOf('--allow-path');
   const folder = at >= 0 ? (args[at + 1] ?? '') : '';

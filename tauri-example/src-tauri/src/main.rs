@@ -29,7 +29,8 @@ fn path_arg(path: &Path) -> String {
 
 /// The sidecar's arguments, in exactly the order the capability's argument validators expect:
 /// `--parent-pid <this process> --db <app data dir>/tasks.db --allow-path <Pictures or home>
-/// --log-level info`.
+/// --log-level info --log-file <app log dir>/sidecar.log` (the sidecar creates that folder and
+/// keeps the file small: rotated at 1 MiB, 3 older files).
 #[tauri::command]
 fn sidecar_args(
     app: tauri::AppHandle,
@@ -48,6 +49,7 @@ fn sidecar_args(
         .picture_dir()
         .or_else(|_| app.path().home_dir())
         .map_err(|e| e.to_string())?;
+    let log_dir = app.path().app_log_dir().map_err(|e| e.to_string())?;
     Ok(vec![
         "--parent-pid".into(),
         std::process::id().to_string(),
@@ -57,6 +59,8 @@ fn sidecar_args(
         path_arg(&allow),
         "--log-level".into(),
         "info".into(),
+        "--log-file".into(),
+        path_arg(&log_dir.join("sidecar.log")),
     ])
 }
 

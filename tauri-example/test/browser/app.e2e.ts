@@ -213,7 +213,8 @@ describe('the example app in Chromium, over a real sidecar', () => {
     files = sampleLibrary(library);
     mkdirSync(join(base, 'data'));
     server = await serve(DIST);
-    const args = ['--parent-pid', String(process.pid), '--db', join(base, 'data', 'tasks.db'), '--allow-path', library, '--log-level', 'info'];
+    const args = ['--parent-pid', String(process.pid), '--db', join(base, 'data', 'tasks.db'), '--allow-path', library, '--log-level', 'info',
+      '--log-file', join(base, 'logs', 'sidecar.log')];
     context = await chromium.launchPersistentContext(join(base, 'chromium-profile'), {
       executablePath: CHROMIUM,
       headless: true,

@@ -133,11 +133,14 @@ describe('src-tauri configuration', () => {
     const refused = (args: string[]) =>
       expect(checkSidecarArgs('binaries/taskmill-sidecar', args)).not.toBeNull();
     const linux = ['--parent-pid', '4242', '--db', '/home/ann/.local/share/dev.taskmill.example/tasks.db',
-      '--allow-path', '/home/ann/Pictures', '--log-level', 'info'];
+      '--allow-path', '/home/ann/Pictures', '--log-level', 'info',
+      '--log-file', '/home/ann/.local/share/dev.taskmill.example/logs/sidecar.log'];
     const windows = ['--parent-pid', '17', '--db', 'C:\\Users\\Ann Lee\\AppData\\Roaming\\dev.taskmill.example\\tasks.db',
-      '--allow-path', 'C:\\Users\\Ann Lee\\Pictures', '--log-level', 'info'];
+      '--allow-path', 'C:\\Users\\Ann Lee\\Pictures', '--log-level', 'info',
+      '--log-file', 'C:\\Users\\Ann Lee\\AppData\\Local\\dev.taskmill.example\\logs\\sidecar.log'];
     const macos = ['--parent-pid', '901', '--db', '/Users/ann/Library/Application Support/dev.taskmill.example/tasks.db',
-      '--allow-path', '/Users/ann/Pictures', '--log-level', 'warning'];
+      '--allow-path', '/Users/ann/Pictures', '--log-level', 'warning',
+      '--log-file', '/Users/ann/Library/Logs/dev.taskmill.example/sidecar.log'];
     ok(linux);
     ok(windows);
     ok(macos);
@@ -150,6 +153,8 @@ describe('src-tauri configuration', () => {
     refused(swap(5, '/')); // the whole disk
     refused(swap(5, '/home/ann\n--allow-program'));
     refused(swap(7, 'trace'));
+    refused(swap(9, 'sidecar.log')); // relative
+    refused(swap(9, '/home/ann/.bashrc')); // not a .log file
     refused(swap(6, '--allow-program'));
     refused([...linux, '--allow-program', '/bin/sh']);
     refused(linux.slice(0, 6));
