@@ -24,6 +24,7 @@ from sidecar.params import (
     Capabilities,
     ConfigureParams,
     Empty,
+    EventsConfigureParams,
     ExecutorCheckpointParams,
     ExecutorProgressParams,
     HistoryStatsParams,
@@ -50,6 +51,7 @@ from sidecar.redact import (
     redact_task,
     without_secrets_key,
 )
+from sidecar.selection import EventSelection
 from taskmill_core import Scheduler, TaskSpec
 from taskmill_core.errors import InvalidParams, PayloadTooLarge
 from taskmill_core.scheduler import MAX_BATCH
@@ -69,6 +71,7 @@ EVENT_NAMES = [
     "sidecar.exiting",
     "task.submitted",
     "task.updated",
+    "task.batchSubmitted",
     "task.started",
     "task.progress",
     "task.completed",
@@ -82,7 +85,7 @@ EVENT_NAMES = [
     "io.pressure",
 ]
 
-FEATURES = ["upload"]
+FEATURES = ["upload", "eventSelection"]
 """What this sidecar has of the contract's additions (``initialize.capabilities.features``)."""
 
 _INDEX = re.compile(r"^\$\[(\d+)\]")
@@ -106,6 +109,7 @@ class Methods:
         max_message_bytes: int,
         request_shutdown: Callable[[int], None],
         now_ms: Callable[[], int],
+        selection: EventSelection | None = None,
     ) -> None:
         self.sched = scheduler
         self.hosts = hosts
@@ -113,6 +117,7 @@ class Methods:
         self.max_message_bytes = max_message_bytes
         self.request_shutdown = request_shutdown
         self.now_ms = now_ms
+        self.selection = selection or EventSelection(EVENT_NAMES)
         self.discover_document: dict[str, Any] = {}
 
     def register_all(self, proto: JsonRpcProtocol) -> None:
@@ -137,6 +142,7 @@ class Methods:
         r("scheduler.configure", self.configure, ConfigureParams)
         r("history.stats", self.history_stats, HistoryStatsParams)
         r("history.prune", self.prune, PruneParams)
+        r("events.configure", self.events_configure, EventsConfigureParams)
         r("executor.register", self.register, RegisterParams)
         r("executor.unregister", self.unregister, UnregisterParams)
         r("executor.progress", self.executor_progress, ExecutorProgressParams)
@@ -260,6 +266,13 @@ class Methods:
     async def prune(self, p: PruneParams) -> PruneResult:
         removed = await self.sched.prune(older_than_ms=p.older_than_ms, keep=p.keep)
         return PruneResult(removed=removed)
+
+    # --- event selection -------------------------------------------------------------------
+
+    async def events_configure(self, p: EventsConfigureParams) -> Empty:
+        self.selection.configure(p.exclude, p.batch_submitted)  # (raises before changing)
+        self.sched.announce_batches = p.batch_submitted
+        return Empty()
 
     # --- host executors --------------------------------------------------------------------
 

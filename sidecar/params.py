@@ -33,6 +33,7 @@ __all__ = [
     "ClientInfo",
     "ConfigureParams",
     "Empty",
+    "EventsConfigureParams",
     "ExecuteParams",
     "ExecuteResult",
     "ExecutorCancelParams",
@@ -184,6 +185,28 @@ class ScopeParams(Struct, **_Strict):
 
     group: ShortText | None = None
     type: TaskType | None = None
+
+
+EventName = Annotated[str, Meta(min_length=1, max_length=64)]
+
+
+class EventsConfigureParams(Struct, **_Strict):
+    """``events.configure``: this connection's event selection; each call replaces the whole
+    selection (omitted fields take their defaults), in force until the next call.
+
+    ``exclude``: events not to send. Each must be an event this sidecar sends
+    (``initialize.capabilities.events``) other than ``sidecar.*``; anything else refuses
+    the call with -32602 naming the entry (``data.path`` ``$.exclude[i]``, ``data.index``)
+    and changes nothing. ``batchSubmitted``: a ``task.submitBatch`` announces its inserted
+    and superseding tasks with one ``task.batchSubmitted {ids, count}`` (submission order,
+    before any of them starts) instead of one ``task.submitted`` each; only
+    ``task.submitBatch`` does, never pipelined ``task.submit``. The two are independent:
+    ``exclude`` applies to the names on the wire, so excluding ``task.submitted`` does not
+    drop ``task.batchSubmitted`` (exclude that by its own name).
+    """
+
+    exclude: Annotated[list[EventName], Meta(max_length=64)] = msgspec.field(default_factory=list)
+    batch_submitted: bool = False
 
 
 class ConfigureParams(Struct, **_Strict):

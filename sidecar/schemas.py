@@ -77,6 +77,9 @@ METHODS: list[tuple[str, str, type[Any] | None, Any, list[int]]] = [
     ("history.stats", "Per-type statistics of final tasks.", P.HistoryStatsParams,
      T.HistoryStats, []),
     ("history.prune", "Remove final tasks by age or count.", P.PruneParams, P.PruneResult, []),
+    ("events.configure",
+     "Select this connection's events: exclude names, task.batchSubmitted for batches "
+     "(replaces the whole selection).", P.EventsConfigureParams, P.Empty, []),
     ("executor.register", "This client runs tasks of a type.", P.RegisterParams, P.Empty,
      [-32007]),
     ("executor.unregister", "Stop running a type.", P.UnregisterParams, P.Empty, [-32007]),
@@ -95,6 +98,7 @@ EVENTS: list[tuple[str, type[Any]]] = [
     ("sidecar.exiting", P.ExitingParams),
     ("task.submitted", T.TaskSubmitted),
     ("task.updated", T.TaskUpdated),
+    ("task.batchSubmitted", T.TaskBatchSubmitted),
     ("task.started", T.TaskStarted),
     ("task.progress", T.TaskProgress),
     ("task.completed", T.TaskCompleted),

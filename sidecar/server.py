@@ -35,6 +35,7 @@ from sidecar.methods import Methods
 from sidecar.params import PROTOCOL_VERSION, ExitingParams, ReadyParams, Recovered, ServerInfo
 from sidecar.redact import redact_event
 from sidecar.schemas import openrpc_document
+from sidecar.selection import EventSelection
 from sidecar.signals import StartupSignals
 from sidecar.writer import LineWriter
 from taskmill_core import Scheduler, SchedulerConfig, __version__
@@ -210,13 +211,14 @@ class Sidecar:
             request_shutdown=lambda grace: self.request_stop("shutdown", grace),
             now_ms=sched.clock.now_ms,
         )
+        selection = methods.selection
         methods.discover_document = openrpc_document()
         methods.register_all(proto)
         proto.on_handler_error = self._on_handler_error
 
         sub = sched.subscribe()
         forwarded = anyio.Event()
-        tg.start_soon(self._forward_events, sub, proto, forwarded)
+        tg.start_soon(self._forward_events, sub, proto, selection, forwarded)
         tg.start_soon(self._read_stdin, proto, writer)
         await tg.start(self._watch_signals, sched)
         tg.start_soon(self._watch_scheduler, sched)
@@ -275,15 +277,23 @@ class Sidecar:
         self.request_stop("fatal", 0)
 
     async def _forward_events(
-        self, sub: Subscription, proto: JsonRpcProtocol, done: anyio.Event
+        self,
+        sub: Subscription,
+        proto: JsonRpcProtocol,
+        selection: EventSelection,
+        done: anyio.Event,
     ) -> None:
-        """Every scheduler event becomes a notification; waits while stdout is backed up.
+        """Every scheduler event the client's selection admits becomes a notification;
+        waits while stdout is backed up.
 
         While it waits, the subscription coalesces progress and the scheduler stops starting
-        work once lifecycle events pile up, so memory stays bounded.
+        work once lifecycle events pile up, so memory stays bounded. With nothing selected
+        (``events.configure`` never called) the only cost is one attribute check per event.
         """
         try:
             async for event in sub:
+                if selection.active and not selection.admit(event):
+                    continue
                 await proto.notify(event.EVENT, redact_event(event))
         finally:
             done.set()

@@ -40,6 +40,7 @@ __all__ = [
     "SchedulerStatus",
     "State",
     "SubmitResult",
+    "TaskBatchSubmitted",
     "TaskCancelled",
     "TaskCompleted",
     "TaskExpired",
@@ -265,6 +266,19 @@ class TaskUpdated(_Event):
     task: TaskInfo
 
 
+class TaskBatchSubmitted(_Event):
+    """``task.batchSubmitted``: the inserted and superseding tasks of one batch submit
+    (``task.submitBatch``), in submission order, sent before any of them starts and instead
+    of their ``task.submitted``; ``count`` is ``len(ids)``. Published only while
+    ``Scheduler.announce_batches`` is on (the sidecar's ``events.configure
+    {batchSubmitted: true}``); ``task.get`` or ``task.list`` give the tasks' details.
+    """
+
+    EVENT = "task.batchSubmitted"
+    ids: list[int]
+    count: int
+
+
 class TaskStarted(_Event):
     EVENT = "task.started"
     id: int
@@ -350,6 +364,7 @@ class IoPressure(IoStatus):
 Event = (
     TaskSubmitted
     | TaskUpdated
+    | TaskBatchSubmitted
     | TaskStarted
     | TaskProgress
     | TaskCompleted

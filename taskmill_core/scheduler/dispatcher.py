@@ -211,7 +211,7 @@ class Dispatcher:
             when_durable(ps.done.set)
         for ps in submits:
             if ps.error is None:
-                self._submitter.after_submit(ps.prepared, ps.results)
+                self._submitter.after_submit(ps.prepared, ps.results, batch=ps.batch)
         publish = self._publish
         for event in claims.events:
             publish(event)

@@ -274,6 +274,18 @@ class Scheduler:
         self._runner.runs_empty.set()
 
     @property
+    def announce_batches(self) -> bool:
+        """Whether each :meth:`submit_batch` also publishes one
+        :class:`~taskmill_core.types.TaskBatchSubmitted` naming its inserted and superseding
+        tasks, before their ``task.submitted`` (off by default; the sidecar turns it on for a
+        client that asked for ``events.configure {batchSubmitted: true}``)."""
+        return self._submitter.announce_batches
+
+    @announce_batches.setter
+    def announce_batches(self, on: bool) -> None:
+        self._submitter.announce_batches = on
+
+    @property
     def failure(self) -> Exception | None:
         """The internal error that stopped the scheduler, if one did."""
         return self._lifecycle.failure

@@ -34,6 +34,7 @@ from taskmill_core.store import Follow, Prepared, SqliteStore, Submitted, Tx, pr
 from taskmill_core.types import (
     Event,
     SubmitResult,
+    TaskBatchSubmitted,
     TaskSpec,
     TaskSubmitted,
     TaskSuperseded,
@@ -104,6 +105,7 @@ class QueuedSubmit:
     done: anyio.Event | _Countdown = field(default_factory=anyio.Event)
     results: list[Submitted] = field(default_factory=list)
     error: BaseException | None = None
+    batch: bool = False  # from submit_batch (see Submitter.announce_batches)
 
 
 class Submitter:
@@ -138,6 +140,7 @@ class Submitter:
         self._inline_task = -1
         self._queued_this_turn = 0  # submits queued in this loop turn (see _turn_slot)
         self._turn_waiters: deque[asyncio.Future[None]] = deque()
+        self.announce_batches = False  # see Scheduler.announce_batches
 
     def start(self, *, on_asyncio: bool) -> None:
         self._on_asyncio = on_asyncio
@@ -229,7 +232,7 @@ class Submitter:
                 if hasattr(exc, "data"):
                     exc.data["index"] = i
                 raise
-        results = await self._commit(prepared, now, pause)
+        results = await self._commit(prepared, now, pause, batch=True)
         out: list[SubmitResult] = []
         for start in range(0, len(results), BATCH_CHUNK):
             if start:
@@ -245,7 +248,12 @@ class Submitter:
     # --- writing ---------------------------------------------------------------------------
 
     async def _commit(
-        self, prepared: list[Prepared], now: int, pause: _Yielder | None = None
+        self,
+        prepared: list[Prepared],
+        now: int,
+        pause: _Yielder | None = None,
+        *,
+        batch: bool = False,
     ) -> list[Submitted]:
         """Write a submit: inline when it is small and nothing is queued, else group commit.
 
@@ -265,11 +273,11 @@ class Submitter:
             self._inline_turn, self._inline_task = turned, me
         alone = self._inline_task == me  # no other task submitted since the loop last turned
         if len(prepared) > BATCH_CHUNK:
-            return await self._commit_large(prepared, now, pause or _Yielder())
+            return await self._commit_large(prepared, now, pause or _Yielder(), batch=batch)
         if len(prepared) <= INLINE_SUBMIT and alone and not self.queue and not self._gate.held:
             follow = Follow()
             results = self._store.submit(prepared, now, follow)
-            self.after_submit(prepared, results)
+            self.after_submit(prepared, results, batch=batch)
             if follow.completed_parents or follow.unblocked or follow.failed_dependents:
                 self._publish_all(follow_events(self._store, follow))
             if self._durability.full:
@@ -277,7 +285,7 @@ class Submitter:
             elif time.perf_counter() - turned > YIELD_AFTER_S:
                 await anyio.lowlevel.checkpoint()
             return results
-        pending = QueuedSubmit(prepared, now)
+        pending = QueuedSubmit(prepared, now, batch=batch)
         self.queue.append(pending)
         self._wake()
         if self._on_asyncio:
@@ -320,7 +328,7 @@ class Submitter:
             asyncio.get_running_loop().call_soon(self._new_turn)
 
     async def _commit_large(
-        self, prepared: list[Prepared], now: int, pause: _Yielder
+        self, prepared: list[Prepared], now: int, pause: _Yielder, *, batch: bool = False
     ) -> list[Submitted]:
         """One transaction for a large batch, written ``BATCH_CHUNK`` entries at a time,
         yielding to the loop every ``BATCH_YIELD_S`` and around the COMMIT.
@@ -342,6 +350,8 @@ class Submitter:
                 await pause(force=True)  # the COMMIT of thousands of rows takes milliseconds
             with anyio.CancelScope(shield=True):  # committed: every task gets announced
                 await pause(force=True)
+                if batch and self.announce_batches:
+                    self._announce_batch(results)  # before any of them: one event
                 for start in range(0, len(prepared), BATCH_CHUNK):
                     end = start + BATCH_CHUNK
                     self.after_submit(prepared[start:end], results[start:end])
@@ -385,8 +395,15 @@ class Submitter:
             ps.done.set()
         self.queue = []
 
-    def after_submit(self, prepared: Sequence[Prepared], results: Sequence[Submitted]) -> None:
-        """Announce committed submits, and stop the runs of tasks they superseded."""
+    def after_submit(
+        self, prepared: Sequence[Prepared], results: Sequence[Submitted], *, batch: bool = False
+    ) -> None:
+        """Announce committed submits, and stop the runs of tasks they superseded.
+
+        ``batch``: the whole of a ``submit_batch`` (see :meth:`_announce_batch`).
+        """
+        if batch and self.announce_batches:
+            self._announce_batch(results)
         publish = self._publish
         for p, res in zip(prepared, results, strict=True):
             if p.expires_at is not None:
@@ -403,6 +420,14 @@ class Submitter:
                 assert res.info is not None
                 publish(TaskUpdated(task=self._runner.with_progress(res.info)))
         self._wake()
+
+    def _announce_batch(self, results: Sequence[Submitted]) -> None:
+        """One ``task.batchSubmitted`` naming a batch's inserted and superseding tasks, in
+        submission order, published before their ``task.submitted`` (which still follow, for
+        other subscribers; the sidecar's forwarder drops them), so before any of them starts."""
+        ids = [r.id for r in results if r.outcome in ("inserted", "superseded")]
+        if ids:
+            self._publish(TaskBatchSubmitted(ids=ids, count=len(ids)))
 
     def _publish_all(self, events: list[Event]) -> None:
         for event in events:
