@@ -269,11 +269,12 @@ class TaskUpdated(_Event):
 class TaskBatchSubmitted(_Event):
     """``task.batchSubmitted``: the inserted and superseding tasks of one batch submit
     (``task.submitBatch``), in submission order, sent before any of them starts and instead
-    of their ``task.submitted``; ``count`` is ``len(ids)``. Published only while
-    ``Scheduler.announce_batches`` is on (the sidecar's ``events.configure
-    {batchSubmitted: true}``); ``task.get`` or ``task.list`` give the tasks' details.
+    of their ``task.submitted``; ``count`` is ``len(ids)``. Sent only to a client that asked
+    for it (``events.configure {batchSubmitted: true}``); ``task.get`` or ``task.list`` give
+    the tasks' details.
     """
 
+    # Published only while Scheduler.announce_batches is on, before the batch's task.submitted.
     EVENT = "task.batchSubmitted"
     ids: list[int]
     count: int

@@ -5,7 +5,7 @@
 // `onTask` and `task.execute`), with `events.ts` delivering events and `errors.ts` holding the
 // errors. No Tauri or Node imports here: the transport is injected.
 
-import { errorReporter, forMethod } from './errors.js';
+import { errorReporter, forMethod, type ReportError } from './errors.js';
 import {
   EventHub,
   type AnyEventHandler,
@@ -15,6 +15,7 @@ import {
   type Unlisten,
 } from './events.js';
 import type {
+  EventsConfigureParams,
   ExecutorCancelParams,
   Method,
   MethodParams,
@@ -77,10 +78,14 @@ export class TaskmillClient {
   private readonly rpc: JsonRpcPeer;
   private readonly executors: HostExecutors;
   private readonly supervisor: Supervisor;
+  /** The selection `configureEvents` keeps for every process (null: never called). */
+  private eventSelection: EventsConfigureParams | null = null;
+  private readonly reportError: ReportError;
 
   constructor(options: ClientOptions) {
     const transport = options.transport;
     const reportError = errorReporter(options.onError);
+    this.reportError = reportError;
     this.timeoutMs = options.timeoutMs ?? 30_000;
     this.events = new EventHub(reportError);
     this.rpc = new JsonRpcPeer(
@@ -110,6 +115,7 @@ export class TaskmillClient {
       rpc: this.rpc,
       events: this.events,
       executors: this.executors,
+      onReady: () => this.resendEventSelection(),
       reportError,
     });
   }
@@ -163,6 +169,19 @@ export class TaskmillClient {
   }
 
   /**
+   * Chooses the events this client receives (`events.configure`): `exclude` names events not to
+   * send (not `sidecar.*`, and only names in `capabilities.events`), `batchSubmitted: true` turns
+   * each `task.submitBatch`'s `task.submitted` events into one `task.batchSubmitted {ids, count}`.
+   * Each call replaces the whole selection (`configureEvents()` sends everything again). Unlike
+   * `invoke('events.configure', ...)`, the selection is kept and sent again to a restarted
+   * sidecar (a sidecar forgets it when it exits) before the calls queued for it.
+   */
+  async configureEvents(selection: EventsConfigureParams = {}): Promise<void> {
+    await this.request('events.configure', selection);
+    this.eventSelection = selection; // (a refused selection is not kept)
+  }
+
+  /**
    * Runs tasks of `type` in this process (a host executor): sends `executor.register` now and
    * after every restart, and answers the sidecar's `task.execute` with the handler's result.
    * Resolves when registered; the returned function unregisters.
@@ -181,6 +200,17 @@ export class TaskmillClient {
    */
   close(options: { graceMs?: number } = {}): Promise<void> {
     return this.supervisor.close(options);
+  }
+
+  /** At `sidecar.ready` of a restarted process: the kept event selection, before queued calls. */
+  private resendEventSelection(): void {
+    const selection = this.eventSelection;
+    if (selection === null || this.supervisor.generation < 2) return;
+    this.rpc
+      .request('events.configure', selection)
+      .catch((err: unknown) =>
+        this.reportError(new Error(`re-sending events.configure failed: ${String(err)}`)),
+      );
   }
 
   /** Every call (`invoke`, host executor registration) goes through here. */

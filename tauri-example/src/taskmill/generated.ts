@@ -75,6 +75,27 @@ export interface ErrorInfo {
   retryable: boolean;
 }
 /**
+ * ``events.configure``: this connection's event selection; each call replaces the whole
+ * selection (omitted fields take their defaults), in force until the next call.
+ *
+ * ``exclude``: events not to send. Each must be an event this sidecar sends
+ * (``initialize.capabilities.events``) other than ``sidecar.*``; anything else refuses
+ * the call with -32602 naming the entry (``data.path`` ``$.exclude[i]``, ``data.index``)
+ * and changes nothing. ``batchSubmitted``: a ``task.submitBatch`` announces its inserted
+ * and superseding tasks with one ``task.batchSubmitted {ids, count}`` (submission order,
+ * before any of them starts) instead of one ``task.submitted`` each; only
+ * ``task.submitBatch`` does, never pipelined ``task.submit``. The two are independent:
+ * ``exclude`` applies to the names on the wire, so excluding ``task.submitted`` does not
+ * drop ``task.batchSubmitted`` (exclude that by its own name).
+ */
+export interface EventsConfigureParams {
+  batchSubmitted?: boolean;
+  /**
+   * @maxItems 64
+   */
+  exclude?: string[];
+}
+/**
  * ``task.execute`` (sidecar → client request).
  */
 export interface ExecuteParams {
@@ -380,6 +401,17 @@ export interface SubmitResult {
   outcome: 'duplicate' | 'inserted' | 'requeued' | 'superseded' | 'upgraded';
   task?: TaskInfo | null;
 }
+/**
+ * ``task.batchSubmitted``: the inserted and superseding tasks of one batch submit
+ * (``task.submitBatch``), in submission order, sent before any of them starts and instead
+ * of their ``task.submitted``; ``count`` is ``len(ids)``. Sent only to a client that asked
+ * for it (``events.configure {batchSubmitted: true}``); ``task.get`` or ``task.list`` give
+ * the tasks' details.
+ */
+export interface TaskBatchSubmitted {
+  count: number;
+  ids: number[];
+}
 export interface TaskCancelled {
   id: number;
   type: string;
@@ -490,6 +522,7 @@ export interface Methods {
   'scheduler.configure': { params: ConfigureParams; result: SchedulerConfig };
   'history.stats': { params: HistoryStatsParams; result: HistoryStats };
   'history.prune': { params: PruneParams; result: PruneResult };
+  'events.configure': { params: EventsConfigureParams; result: Empty };
   'executor.register': { params: RegisterParams; result: Empty };
   'executor.unregister': { params: UnregisterParams; result: Empty };
 }
@@ -500,6 +533,7 @@ export interface Events {
   'sidecar.exiting': ExitingParams;
   'task.submitted': TaskSubmitted;
   'task.updated': TaskUpdated;
+  'task.batchSubmitted': TaskBatchSubmitted;
   'task.started': TaskStarted;
   'task.progress': TaskProgress;
   'task.completed': TaskCompleted;
@@ -552,6 +586,7 @@ export const METHOD_NAMES = [
   'scheduler.configure',
   'history.stats',
   'history.prune',
+  'events.configure',
   'executor.register',
   'executor.unregister',
 ] as const satisfies readonly Method[];
@@ -561,6 +596,7 @@ export const EVENT_NAMES = [
   'sidecar.exiting',
   'task.submitted',
   'task.updated',
+  'task.batchSubmitted',
   'task.started',
   'task.progress',
   'task.completed',

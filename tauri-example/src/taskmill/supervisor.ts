@@ -45,6 +45,8 @@ export interface SupervisedParts {
   rpc: Pick<JsonRpcPeer, 'receive' | 'sendQueued' | 'rejectCalls' | 'requestIgnoringAnswer'>;
   events: Pick<EventHub, 'emit'>;
   executors: Pick<HostExecutors, 'registerAll' | 'abortRuns'>;
+  /** At each `sidecar.ready`, after the host executors and before the queued calls. */
+  onReady?: () => void;
   reportError: ReportError;
 }
 
@@ -83,6 +85,7 @@ export class Supervisor {
   private readonly events: SupervisedParts['events'];
   private readonly executors: SupervisedParts['executors'];
   private readonly reportError: ReportError;
+  private readonly onReady: SupervisedParts['onReady'];
 
   private state: State = 'idle';
   private _generation = 0;
@@ -123,6 +126,7 @@ export class Supervisor {
     this.events = parts.events;
     this.executors = parts.executors;
     this.reportError = parts.reportError;
+    this.onReady = parts.onReady;
   }
 
   // --- what the rest of the client asks ------------------------------------------------------
@@ -201,6 +205,7 @@ export class Supervisor {
     this._ready = params;
     // Host executors first, so their tasks can be dispatched; then the queue, in call order.
     this.executors.registerAll();
+    this.onReady?.();
     this.rpc.sendQueued();
     this.readyDeferred.resolve(params);
     if (this._generation > 1 && this.lastExit) {

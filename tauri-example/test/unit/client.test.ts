@@ -257,6 +257,43 @@ describe('restart', () => {
     vi.useRealTimers();
   });
 
+  it('configureEvents sends events.configure, keeps it, and re-sends it after a restart first', async () => {
+    const { fake, client } = await started({ timeoutMs: 0 });
+    // typed through the generated maps
+    expectTypeOf(client.invoke<'events.configure'>)
+      .parameter(1)
+      .toEqualTypeOf<{ exclude?: string[]; batchSubmitted?: boolean } | undefined>();
+    const batches: { ids: number[]; count: number }[] = [];
+    client.listen('task.batchSubmitted', (e) => batches.push(e));
+
+    const selection = { exclude: ['task.progress'], batchSubmitted: true };
+    const configured = client.configureEvents(selection);
+    expect(fake.last('events.configure').params).toEqual(selection);
+    fake.reply(fake.last('events.configure').id, {});
+    await expect(configured).resolves.toBeUndefined();
+    fake.event('task.batchSubmitted', { ids: [4, 5], count: 2 });
+    expect(batches).toEqual([{ ids: [4, 5], count: 2 }]);
+
+    // A refused selection rejects and is not kept.
+    const refused = client.configureEvents({ exclude: ['sidecar.ready'] }).catch((e: unknown) => e);
+    fake.replyError(fake.last('events.configure').id, -32602, 'Invalid params', {
+      kind: 'invalidParams',
+      path: '$.exclude[0]',
+      index: 0,
+    });
+    expect(((await refused) as TaskmillError).code).toBe(-32602);
+
+    fake.exit({ code: null, signal: 'SIGKILL' });
+    const queued = client.invoke('ping');
+    await vi.advanceTimersByTimeAsync(100);
+    fake.ready();
+    const sent = fake.requests().map((m) => m.method);
+    expect(sent.slice(-2)).toEqual(['events.configure', 'ping']); // before the queued call
+    expect(fake.last('events.configure').params).toEqual(selection);
+    fake.reply(fake.last('ping').id, { now: 1 });
+    await expect(queued).resolves.toEqual({ now: 1 });
+  });
+
   it('rejects in-flight calls clearly, restarts with backoff, resends queued calls', async () => {
     const { fake, client } = await started({ timeoutMs: 0 });
     const exited: unknown[] = [];
