@@ -9,7 +9,8 @@
   other write is held (:class:`~taskmill_core.scheduler.signals.WriteGate`).
 
 After the commit, :meth:`Submitter.after_submit` announces each task (``task.submitted``,
-``task.updated``, ``task.superseded``) and stops a superseded task's run.
+``task.updated``, ``task.superseded``) and stops a superseded task's run; with
+``announce_batches`` on, a batch is first announced whole by one ``task.batchSubmitted``.
 """
 
 from __future__ import annotations
