@@ -23,6 +23,7 @@ from sidecar.admin.output import Output
 from sidecar.dbpath import MISSING_SENTENCE, add_db_arguments, resolve_db
 
 if TYPE_CHECKING:
+    from sidecar.lock import DatabaseLock
     from taskmill_core.scheduler import Scheduler
     from taskmill_core.store import ReadOnlyStore
 
@@ -34,6 +35,7 @@ __all__ = [
     "open_scheduler",
     "read_only",
     "table",
+    "take_lock",
     "when",
 ]
 
@@ -80,6 +82,19 @@ def read_only(
         return 4
 
 
+def take_lock(db: Path, out: Output, refusal: str) -> DatabaseLock | None:
+    """The database lock, or None after saying ``refusal`` (a sidecar holds it: exit 3)."""
+    from sidecar.lock import AlreadyLocked, DatabaseLock
+
+    lock = DatabaseLock(db)
+    try:
+        lock.acquire()
+    except AlreadyLocked:
+        out.fail(refusal)
+        return None
+    return lock
+
+
 def exclusive(
     args: argparse.Namespace,
     out: Output,
@@ -88,7 +103,6 @@ def exclusive(
     """Take the database lock, run ``work``, release; exit 3 if a sidecar holds the lock."""
     import anyio
 
-    from sidecar.lock import AlreadyLocked, DatabaseLock
     from taskmill_core.errors import InvalidState, NotATaskmillDatabase, TaskNotFound
 
     db = database(args, out)
@@ -97,14 +111,13 @@ def exclusive(
     if not db.is_file():
         out.fail(f"{db} does not exist or is not a file; nothing was changed.")
         return 4
-    lock = DatabaseLock(db)
-    try:
-        lock.acquire()
-    except AlreadyLocked:
-        out.fail(
-            f"A taskmill sidecar is using {db}; {args.command} changes the database, so quit "
-            "the app that runs it first (status, list, get, stats and doctor work meanwhile)."
-        )
+    lock = take_lock(
+        db,
+        out,
+        f"A taskmill sidecar is using {db}; {args.command} changes the database, so quit "
+        "the app that runs it first (status, list, get, stats and doctor work meanwhile).",
+    )
+    if lock is None:
         return 3
     try:
         return anyio.run(work, db)

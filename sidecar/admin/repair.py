@@ -14,9 +14,8 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from sidecar.admin.common import add_db_arguments, database
+from sidecar.admin.common import add_db_arguments, database, take_lock
 from sidecar.admin.output import Output
-from sidecar.lock import AlreadyLocked, DatabaseLock
 
 if TYPE_CHECKING:  # the sidecar imports this module for repair_command alone
     from taskmill_core.store.repair import TableReport
@@ -63,11 +62,10 @@ def run(args: argparse.Namespace, out: Output) -> int:
     if not db.exists():
         out.fail(f"{db} does not exist; nothing to repair.")
         return 4
-    lock = DatabaseLock(db)
-    try:
-        lock.acquire()
-    except AlreadyLocked:
-        out.fail(f"A taskmill sidecar is using {db}; quit the app that runs it, then repair.")
+    lock = take_lock(
+        db, out, f"A taskmill sidecar is using {db}; quit the app that runs it, then repair."
+    )
+    if lock is None:
         return 3
     try:
         report = repair(db, force=args.force, dry_run=args.dry_run)
