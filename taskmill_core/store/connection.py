@@ -30,13 +30,14 @@ import aiosqlite
 import anyio.to_thread
 
 from taskmill_core.errors import DamagedDatabase, NotATaskmillDatabase, StorageError, is_damage
+from taskmill_core.store.counts import StateCounts, Writer
 from taskmill_core.store.schema import check_existing, migrate
 
 __all__ = ["WAL_SIZE_LIMIT", "Connection", "Tx", "storage_error"]
 
 WAL_SIZE_LIMIT = 64 * 1024 * 1024  # bytes the WAL file keeps when it starts over
 
-Tx = NewType("Tx", sqlite3.Connection)
+Tx = NewType("Tx", Writer)
 """The writer connection inside an open write transaction (see the module docstring)."""
 
 # Primary result codes that mean the storage failed, not the statement: the caller may try
@@ -74,7 +75,7 @@ class Connection:
     def __init__(self, path: Path, durability: str) -> None:
         self.path = path
         self.durability = durability
-        self._db: sqlite3.Connection | None = None
+        self._db: Writer | None = None
         self._reader: aiosqlite.Connection | None = None
         self._wal_fd: int | None = None
         self.commits = 0  # committed write transactions (durability "full": to sync)
@@ -98,7 +99,10 @@ class Connection:
         check_existing(self.path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         # check_same_thread=False: opened here in a worker thread, used on the event loop.
-        db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        db = sqlite3.connect(
+            self.path, isolation_level=None, check_same_thread=False, factory=Writer
+        )
+        db.counts = StateCounts()
         self._db = db
         # 2 KiB pages (for a new file; an existing one keeps its own): a commit writes whole
         # pages to the WAL, and a lone submit (a row and an index entry) costs ~16 us with
@@ -117,6 +121,7 @@ class Connection:
         # its largest until the store closes).
         db.execute(f"PRAGMA journal_size_limit={WAL_SIZE_LIMIT}")
         migrate(db, self.path)
+        db.counts.load(db)  # tasks per state, kept from here on (see counts.py)
         if self.durability == "full":
             self.sync_wal()  # what migration wrote (this runs in a thread)
 
@@ -136,7 +141,7 @@ class Connection:
             self._wal_fd = None
 
     @property
-    def db(self) -> sqlite3.Connection:
+    def db(self) -> Writer:
         """The writer, for short reads on the loop (they see the open transaction's writes)."""
         if self._db is None:
             raise StorageError("the store is closed")
@@ -175,6 +180,7 @@ class Connection:
             yield Tx(db)
             db.execute("COMMIT")
         except BaseException as exc:
+            db.counts.rollback()
             self._roll_back(db, exc)
             if isinstance(exc, sqlite3.Error):
                 mapped = storage_error(exc, "database write failed")
@@ -183,6 +189,7 @@ class Connection:
                         mapped.add_note(note)
                     raise mapped from None
             raise
+        db.counts.commit()
         self.commits += 1
 
     @staticmethod

@@ -232,6 +232,7 @@ def insert_standalone(tx: Tx, ids: IdFloor, plain: list[Prepared], now: int) -> 
     before = ids.insert_row(tx, rows.pop(0)) - 1 if ids.floor else max_id(tx)
     for columns, group in itertools.groupby(rows, key=itemgetter(0)):
         tx.executemany(insert_sql(columns), [values for _, values in group])
+    tx.counts.move(None, "pending", len(plain))
     if max_id(tx) != before + len(plain):  # pragma: no cover - SQLite invariant
         raise StorageError("task ids were not assigned consecutively")
     out = [
@@ -278,7 +279,7 @@ def submit_one(tx: Tx, ids: IdFloor, p: Prepared, now: int, follow: Follow) -> S
                 )
             if dedup.action == "skip":
                 return Submitted(holder.id, "duplicate")
-            transitions.supersede(tx, holder.id, now, follow)
+            transitions.supersede(tx, holder.id, now, follow, holder.state)
             replaced = (holder.id, holder.state)
     state = "pending"
     if spec.parent_id is not None:
@@ -301,6 +302,7 @@ def submit_one(tx: Tx, ids: IdFloor, p: Prepared, now: int, follow: Follow) -> S
         if dep_row[0] != "completed":
             state = "blocked"
     new_id = ids.insert_row(tx, insert_params(p, state, now))
+    tx.counts.move(None, state)
     if deps:
         tx.executemany(
             "INSERT INTO task_deps(task_id, dep_id) VALUES(?, ?)", [(new_id, d) for d in deps]

@@ -98,11 +98,12 @@ def start(tx: Tx, ids: Sequence[int], now: int) -> list[Started]:
     if not ids:
         return []
     marks = ",".join("?" * len(ids))
-    tx.execute(
+    claimed = tx.execute(
         f"UPDATE tasks SET state='running', started_at=?, expires_at=NULL "
         f"WHERE id IN ({marks}) AND state='pending'",
         (now, *ids),
-    )
+    ).rowcount
+    tx.counts.move("pending", "running", claimed)
     # The ones this UPDATE claimed (an id that was no longer pending is left out).
     rows = tx.execute(
         "SELECT id, type, priority, grp, payload, attempt, max_retries, backoff, "
@@ -143,7 +144,8 @@ def _take_requeue(tx: Tx, task_id: int) -> int | None:
 
 
 def _back_to_pending(tx: Tx, task_id: int, priority: int, error: ErrorInfo | None) -> None:
-    """A requeued task starts over: attempt 0, no checkpoint."""
+    """A requeued task (its run just ended) starts over: attempt 0, no checkpoint."""
+    tx.counts.move("running", "pending")
     tx.execute(
         "UPDATE tasks SET state='pending', priority=?, attempt=0, run_at=NULL, "
         "started_at=NULL, checkpoint=NULL, requeue=0, requeue_priority=NULL, error=? "
@@ -169,7 +171,9 @@ def complete_standalone(
         ],
     )
     ids = [d[0] for d in done]
-    if tx.total_changes - before == len(ids):
+    changed = tx.total_changes - before
+    tx.counts.move("running", "completed", changed)
+    if changed == len(ids):
         return set(ids)
     rows = tx.execute(
         f"SELECT id FROM tasks WHERE id IN ({','.join('?' * len(ids))}) AND state='completed'",
@@ -199,6 +203,7 @@ def complete(
         (now, duration_ms, result, io, task_id),
     ).fetchone()
     if row is not None:
+        tx.counts.move("running", "completed")
         if row[0] is not None or row[1]:
             after_final(tx, task_id, "completed", now, follow, (row[0], row[1]))
         return "completed"
@@ -211,6 +216,7 @@ def complete(
         (task_id,),
     ).fetchone()[0]
     state = "waiting" if children else "completed"
+    tx.counts.move("running", state)
     tx.execute(
         "UPDATE tasks SET state=?, finished_at=?, duration_ms=?, result=?, io_actual=?, "
         "error=NULL, checkpoint=NULL WHERE id=?",
@@ -245,12 +251,14 @@ def fail(
         return "pending"
     io = _encode(io_actual) if io_actual is not None else None
     if retry_at is not None:
+        tx.counts.move("running", "pending")
         tx.execute(
             "UPDATE tasks SET state='pending', attempt=attempt+1, run_at=?, "
             "started_at=NULL, error=? WHERE id=?",
             (retry_at, _encode(error), task_id),
         )
         return "pending"
+    tx.counts.move("running", final_state)
     tx.execute(
         "UPDATE tasks SET state=?, finished_at=?, duration_ms=?, error=?, io_actual=? WHERE id=?",
         (final_state, now, duration_ms, _encode(error), io, task_id),
@@ -262,25 +270,31 @@ def fail(
 def interrupt(tx: Tx, task_id: int, to_state: str) -> None:
     """A run was interrupted (preempted, paused, shut down): back to ``to_state`` (pending
     or paused) with its checkpoint; no retry consumed."""
-    tx.execute(
+    moved = tx.execute(
         "UPDATE tasks SET state=?, started_at=NULL WHERE id=? AND state='running'",
         (to_state, task_id),
-    )
+    ).rowcount
+    tx.counts.move("running", to_state, moved)
 
 
 def recover(tx: Tx) -> int:
     """Crash recovery: interrupted runs go back to pending, keeping checkpoint and attempt.
     Returns how many."""
-    return tx.execute(
+    moved = tx.execute(
         "UPDATE tasks SET state='pending', started_at=NULL WHERE state='running'"
     ).rowcount
+    tx.counts.move("running", "pending", moved)
+    return int(moved)
 
 
 # --- asked for by a client --------------------------------------------------------------
 
 
 def pause_pending(tx: Tx, task_id: int) -> None:
-    tx.execute("UPDATE tasks SET state='paused' WHERE id=? AND state='pending'", (task_id,))
+    moved = tx.execute(
+        "UPDATE tasks SET state='paused' WHERE id=? AND state='pending'", (task_id,)
+    ).rowcount
+    tx.counts.move("pending", "paused", moved)
 
 
 def resume(tx: Tx, task_id: int) -> TaskInfo:
@@ -288,6 +302,7 @@ def resume(tx: Tx, task_id: int) -> TaskInfo:
     if state != "paused":
         raise InvalidState(f"task {task_id} is {state}, not paused", id=task_id, state=state)
     tx.execute("UPDATE tasks SET state='pending' WHERE id=?", (task_id,))
+    tx.counts.move("paused", "pending")
     return queries.get(tx, task_id)
 
 
@@ -311,15 +326,15 @@ def cancel(tx: Tx, task_id: int, now: int, follow: Follow) -> tuple[str, list[tu
     if prev not in ACTIVE_STATES:
         raise InvalidState(f"task {task_id} is already {prev}", id=task_id, state=prev)
     cancelled = [(task_id, str(task_type))]
-    _finalize(tx, task_id, "cancelled", now)
+    _finalize(tx, task_id, prev, "cancelled", now)
     frontier = [task_id]
     while frontier:
         parent = frontier.pop()
-        for cid, ctype in tx.execute(
-            f"SELECT id, type FROM tasks WHERE parent_id=? AND state IN {ACTIVE_SQL}",
+        for cid, ctype, cstate in tx.execute(
+            f"SELECT id, type, state FROM tasks WHERE parent_id=? AND state IN {ACTIVE_SQL}",
             (parent,),
         ).fetchall():
-            _finalize(tx, cid, "cancelled", now)
+            _finalize(tx, cid, cstate, "cancelled", now)
             cancelled.append((int(cid), str(ctype)))
             frontier.append(cid)
     for cid, _ in cancelled:
@@ -327,7 +342,8 @@ def cancel(tx: Tx, task_id: int, now: int, follow: Follow) -> tuple[str, list[tu
     return str(prev), cancelled
 
 
-def _finalize(tx: Tx, task_id: int, state: str, now: int) -> None:
+def _finalize(tx: Tx, task_id: int, prev: str, state: str, now: int) -> None:
+    tx.counts.move(prev, state)
     tx.execute(
         "UPDATE tasks SET state=?, finished_at=?, expires_at=NULL, requeue=0 WHERE id=?",
         (state, now, task_id),
@@ -359,6 +375,7 @@ def retry(tx: Tx, task_id: int) -> tuple[int, Outcome, TaskInfo | None]:
         "finished_at=NULL, duration_ms=NULL, error=NULL, result=NULL WHERE id=?",
         (task_id,),
     )
+    tx.counts.move(str(state), "pending")
     return task_id, "inserted", queries.get(tx, task_id)
 
 
@@ -370,6 +387,13 @@ def expire_due(tx: Tx, now: int, follow: Follow) -> list[tuple[int, str]]:
 
     Like every final state, an expiry sets off the rules below: a waiting parent whose last
     active child expired completes, and the dependents of an expired task fail."""
+    # (The states they leave, for the counts: RETURNING gives only the new ones.)
+    for prev, n in tx.execute(
+        "SELECT state, count(*) FROM tasks WHERE expires_at <= ? "
+        "AND state IN ('pending','paused','blocked') GROUP BY state",
+        (now,),
+    ).fetchall():
+        tx.counts.move(str(prev), "expired", int(n))
     rows = tx.execute(
         "UPDATE tasks SET state='expired', finished_at=?, expires_at=NULL "
         "WHERE expires_at <= ? AND state IN ('pending','paused','blocked') "
@@ -393,14 +417,14 @@ def delete_final(tx: Tx, ids: Sequence[int], id_floor: IdFloor) -> int:
     if not ids:
         return 0
     marks = ",".join("?" * len(ids))
-    final = [
-        int(r[0])
-        for r in tx.execute(
-            f"SELECT id FROM tasks WHERE id IN ({marks}) AND state IN {FINAL_SQL}", list(ids)
-        ).fetchall()
-    ]
+    rows = tx.execute(
+        f"SELECT id, state FROM tasks WHERE id IN ({marks}) AND state IN {FINAL_SQL}", list(ids)
+    ).fetchall()
+    final = [int(r[0]) for r in rows]
     if not final:
         return 0
+    for r in rows:
+        tx.counts.move(str(r[1]), None)
     id_floor.before_delete(tx, final)
     marks = ",".join("?" * len(final))
     tx.execute(f"DELETE FROM task_deps WHERE task_id IN ({marks})", final)
@@ -410,8 +434,9 @@ def delete_final(tx: Tx, ids: Sequence[int], id_floor: IdFloor) -> int:
 # --- what a final state sets off -----------------------------------------------------------
 
 
-def supersede(tx: Tx, task_id: int, now: int, follow: Follow) -> None:
-    """A newer submit with the same dedup key replaces this active task."""
+def supersede(tx: Tx, task_id: int, now: int, follow: Follow, prev: str) -> None:
+    """A newer submit with the same dedup key replaces this active task (in state ``prev``)."""
+    tx.counts.move(prev, "superseded")
     tx.execute(
         "UPDATE tasks SET state='superseded', finished_at=?, expires_at=NULL WHERE id=?",
         (now, task_id),
@@ -455,6 +480,7 @@ def _complete_waiting_parent(tx: Tx, parent_id: int, now: int, follow: Follow) -
     if left:
         return
     tx.execute("UPDATE tasks SET state='completed', finished_at=? WHERE id=?", (now, parent_id))
+    tx.counts.move("waiting", "completed")
     result = _decode(prow[3]) if prow[3] is not None else None
     follow.completed_parents.append((parent_id, prow[1], prow[2], result))
     after_final(tx, parent_id, "completed", now, follow)
@@ -476,6 +502,7 @@ def _settle_dependents(tx: Tx, task_id: int, state: str, now: int, follow: Follo
             ).fetchone()[0]
             if not left:
                 tx.execute("UPDATE tasks SET state='pending' WHERE id=?", (dep_id,))
+                tx.counts.move("blocked", "pending")
                 follow.unblocked.append(int(dep_id))
         else:
             err = ErrorInfo(f"task {task_id} it depends on ended {state}", "dependency", False)
@@ -483,5 +510,6 @@ def _settle_dependents(tx: Tx, task_id: int, state: str, now: int, follow: Follo
                 "UPDATE tasks SET state='failed', finished_at=?, error=? WHERE id=?",
                 (now, _encode(err), dep_id),
             )
+            tx.counts.move("blocked", "failed")
             follow.failed_dependents.append((int(dep_id), str(dep_type)))
             after_final(tx, dep_id, "failed", now, follow)
