@@ -6,11 +6,10 @@ Nothing here writes; a running task's record carries the latest progress of its 
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from typing import Any
 
-import msgspec
+import anyio.lowlevel
 
 from taskmill_core.errors import InvalidParams, TaskNotFound
 from taskmill_core.events import EventBus
@@ -19,10 +18,10 @@ from taskmill_core.scheduler.iobridge import IoBridge
 from taskmill_core.scheduler.runner import Runner
 from taskmill_core.scheduler.settings import Settings
 from taskmill_core.store import SqliteStore
+from taskmill_core.store.history import FOLD_CHUNK
 from taskmill_core.types import (
     MAX_SAFE_INT,
     HistoryStats,
-    IoBytes,
     SchedulerStatus,
     TaskInfo,
     TaskPage,
@@ -31,7 +30,7 @@ from taskmill_core.types import (
 
 __all__ = ["Reports"]
 
-_decode_io = msgspec.json.Decoder(IoBytes).decode
+MAX_FOLDS = 1000  # chunks one history.stats call adds in at most (more than FOLD_AT needs)
 
 
 class Reports:
@@ -110,32 +109,24 @@ class Reports:
         )
 
     async def history_stats(self, task_type: str | None) -> HistoryStats:
-        rows = await self._store.history(task_type)
-        grouped: dict[str, list[tuple[str, int | None, bytes]]] = {}
-        for t, state, duration, io in rows:
-            grouped.setdefault(t, []).append((state, duration, io))
-        by_type: dict[str, TypeStats] = {}
-        for t, items in grouped.items():
-            durations = sorted(d for s, d, _ in items if s == "completed" and d is not None)
-            ios = [_decode_io(io) for s, _, io in items if s == "completed" and io]
-            n = max(1, len(ios))
-            by_type[t] = TypeStats(
-                completed=sum(1 for s, _, _ in items if s == "completed"),
-                failed=sum(1 for s, _, _ in items if s in ("failed", "deadLetter")),
-                avg_duration_ms=sum(durations) / len(durations) if durations else None,
-                p95_duration_ms=(
-                    float(durations[max(0, math.ceil(0.95 * len(durations)) - 1)])
-                    if durations
-                    else None
-                ),
-                avg_io=IoBytes(
-                    disk_read=sum(i.disk_read for i in ios) // n,
-                    disk_write=sum(i.disk_write for i in ios) // n,
-                    net_rx=sum(i.net_rx for i in ios) // n,
-                    net_tx=sum(i.net_tx for i in ios) // n,
-                ),
-            )
-        return HistoryStats(by_type=by_type)
+        """From the per-type aggregates the store keeps as tasks finish (history.py): the
+        tasks finished since the last call are added in first, a chunk per loop turn."""
+        for _ in range(MAX_FOLDS):  # (a chunk per loop turn; the rest waits for the next call)
+            if not self._store.fold_history(FOLD_CHUNK):
+                break
+            await anyio.lowlevel.checkpoint()
+        return HistoryStats(
+            by_type={
+                t: TypeStats(
+                    completed=agg.completed,
+                    failed=agg.failed,
+                    avg_duration_ms=agg.duration_sum / agg.durations if agg.durations else None,
+                    p95_duration_ms=agg.p95(),
+                    avg_io=agg.avg_io(),
+                )
+                for t, agg in self._store.history_aggregates(task_type).items()
+            }
+        )
 
     def io_state(self) -> dict[str, Any]:
         gov = self._io.governor

@@ -189,7 +189,7 @@ class Connection:
                         mapped.add_note(note)
                     raise mapped from None
             raise
-        db.counts.commit()
+        db.counts.commit(db)
         self.commits += 1
 
     @staticmethod

@@ -21,7 +21,9 @@ change.
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Sequence
 
+from taskmill_core.store.history import FOLD_AT, FOLD_CHUNK, History
 from taskmill_core.types import ACTIVE_STATES, FINAL_STATES
 
 __all__ = ["StateCounts", "Writer"]
@@ -29,22 +31,32 @@ __all__ = ["StateCounts", "Writer"]
 _STATES = (*ACTIVE_STATES, *FINAL_STATES)
 
 
-class StateCounts:
-    """Committed tasks per state, and the moves of the open transaction."""
+Removed = tuple[int, str, str, int | None, bytes | None]
+"""A task leaving the history: (id, type, state, duration_ms, io_actual) as they were."""
 
-    __slots__ = ("_committed", "_journal")
+
+class StateCounts:
+    """Committed tasks per state and the history's aggregates (:class:`.history.History`),
+    and what the open transaction changes in them."""
+
+    __slots__ = ("_committed", "_history_journal", "_journal", "history")
 
     def __init__(self) -> None:
         self._committed: dict[str, int] = dict.fromkeys(_STATES, 0)
         self._journal: list[tuple[str | None, str | None, int]] = []
+        # (ids that finished, None) or (None, rows that left the history), in order
+        self._history_journal: list[tuple[Sequence[int] | None, Sequence[Removed] | None]] = []
+        self.history = History()
 
     def load(self, db: sqlite3.Connection) -> None:
-        """Count every task (when the store opens)."""
+        """Count every task and sum the history (when the store opens)."""
         counts = dict.fromkeys(_STATES, 0)
         for state, n in db.execute("SELECT state, count(*) FROM tasks GROUP BY state"):
             counts[str(state)] = int(n)
         self._committed = counts
         self._journal.clear()
+        self._history_journal.clear()
+        self.history.load(db)
 
     def snapshot(self) -> dict[str, int]:
         """Committed tasks per state, every state included (zeros too)."""
@@ -58,8 +70,18 @@ class StateCounts:
         if n and old != new:
             self._journal.append((old, new, n))
 
-    def commit(self) -> None:
-        """The open transaction committed: its moves count."""
+    def finished(self, ids: Sequence[int]) -> None:
+        """These tasks just became completed, failed or deadLetter (for the history)."""
+        self._history_journal.append((ids, None))
+
+    def left_history(self, rows: Sequence[Removed]) -> None:
+        """These completed, failed or deadLetter tasks are retried or deleted."""
+        if rows:
+            self._history_journal.append((None, rows))
+
+    def commit(self, db: sqlite3.Connection) -> None:
+        """The open transaction committed: its moves count. ``db`` (now outside any
+        transaction) reads the rows of finished tasks when the history folds some in."""
         counts = self._committed
         for old, new, n in self._journal:
             if old is not None:
@@ -67,18 +89,31 @@ class StateCounts:
             if new is not None:
                 counts[new] = counts.get(new, 0) + n
         self._journal.clear()
+        if self._history_journal:
+            history = self.history
+            for ids, removed in self._history_journal:
+                if ids is not None:
+                    history.finished(ids)
+                elif removed is not None:
+                    history.removed(removed)
+            self._history_journal.clear()
+            over = len(history.fresh) - FOLD_AT
+            if over > 0:  # nobody asked for a while: stay bounded
+                history.fold(db, max(over, FOLD_CHUNK))
 
     def rollback(self) -> None:
         """The open transaction rolled back: its moves never happened."""
         self._journal.clear()
+        self._history_journal.clear()
 
-    def mark(self) -> int:
+    def mark(self) -> tuple[int, int]:
         """Where a savepoint begins, for :meth:`rewind`."""
-        return len(self._journal)
+        return len(self._journal), len(self._history_journal)
 
-    def rewind(self, mark: int) -> None:
+    def rewind(self, mark: tuple[int, int]) -> None:
         """The savepoint begun at ``mark`` was rolled back: drop its moves."""
-        del self._journal[mark:]
+        del self._journal[mark[0] :]
+        del self._history_journal[mark[1] :]
 
 
 class Writer(sqlite3.Connection):

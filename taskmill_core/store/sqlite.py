@@ -23,6 +23,7 @@ import anyio
 from taskmill_core.errors import NotATaskmillDatabase, StorageError
 from taskmill_core.store import queries, transitions
 from taskmill_core.store.connection import Connection, Tx, storage_error
+from taskmill_core.store.history import Aggregate
 from taskmill_core.store.ids import IdFloor
 from taskmill_core.store.queries import Ready
 from taskmill_core.store.schema import check_existing
@@ -131,7 +132,7 @@ class SqliteStore:
             raise storage_error(exc, "database write failed") or exc from None
         self._conn.autocommitted()
         db.counts.move(None, "pending")
-        db.counts.commit()
+        db.counts.commit(db)
         return Submitted(task_id, "inserted", new_info(p, task_id, "pending", now))
 
     def submit_in(
@@ -277,6 +278,25 @@ class SqliteStore:
     async def counts(self) -> dict[str, int]:
         """Tasks per state (:meth:`state_counts`; no query)."""
         return self.state_counts()
+
+    def fold_history(self, limit: int) -> int:
+        """Add up to ``limit`` recently finished tasks into the history's aggregates (a read by
+        id each; see history.py); returns how many are left to add."""
+        db = self._conn.db
+        if db.in_transaction:
+            raise RuntimeError("the history folds committed tasks only, outside a transaction")
+        history = db.counts.history
+        history.fold(db, limit)
+        return len(history.fresh)
+
+    def history_aggregates(self, task_type: str | None) -> dict[str, Aggregate]:
+        """The history per type (every type, or ``task_type`` only) as of the last fold: call
+        :meth:`fold_history` until it returns 0 first."""
+        by_type = self._conn.db.counts.history.by_type
+        if task_type is not None:
+            agg = by_type.get(task_type)
+            return {} if agg is None else {task_type: agg}
+        return dict(by_type)
 
     async def history(self, task_type: str | None) -> list[tuple[str, str, int | None, bytes]]:
         return await queries.history(self._conn.reader, task_type)

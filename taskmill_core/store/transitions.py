@@ -54,6 +54,7 @@ __all__ = [
 ]
 
 _encode = msgspec.json.Encoder().encode
+_IN_HISTORY = frozenset(("completed", "failed", "deadLetter"))  # what history.stats sums
 _decode = msgspec.json.decode
 
 
@@ -174,11 +175,13 @@ def complete_standalone(
     changed = tx.total_changes - before
     tx.counts.move("running", "completed", changed)
     if changed == len(ids):
+        tx.counts.finished(ids)
         return set(ids)
     rows = tx.execute(
         f"SELECT id FROM tasks WHERE id IN ({','.join('?' * len(ids))}) AND state='completed'",
         ids,
     ).fetchall()
+    tx.counts.finished([r[0] for r in rows])
     return {r[0] for r in rows}
 
 
@@ -204,6 +207,7 @@ def complete(
     ).fetchone()
     if row is not None:
         tx.counts.move("running", "completed")
+        tx.counts.finished((task_id,))
         if row[0] is not None or row[1]:
             after_final(tx, task_id, "completed", now, follow, (row[0], row[1]))
         return "completed"
@@ -223,6 +227,7 @@ def complete(
         (state, now if state == "completed" else None, duration_ms, result, io, task_id),
     )
     if state == "completed":
+        tx.counts.finished((task_id,))
         after_final(tx, task_id, "completed", now, follow)
     return state
 
@@ -259,6 +264,7 @@ def fail(
         )
         return "pending"
     tx.counts.move("running", final_state)
+    tx.counts.finished((task_id,))
     tx.execute(
         "UPDATE tasks SET state=?, finished_at=?, duration_ms=?, error=?, io_actual=? WHERE id=?",
         (final_state, now, duration_ms, _encode(error), io, task_id),
@@ -353,10 +359,12 @@ def _finalize(tx: Tx, task_id: int, prev: str, state: str, now: int) -> None:
 def retry(tx: Tx, task_id: int) -> tuple[int, Outcome, TaskInfo | None]:
     """Manual retry of a failed or dead-lettered task (same id, attempt 0). When another
     active task holds its dedup key, that one is the answer (``duplicate``)."""
-    row = tx.execute("SELECT state, type, dedup_key FROM tasks WHERE id=?", (task_id,)).fetchone()
+    row = tx.execute(
+        "SELECT state, type, dedup_key, duration_ms, io_actual FROM tasks WHERE id=?", (task_id,)
+    ).fetchone()
     if row is None:
         raise TaskNotFound(f"no task with id {task_id}", id=task_id)
-    state, task_type, key = row
+    state, task_type, key, duration, io = row
     if state not in ("failed", "deadLetter"):
         raise InvalidState(
             f"task {task_id} is {state}; only failed or deadLetter tasks can be retried",
@@ -376,6 +384,7 @@ def retry(tx: Tx, task_id: int) -> tuple[int, Outcome, TaskInfo | None]:
         (task_id,),
     )
     tx.counts.move(str(state), "pending")
+    tx.counts.left_history([(task_id, str(task_type), str(state), duration, io)])
     return task_id, "inserted", queries.get(tx, task_id)
 
 
@@ -418,13 +427,18 @@ def delete_final(tx: Tx, ids: Sequence[int], id_floor: IdFloor) -> int:
         return 0
     marks = ",".join("?" * len(ids))
     rows = tx.execute(
-        f"SELECT id, state FROM tasks WHERE id IN ({marks}) AND state IN {FINAL_SQL}", list(ids)
+        f"SELECT id, state, type, duration_ms, io_actual FROM tasks "
+        f"WHERE id IN ({marks}) AND state IN {FINAL_SQL}",
+        list(ids),
     ).fetchall()
     final = [int(r[0]) for r in rows]
     if not final:
         return 0
     for r in rows:
         tx.counts.move(str(r[1]), None)
+    tx.counts.left_history(
+        [(int(r[0]), str(r[2]), str(r[1]), r[3], r[4]) for r in rows if r[1] in _IN_HISTORY]
+    )
     id_floor.before_delete(tx, final)
     marks = ",".join("?" * len(final))
     tx.execute(f"DELETE FROM task_deps WHERE task_id IN ({marks})", final)
@@ -481,6 +495,7 @@ def _complete_waiting_parent(tx: Tx, parent_id: int, now: int, follow: Follow) -
         return
     tx.execute("UPDATE tasks SET state='completed', finished_at=? WHERE id=?", (now, parent_id))
     tx.counts.move("waiting", "completed")
+    tx.counts.finished((parent_id,))
     result = _decode(prow[3]) if prow[3] is not None else None
     follow.completed_parents.append((parent_id, prow[1], prow[2], result))
     after_final(tx, parent_id, "completed", now, follow)
@@ -511,5 +526,6 @@ def _settle_dependents(tx: Tx, task_id: int, state: str, now: int, follow: Follo
                 (now, _encode(err), dep_id),
             )
             tx.counts.move("blocked", "failed")
+            tx.counts.finished((int(dep_id),))
             follow.failed_dependents.append((int(dep_id), str(dep_type)))
             after_final(tx, dep_id, "failed", now, follow)
