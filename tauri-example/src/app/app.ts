@@ -5,6 +5,7 @@ import {
   ACTIVE_STATES, FINAL_STATES, STATE_LABELS, basename, etaMs, formatBytes, formatDuration, formatRate,
   isActive, joinPath, priorityBand, raisedPriority, relativeParts, taskTitle, type State,
 } from './format.js';
+import { submitInBatches } from './imports.js';
 import type { Store } from './store.js';
 
 /** Groups the app submits to (per-group pause/resume). */
@@ -120,6 +121,7 @@ export class App {
           </div>
           <div class="summary" id="summary"></div>
         </div>
+        <ol class="imports" id="imports" aria-label="Imports"></ol>
         <div class="table-wrap">
           <table class="tasks">
             <thead><tr><th class="c-id">#</th><th>Task</th><th class="c-prio">Priority</th><th class="c-state">State</th><th class="c-progress">Progress</th><th class="c-actions"></th></tr></thead>
@@ -129,7 +131,7 @@ export class App {
         </div>
         <ol class="activity" id="activity" aria-label="Activity"></ol>
       </main>`;
-    for (const id of ['folder', 'backup', 'sim-count', 'sim-seconds', 'groups', 'counts', 'tasks', 'empty', 'summary', 'activity', 'io-gauge', 'btn-pause-all']) {
+    for (const id of ['folder', 'backup', 'sim-count', 'sim-seconds', 'groups', 'counts', 'tasks', 'empty', 'summary', 'activity', 'imports', 'io-gauge', 'btn-pause-all']) {
       this.$[id] = q(`#${id}`);
     }
     this.$.sidecar = q('.sidecar');
@@ -238,8 +240,9 @@ export class App {
       this.store.log(`Nothing hashed under ${root} yet: scan it first`, 'warn');
       return;
     }
-    await this.client.invoke('task.submitBatch', { tasks });
+    // One line for the whole copy however many files (task.batchSubmitted; imports.ts).
     this.store.log(`Copying ${tasks.length} files to ${backup}`, 'info');
+    await submitInBatches(this.client, this.store.imports, `Copy to ${basename(backup)}`, tasks, () => this.schedule());
   }
 
   private async simulate(): Promise<void> {
@@ -253,7 +256,11 @@ export class App {
       priority: priorities[i % priorities.length],
       label: `Simulated work ${++this.simCounter}`,
     }));
-    await this.client.invoke('task.submitBatch', { tasks });
+    // A few tasks, each shown as its row: one task.submit each (pipelined), not a batch, which
+    // this page has announced as one task.batchSubmitted.
+    for (const r of await Promise.all(tasks.map((t) => this.client.invoke('task.submit', t)))) {
+      if (r.task) this.store.adopt(r.task);
+    }
     this.store.log(`Submitted ${count} simulated tasks of ${seconds}s`, 'info');
   }
 
@@ -326,6 +333,7 @@ export class App {
 
     this.renderIo();
     this.renderTasks(now);
+    this.renderImports();
     this.renderActivity();
   }
 
@@ -476,6 +484,25 @@ export class App {
       default:
         return t.error?.message ?? STATE_LABELS[t.state];
     }
+  }
+
+  private renderImports(): void {
+    const ol = this.$.imports!;
+    const lines = this.store.imports.lines;
+    const key = lines.map((l) => `${l.key}:${l.total}:${l.done}:${l.failed}:${l.submitting}`).join('|');
+    if (ol.dataset.key === key) return;
+    ol.dataset.key = key;
+    const n = (x: number) => x.toLocaleString('en-US');
+    ol.replaceChildren(...lines.map((l) => {
+      const ended = l.done + l.failed;
+      const bar = el('span', { class: 'bar' });
+      bar.style.width = `${l.total ? (100 * ended) / l.total : 0}%`;
+      return el('li', { 'data-import': String(l.key), 'data-total': String(l.total), 'data-done': String(l.done) },
+        el('span', { class: 'i-label' }, l.label),
+        el('span', { class: 'i-count' },
+          `${n(ended)} of ${n(l.total)} done${l.failed ? ` (${n(l.failed)} failed or cancelled)` : ''}${l.submitting ? ', adding…' : ''}`),
+        el('span', { class: 'i-track' }, bar));
+    }));
   }
 
   private renderActivity(): void {

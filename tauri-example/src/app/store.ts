@@ -3,6 +3,7 @@
 // refreshed after lifecycle events and once a second.
 import type { IoStatus, SchedulerStatus, TaskInfo, TaskmillClient } from '../taskmill/client.js';
 import { isActive } from './format.js';
+import { Imports, SHOW_TASKS_UP_TO } from './imports.js';
 
 export type SidecarState =
   | { kind: 'starting' }
@@ -24,6 +25,8 @@ export class Store {
   io: IoStatus | null = null;
   sidecar: SidecarState = { kind: 'starting' };
   readonly activity: ActivityEntry[] = [];
+  /** Batches announced with `task.batchSubmitted`, one line per import (imports.ts). */
+  readonly imports = new Imports();
 
   private readonly subscribers = new Set<() => void>();
   private readonly fetching = new Set<number>();
@@ -62,23 +65,36 @@ export class Store {
       this.log(`Sidecar exited (${why})${e.willRestart ? ', restarting' : ''}`, 'error');
     });
     c.listen('task.submitted', ({ task }) => this.put(task));
+    c.listen('task.batchSubmitted', ({ ids }) => {
+      this.imports.announced(ids);
+      if (ids.length <= SHOW_TASKS_UP_TO) for (const id of ids) this.fetch(id);
+      this.refreshStatusSoon();
+      this.changed();
+    });
     c.listen('task.updated', ({ task }) => this.put(task));
     c.listen('task.started', (e) =>
       this.patch(e.id, { state: 'running', startedAt: e.startedAt, attempt: e.attempt, priority: e.priority, progress: null }),
     );
     c.listen('task.progress', (e) => this.patch(e.id, { progress: e.progress }, false));
+    // (A task an import line counts is counted after its patch: patch() fetches only tasks that
+    // are neither rows nor counted.)
     c.listen('task.completed', (e) => {
       const t = this.tasks.get(e.id);
       const progress = { ...(t?.progress ?? { estimated: false }), fraction: 1, etaMs: null };
       this.patch(e.id, { state: 'completed', durationMs: e.durationMs, result: e.result, progress, finishedAt: Date.now() });
+      this.imports.finished(e.id, true);
     });
     c.listen('task.failed', (e) => {
       this.patch(e.id, { state: e.state as TaskInfo['state'], error: e.error, attempt: e.attempt });
+      if (!e.willRetry) this.imports.finished(e.id, false);
       if (!e.willRetry) this.log(`#${e.id} ${e.type} failed: ${e.error.message}`, 'error');
     });
-    c.listen('task.cancelled', (e) => this.patch(e.id, { state: 'cancelled', finishedAt: Date.now() }));
-    c.listen('task.superseded', (e) => this.patch(e.id, { state: 'superseded', finishedAt: Date.now() }));
-    c.listen('task.expired', (e) => this.patch(e.id, { state: 'expired', finishedAt: Date.now() }));
+    for (const state of ['cancelled', 'superseded', 'expired'] as const) {
+      c.listen(`task.${state}`, (e) => {
+        this.patch(e.id, { state, finishedAt: Date.now() });
+        this.imports.finished(e.id, false);
+      });
+    }
     c.listen('task.preempted', (e) => {
       this.patch(e.id, { state: 'pending' });
       this.log(`#${e.id} preempted by #${e.by}`, 'warn');
@@ -97,6 +113,10 @@ export class Store {
     });
     this.interval = setInterval(() => void this.refreshStatus(), 1000);
     await c.start();
+    // A large batch arrives as one task.batchSubmitted, not as a task record each (kept by the
+    // client for a restarted sidecar too). Sent before any batch this page submits.
+    c.configureEvents({ batchSubmitted: true }).catch((err: unknown) =>
+      this.log(`Choosing events failed: ${String(err)}`, 'error'));
   }
 
   stop(): void {
@@ -154,8 +174,17 @@ export class Store {
     const t = this.tasks.get(id);
     if (t) {
       this.tasks.set(id, { ...t, ...fields });
-    } else if (!this.fetching.has(id)) {
-      // First heard of in an event (submitted before this page loaded): fetch it once.
+    } else if (!this.imports.owns(id)) {
+      // First heard of in an event (submitted before this page loaded): fetch it once. (A task
+      // of a large import is counted on its line instead.)
+      this.fetch(id);
+    }
+    if (lifecycle) this.refreshStatusSoon();
+    this.changed();
+  }
+
+  private fetch(id: number): void {
+    if (!this.fetching.has(id)) {
       this.fetching.add(id);
       this.client.invoke('task.get', { id }).then(
         (task) => {
@@ -165,8 +194,6 @@ export class Store {
         () => this.fetching.delete(id),
       );
     }
-    if (lifecycle) this.refreshStatusSoon();
-    this.changed();
   }
 
   private prune(): void {
