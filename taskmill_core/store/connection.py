@@ -180,7 +180,8 @@ class Connection:
             yield Tx(db)
             db.execute("COMMIT")
         except BaseException as exc:
-            db.counts.rollback()
+            if db.counts.dirty:
+                db.counts.rollback()
             self._roll_back(db, exc)
             if isinstance(exc, sqlite3.Error):
                 mapped = storage_error(exc, "database write failed")
@@ -189,7 +190,8 @@ class Connection:
                         mapped.add_note(note)
                     raise mapped from None
             raise
-        db.counts.commit(db)
+        if db.counts.dirty:
+            db.counts.commit(db)
         self.commits += 1
 
     @staticmethod

@@ -21,6 +21,7 @@ change.
 from __future__ import annotations
 
 import sqlite3
+from collections import defaultdict
 from collections.abc import Sequence
 
 from taskmill_core.store.history import FOLD_AT, FOLD_CHUNK, History
@@ -39,23 +40,23 @@ class StateCounts:
     """Committed tasks per state and the history's aggregates (:class:`.history.History`),
     and what the open transaction changes in them."""
 
-    __slots__ = ("_committed", "_history_journal", "_journal", "history")
+    __slots__ = ("_committed", "_history_journal", "_journal", "dirty", "history")
 
     def __init__(self) -> None:
-        self._committed: dict[str, int] = dict.fromkeys(_STATES, 0)
+        self._committed: defaultdict[str, int] = defaultdict(int, dict.fromkeys(_STATES, 0))
         self._journal: list[tuple[str | None, str | None, int]] = []
         # (ids that finished, None) or (None, rows that left the history), in order
         self._history_journal: list[tuple[Sequence[int] | None, Sequence[Removed] | None]] = []
+        self.dirty = False  # the open transaction changed something (commit() has work)
         self.history = History()
 
     def load(self, db: sqlite3.Connection) -> None:
         """Count every task and sum the history (when the store opens)."""
-        counts = dict.fromkeys(_STATES, 0)
+        counts: defaultdict[str, int] = defaultdict(int, dict.fromkeys(_STATES, 0))
         for state, n in db.execute("SELECT state, count(*) FROM tasks GROUP BY state"):
             counts[str(state)] = int(n)
         self._committed = counts
-        self._journal.clear()
-        self._history_journal.clear()
+        self.rollback()
         self.history.load(db)
 
     def snapshot(self) -> dict[str, int]:
@@ -69,15 +70,22 @@ class StateCounts:
         that did not exist before, or no longer exists)."""
         if n and old != new:
             self._journal.append((old, new, n))
+            self.dirty = True
+
+    def inserted_alone(self) -> None:
+        """A pending task was inserted and committed by SQLite itself (a lone submit)."""
+        self._committed["pending"] += 1
 
     def finished(self, ids: Sequence[int]) -> None:
         """These tasks just became completed, failed or deadLetter (for the history)."""
         self._history_journal.append((ids, None))
+        self.dirty = True
 
     def left_history(self, rows: Sequence[Removed]) -> None:
         """These completed, failed or deadLetter tasks are retried or deleted."""
         if rows:
             self._history_journal.append((None, rows))
+            self.dirty = True
 
     def commit(self, db: sqlite3.Connection) -> None:
         """The open transaction committed: its moves count. ``db`` (now outside any
@@ -87,8 +95,9 @@ class StateCounts:
             if old is not None:
                 counts[old] -= n
             if new is not None:
-                counts[new] = counts.get(new, 0) + n
-        self._journal.clear()
+                counts[new] += n
+        self._journal = []
+        self.dirty = False
         if self._history_journal:
             history = self.history
             for ids, removed in self._history_journal:
@@ -96,15 +105,16 @@ class StateCounts:
                     history.finished(ids)
                 elif removed is not None:
                     history.removed(removed)
-            self._history_journal.clear()
+            self._history_journal = []
             over = len(history.fresh) - FOLD_AT
             if over > 0:  # nobody asked for a while: stay bounded
                 history.fold(db, max(over, FOLD_CHUNK))
 
     def rollback(self) -> None:
         """The open transaction rolled back: its moves never happened."""
-        self._journal.clear()
-        self._history_journal.clear()
+        self._journal = []
+        self._history_journal = []
+        self.dirty = False
 
     def mark(self) -> tuple[int, int]:
         """Where a savepoint begins, for :meth:`rewind`."""

@@ -131,8 +131,7 @@ class SqliteStore:
         except sqlite3.Error as exc:
             raise storage_error(exc, "database write failed") or exc from None
         self._conn.autocommitted()
-        db.counts.move(None, "pending")
-        db.counts.commit(db)
+        db.counts.inserted_alone()
         return Submitted(task_id, "inserted", new_info(p, task_id, "pending", now))
 
     def submit_in(

@@ -7,8 +7,9 @@ For each size (default 10,000 and 1,000,000 tasks) a fresh sidecar on a fresh da
    runs (it stays ``pending``), as ``task.submitBatch`` calls of 10,000, each answered before
    the next is sent (an app's import loop); the batches are built before the clock starts;
 3. measures, each call answered before the next: ``scheduler.status``, ``history.stats``,
-   ``task.list {limit: 100}``, ``task.list {state: "pending", limit: 100}`` and
-   ``task.list {type, limit: 100}`` (median of ``--calls``);
+   ``task.list {limit: 100}``, and ``task.list`` pages filtered by ``state`` (``pending``, the
+   newest tasks; ``completed``, the oldest) and by ``type`` (``noop``, the oldest): median of
+   ``--calls``;
 4. reads the sidecar's RSS (psutil) with the backlog pending.
 
 In the same run, a child process submits the big size in process through ``submit_batch`` in
@@ -46,7 +47,7 @@ HISTORY = 1_000
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--small", type=int, default=10_000, help="the small database's tasks")
     parser.add_argument("--big", type=int, default=1_000_000, help="the big database's tasks")
-    parser.add_argument("--calls", type=int, default=11, help="calls per read (median)")
+    parser.add_argument("--calls", type=int, default=31, help="calls per read (median)")
     parser.add_argument("--quick", action="store_true", help="small 2,000, big 100,000")
     parser.add_argument("--tmp", type=Path, default=None, help="where the databases go")
     parser.add_argument("--keep", action="store_true")
@@ -153,6 +154,9 @@ def run_size(workdir: Path, total: int, calls: int) -> dict[str, Any]:
             "stats_ms": client.timed("history.stats", {}, calls),
             "list_ms": client.timed("task.list", {"limit": 100}, calls),
             "list_pending_ms": client.timed("task.list", {"state": "pending", "limit": 100}, calls),
+            "list_completed_ms": client.timed(
+                "task.list", {"state": "completed", "limit": 100}, calls
+            ),
             "list_type_ms": client.timed("task.list", {"type": "noop", "limit": 100}, calls),
             "rss_mb": ps.memory_info().rss / 2**20,
         }
@@ -201,6 +205,7 @@ def main(args: argparse.Namespace) -> int:
         ("stats_ms", "`history.stats` ms"),
         ("list_ms", "`task.list {limit: 100}` ms"),
         ("list_pending_ms", "`task.list {state: pending, limit: 100}` ms"),
+        ("list_completed_ms", "`task.list {state: completed, limit: 100}` ms"),
         ("list_type_ms", "`task.list {type: noop, limit: 100}` ms"),
         ("submit_rate", "`task.submitBatch` of 10,000, batchSubmitted: tasks/s"),
         ("rss_mb", "sidecar RSS, MB"),
@@ -213,7 +218,7 @@ def main(args: argparse.Namespace) -> int:
     rows.append(["in-process `submit_batch` of 10,000: tasks/s", "", _fmt(in_rate, 0), ""])
     table = render_table(["", f"{small:,} tasks", f"{big:,} tasks", "ratio"], rows)
     _say(table)
-    targets = []
+    targets: list[dict[str, Any]] = []
 
     def target(name: str, ok: bool | None, value: str) -> None:
         targets.append({"target": name, "pass": ok, "value": value})
