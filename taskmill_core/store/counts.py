@@ -13,9 +13,12 @@ is never written to disk, cost the hot paths far more than the 3 % budget (measu
 submit 33 % slower, pipelined submits over the wire 29 %), while a move here is one list
 append per statement, not per row.
 
-Every write to ``tasks.state`` must report its move (see :mod:`.transitions`, :mod:`.submit`);
-``tests/store/test_counts.py`` compares the counts with a full recount after every kind of
-change.
+Every write to ``tasks.state`` must report its move (see :mod:`.transitions`, :mod:`.submit`),
+and one store writes a file at a time (the sidecar's database lock; the admin's changing
+commands take it too). ``tests/store/test_counts.py`` compares the counts with a full recount
+after every kind of change, and every test that closes a store compares them once more
+(``SqliteStore.check_counts``, in ``tests/conftest.py``): a new write path that forgets its move
+fails the tests that take it.
 """
 
 from __future__ import annotations

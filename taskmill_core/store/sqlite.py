@@ -278,6 +278,21 @@ class SqliteStore:
         """Tasks per state (:meth:`state_counts`; no query)."""
         return self.state_counts()
 
+    def check_counts(self) -> str | None:
+        """Compare the kept counts with a full recount (a ``GROUP BY`` over every task: for
+        tests and diagnostics, not for a hot path). None when they agree, else what differs."""
+        db = self._conn.db
+        if db.in_transaction:
+            raise RuntimeError("the counts are compared outside a transaction")
+        kept = {s: n for s, n in db.counts.snapshot().items() if n}
+        counted = {
+            str(s): int(n)
+            for s, n in db.execute("SELECT state, count(*) FROM tasks GROUP BY state")
+        }
+        if kept == counted:
+            return None
+        return f"kept {kept}, counted {counted}"
+
     def fold_history(self, limit: int) -> int:
         """Add up to ``limit`` recently finished tasks into the history's aggregates (a read by
         id each; see history.py); returns how many are left to add."""

@@ -274,3 +274,15 @@ async def test_counts_after_a_sigkill_mid_batch_equal_a_recount(tmp_path: Path) 
         assert counts["running"] >= 5 and counts["completed"] >= 10
     finally:
         await store.close()
+
+
+async def test_check_counts_names_a_write_that_went_around_the_counts(store: SqliteStore) -> None:
+    task = submit(store)
+    assert store.check_counts() is None
+    with closing(sqlite3.connect(store.path)) as other:  # a write the store did not make
+        other.execute("UPDATE tasks SET state='failed' WHERE id=?", (task,))
+        other.commit()
+        assert store.check_counts() == "kept {'pending': 1}, counted {'failed': 1}"
+        other.execute("UPDATE tasks SET state='pending' WHERE id=?", (task,))
+        other.commit()
+    assert store.check_counts() is None
