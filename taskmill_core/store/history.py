@@ -47,7 +47,8 @@ FOLD_AT = 10_000  # fresh ids beyond which the store folds them in without being
 FOLD_CHUNK = 500  # ids read per statement when folding
 
 COUNTED = ("completed", "failed", "deadLetter")
-_IO_KEYS = ("diskRead", "diskWrite", "netRx", "netTx")  # IoBytes as stored (JSON, camelCase)
+# IoBytes as stored: JSON text in a BLOB, read as TEXT (SQLite 3.45+ takes a BLOB for JSONB).
+_IO_KEYS = ("diskRead", "diskWrite", "netRx", "netTx")
 
 
 def bucket_of(duration: int) -> int:
@@ -152,7 +153,10 @@ class History:
         for row in db.execute(
             "SELECT type, state, count(*), count(duration_ms), coalesce(sum(duration_ms), 0), "
             "coalesce(max(duration_ms), 0), count(io_actual), "
-            + ", ".join(f"coalesce(sum(json_extract(io_actual, '$.{k}')), 0)" for k in _IO_KEYS)
+            + ", ".join(
+                f"coalesce(sum(json_extract(CAST(io_actual AS TEXT), '$.{k}')), 0)"
+                for k in _IO_KEYS
+            )
             + f" {final} GROUP BY type, state"
         ):
             task_type, state, n, durations, total, longest, ios, *io = row
