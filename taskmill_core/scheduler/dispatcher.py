@@ -340,7 +340,7 @@ class Dispatcher:
     def _next_deadline(self, now: int, wake_at: int | None) -> int | None:
         times = [wake_at, self.next_expiry, self._runner.next_deadline()]
         if self._schedules is not None:
-            times.append(self._schedules.next_at)
+            times.append(self._schedules.deadline)
         if not self._settings.pauses.paused:
             times.append(self._store.next_due(now))
         real = [t for t in times if t is not None]

@@ -68,6 +68,7 @@ class Firings:
         default_factory=list
     )
     next_at: int | None = None  # the table's earliest next_at after them
+    more: bool = False  # as many as a tick fires: more may be due now
 
 
 class Schedules:
@@ -92,7 +93,8 @@ class Schedules:
         self._gate = gate
         self._lifecycle = lifecycle
         self._wake = wake
-        self.next_at: int | None = None  # the earliest next_at in the table (a deadline)
+        self.next_at: int | None = None  # the earliest next_at in the table
+        self._backlog = False  # more are due than the last tick fired
         self.fired = 0  # firings that submitted a task, since open
         self.skipped = 0
 
@@ -114,7 +116,8 @@ class Schedules:
         store = self._store
         out = Firings()
         firing: list[tuple[Schedule, int | None, QueuedSubmit]] = []
-        for s in store.due_schedules(now, FIRE_PER_TICK):
+        due = store.due_schedules(now, FIRE_PER_TICK)
+        for s in due:
             try:
                 following = self._following(s, now)
             except InvalidParams as exc:  # its zone vanished from the zone data: it ends
@@ -144,11 +147,22 @@ class Schedules:
             store.record_firing(tx, s.id, following, task_id, now)
             out.events.append((qs, ScheduleFired(s.id, task_id, following)))
         out.next_at = store.next_schedule_at()
+        out.more = len(due) >= FIRE_PER_TICK
         return out
+
+    @property
+    def deadline(self) -> int | None:
+        """When the dispatcher must tick for the next firing. None while a backlog of due
+        schedules is worked off: a wake-up drives those ticks instead, since a deadline
+        already past would let the loop tick again without yielding to anything else."""
+        return None if self._backlog else self.next_at
 
     def announce(self, firings: Firings) -> None:
         """After the commit: each task's events, then the schedule's."""
         self.next_at = firings.next_at
+        self._backlog = firings.more
+        if firings.more:
+            self._wake()
         after_submit = self._submitter.after_submit
         for qs, event in firings.events:
             if qs is not None and qs.error is None:
