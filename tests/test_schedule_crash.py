@@ -37,7 +37,8 @@ import anyio
 from taskmill_core import Scheduler, ScheduleNotFound, TaskSpec
 
 DB, MARKER = sys.argv[1], Path(sys.argv[2])
-BASE_MS, BASE_S, SPEED, EVERY = int(sys.argv[3]), float(sys.argv[4]), int(sys.argv[5]), int(sys.argv[6])
+BASE_MS, BASE_S = int(sys.argv[3]), float(sys.argv[4])
+SPEED, EVERY = int(sys.argv[5]), int(sys.argv[6])
 
 
 class FastClock:

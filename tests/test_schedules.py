@@ -14,8 +14,8 @@ from taskmill_core import (
     FakeClock,
     InvalidParams,
     PayloadTooLarge,
-    Scheduler,
     ScheduleNotFound,
+    Scheduler,
     ScheduleSpec,
     TaskSpec,
 )
