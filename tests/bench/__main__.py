@@ -11,7 +11,7 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import NamedTuple
 
-from tests.bench import all_suites, core, io_suite, sidecar_suite
+from tests.bench import all_suites, core, io_suite, schedules_suite, sidecar_suite
 
 
 class Suite(NamedTuple):
@@ -35,6 +35,11 @@ SUITES: dict[str, Suite] = {
         "IO governor on the real disk: paced fs.copy vs a foreground fsync probe (issue 4)",
         io_suite.add_arguments,
         io_suite.main,
+    ),
+    "schedules": Suite(
+        "recurring schedules: idle CPU with 1,000 of them, loop stall while 1,000 fire (issue 14)",
+        schedules_suite.add_arguments,
+        schedules_suite.main,
     ),
     "all": Suite(
         "every suite in turn (shared options: --quick, --rounds, --tmp, --keep)",
