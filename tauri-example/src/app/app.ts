@@ -5,6 +5,7 @@ import {
   ACTIVE_STATES, FINAL_STATES, STATE_LABELS, basename, etaMs, formatBytes, formatDuration, formatRate,
   isActive, joinPath, priorityBand, raisedPriority, relativeParts, taskTitle, type State,
 } from './format.js';
+import { SchedulesView } from './schedules.js';
 import type { Store } from './store.js';
 
 /** Groups the app submits to (per-group pause/resume). */
@@ -57,6 +58,7 @@ export class App {
     private readonly options: AppOptions,
   ) {
     this.build();
+    new SchedulesView(this.root.querySelector('#schedules-card')!, client, () => this.folder(), (t, tone) => store.log(t, tone));
     store.subscribe(() => this.schedule());
     // ETAs and elapsed times move even without events.
     setInterval(() => this.schedule(), 1000);
@@ -91,6 +93,7 @@ export class App {
           <h2>Groups</h2>
           <ul class="groups" id="groups"></ul>
         </section>
+        <section class="card" id="schedules-card"></section>
         <section class="card">
           <h2>IO pressure</h2>
           <div class="io-wrap">
