@@ -73,8 +73,10 @@ HIDDEN_IMPORTS = (
     "certifi",
 )
 COLLECT_SUBMODULES = ("sidecar", "taskmill_core", "structlog", "msgspec", "truststore")
-# Package data the binary needs: certifi's cacert.pem (the fallback CA bundle).
-COLLECT_DATA = ("certifi",)
+# Package data the binary needs: certifi's cacert.pem (the fallback CA bundle), and tzdata's
+# zone files, which zoneinfo reads as package resources where the OS has none (Windows) for
+# the time zones of cron schedules.
+COLLECT_DATA = ("certifi", "tzdata")
 # Large stdlib parts the sidecar never touches: smaller archive, faster onefile unpack.
 EXCLUDES = ("tkinter", "unittest", "pydoc", "doctest", "lib2to3", "idlelib", "test")
 

@@ -112,6 +112,8 @@ class View:
         self.completed = 0
         self.preempted = 0
         self.first_done: float | None = None
+        self.fired = 0  # schedule.fired: the recurring backup submitted its task
+        self.skipped = 0  # schedule.skipped: its previous run was still going
 
     def apply(self, msg: dict[str, Any]) -> None:
         m, p = msg["method"], msg.get("params", {})
@@ -141,6 +143,10 @@ class View:
             self.preempted += 1
         elif m == "io.pressure":
             self.io = p
+        elif m == "schedule.fired":
+            self.fired += 1
+        elif m == "schedule.skipped":
+            self.skipped += 1
 
     def counts(self) -> Counter[str]:
         return Counter(t.get("state", "pending") for t in self.tasks.values())
@@ -276,6 +282,18 @@ def main() -> int:
     # the user clicks "back up" again: every copy is already queued, nothing is added
     again = sc.call("task.submitBatch", {"tasks": copies})["results"]
     dedup_hits = sum(r["outcome"] in ("duplicate", "upgraded") for r in again)
+    # a recurring backup of the catalog, every 2 s (a real app: "every night at 2:00", i.e.
+    # {"cron": "0 2 * * *"}); a firing is skipped while the previous copy still runs
+    catalog = album[0]
+    now = sc.call("ping")["now"]
+    backup = sc.call(
+        "schedule.create",
+        {"name": "catalog backup", "everyMs": 2000, "startAt": now + 500,
+         "task": {"type": "fs.copy", "label": f"scheduled backup {catalog.name}",
+                  "priority": "high",
+                  "payload": {"src": str(catalog), "dst": str(lib / "backup" / "catalog.jpg"),
+                              "overwrite": True}}},
+    )  # fmt: skip
     pump(sc, view, 3, "Background scan + hashing, thumbnails, backup (3 at a time)")
 
     # 3. the user opens the video: an urgent hash jumps the queue / preempts
@@ -313,7 +331,12 @@ def main() -> int:
         c = v.counts()
         return not (c.get("pending") or c.get("running") or c.get("waiting"))
 
+    kept = sc.call("schedule.get", {"id": backup["id"]})
+    print(f"the recurring backup survived the crash: {kept['runs']} runs so far, "
+          f"missed firings collapse into one; pausing it now\n")  # fmt: skip
+    sc.call("schedule.pause", {"name": "catalog backup"})
     pump(sc, view, 30, "Resumed after the crash", until=done)
+    backup = sc.call("schedule.get", {"id": backup["id"]})
     status = sc.call("scheduler.status")
     stats = sc.call("history.stats")["byType"]
     sc.stop()
@@ -328,6 +351,8 @@ def main() -> int:
     print(f"  throughput: {counts['completed'] / elapsed:.0f} tasks/s over {elapsed:.1f} s")
     print(f"  dedup hits: {dedup_hits} of {len(again)} backup copies submitted twice")
     print(f"  preemptions: {view.preempted}; recovered after SIGKILL: {recovered}")
+    print(f"  recurring backup: {backup['runs']} runs every 2 s ({view.fired} seen fired, "
+          f"{view.skipped} skipped while the previous copy still ran)")  # fmt: skip
     if args.keep:
         print(f"  kept: {tmp}")
     else:

@@ -36,6 +36,8 @@ from sidecar.params import (
     PruneResult,
     RegisterParams,
     RetryResult,
+    ScheduleListResult,
+    ScheduleRefParams,
     ScopeParams,
     ServerInfo,
     SetPriorityParams,
@@ -47,6 +49,7 @@ from sidecar.params import (
 from sidecar.redact import (
     redact_page,
     redact_result,
+    redact_schedule,
     redact_status,
     redact_task,
     without_secrets_key,
@@ -57,8 +60,10 @@ from taskmill_core.errors import InvalidParams, PayloadTooLarge
 from taskmill_core.scheduler import MAX_BATCH
 from taskmill_core.types import (
     HistoryStats,
+    Schedule,
     SchedulerConfig,
     SchedulerStatus,
+    ScheduleSpec,
     SubmitResult,
     TaskInfo,
     TaskPage,
@@ -83,9 +88,12 @@ EVENT_NAMES = [
     "scheduler.paused",
     "scheduler.resumed",
     "io.pressure",
+    # recurring schedules
+    "schedule.fired",
+    "schedule.skipped",
 ]
 
-FEATURES = ["upload", "eventSelection"]
+FEATURES = ["upload", "eventSelection", "schedules"]
 """What this sidecar has of the contract's additions (``initialize.capabilities.features``)."""
 
 _INDEX = re.compile(r"^\$\[(\d+)\]")
@@ -143,6 +151,12 @@ class Methods:
         r("history.stats", self.history_stats, HistoryStatsParams)
         r("history.prune", self.prune, PruneParams)
         r("events.configure", self.events_configure, EventsConfigureParams)
+        r("schedule.create", self.schedule_create, ScheduleSpec)
+        r("schedule.get", self.schedule_get, ScheduleRefParams)
+        r("schedule.delete", self.schedule_delete, ScheduleRefParams)
+        r("schedule.list", self.schedule_list, Empty)
+        r("schedule.pause", self.schedule_pause, ScheduleRefParams)
+        r("schedule.resume", self.schedule_resume, ScheduleRefParams)
         r("executor.register", self.register, RegisterParams)
         r("executor.unregister", self.unregister, UnregisterParams)
         r("executor.progress", self.executor_progress, ExecutorProgressParams)
@@ -274,6 +288,28 @@ class Methods:
         self.sched.announce_batches = p.batch_submitted
         return Empty()
 
+    # --- recurring schedules ------------------------------------------------------------------
+
+    async def schedule_create(self, p: ScheduleSpec) -> Schedule:
+        spec = msgspec.structs.replace(p, task=without_secrets_key(p.task))
+        return redact_schedule(await self.sched.create_schedule(spec))
+
+    async def schedule_get(self, p: ScheduleRefParams) -> Schedule:
+        return redact_schedule(await self.sched.get_schedule(_schedule_ref(p)))
+
+    async def schedule_delete(self, p: ScheduleRefParams) -> Empty:
+        await self.sched.delete_schedule(_schedule_ref(p))
+        return Empty()
+
+    async def schedule_list(self, p: Empty) -> ScheduleListResult:
+        return ScheduleListResult([redact_schedule(s) for s in await self.sched.schedules()])
+
+    async def schedule_pause(self, p: ScheduleRefParams) -> Schedule:
+        return redact_schedule(await self.sched.pause_schedule(_schedule_ref(p)))
+
+    async def schedule_resume(self, p: ScheduleRefParams) -> Schedule:
+        return redact_schedule(await self.sched.resume_schedule(_schedule_ref(p)))
+
     # --- host executors --------------------------------------------------------------------
 
     async def register(self, p: RegisterParams) -> Empty:
@@ -289,3 +325,14 @@ class Methods:
 
     async def executor_checkpoint(self, p: ExecutorCheckpointParams) -> None:
         self.hosts.checkpoint(p)
+
+
+def _schedule_ref(p: ScheduleRefParams) -> int | str:
+    """``{id}`` or ``{name}``, exactly one."""
+    if p.id is not None and p.name is not None:
+        raise InvalidParams("give id or name, not both", "$.name")
+    if p.id is not None:
+        return p.id
+    if p.name is None:
+        raise InvalidParams("give the schedule's id or name", "$.id")
+    return p.name

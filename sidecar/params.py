@@ -18,6 +18,8 @@ from taskmill_core.types import (
     PriorityName,
     PriorityValue,
     Retention,
+    Schedule,
+    ScheduleName,
     ShortText,
     State,
     TaskId,
@@ -51,6 +53,8 @@ __all__ = [
     "Recovered",
     "RegisterParams",
     "RetryResult",
+    "ScheduleListResult",
+    "ScheduleRefParams",
     "ScopeParams",
     "ServerInfo",
     "SetPriorityParams",
@@ -272,3 +276,17 @@ class ExecutorCancelParams(Struct, **_Out):
 
     id: int
     reason: Literal["cancelled", "preempted", "paused", "shutdown", "timeout"]
+
+
+# --- recurring schedules ----------------------------------------------------------------------
+
+
+class ScheduleRefParams(Struct, **_Strict):
+    """A schedule by ``id`` or by ``name`` (exactly one)."""
+
+    id: Annotated[int, Meta(ge=1)] | None = None
+    name: ScheduleName | None = None
+
+
+class ScheduleListResult(Struct, **_Out):
+    schedules: list[Schedule]

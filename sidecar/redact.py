@@ -23,6 +23,7 @@ import msgspec
 
 from taskmill_core.types import (
     Event,
+    Schedule,
     SchedulerStatus,
     SubmitResult,
     TaskInfo,
@@ -38,6 +39,7 @@ __all__ = [
     "redact_page",
     "redact_payload",
     "redact_result",
+    "redact_schedule",
     "redact_status",
     "redact_task",
     "redact_tasks",
@@ -89,6 +91,17 @@ def redact_page(page: TaskPage) -> TaskPage:
 def redact_status(status: SchedulerStatus) -> SchedulerStatus:
     running = redact_tasks(status.running)
     return status if running is status.running else msgspec.structs.replace(status, running=running)
+
+
+def redact_schedule(schedule: Schedule) -> Schedule:
+    """A schedule's task is shown like a task: header values of ``http.`` tasks redacted."""
+    task = schedule.task
+    if not task.type.startswith(PREFIX):
+        return schedule
+    payload = redact_payload(task.payload)
+    if payload is task.payload:
+        return schedule
+    return msgspec.structs.replace(schedule, task=msgspec.structs.replace(task, payload=payload))
 
 
 def redact_event(event: Event) -> Event:

@@ -51,6 +51,7 @@ KIND_CODES: Final[Mapping[str, int]] = {
     "shuttingDown": -32005,
     "storage": -32006,
     "forbidden": -32007,
+    "scheduleNotFound": -32008,
 }
 """``data.kind`` → error code. Exceptions whose ``kind`` is a key here map to that code."""
 

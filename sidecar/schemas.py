@@ -42,6 +42,7 @@ ERRORS: list[tuple[int, str, str]] = [
     (-32005, "Shutting down", "shuttingDown"),
     (-32006, "Storage error", "storage"),
     (-32007, "Forbidden", "forbidden"),
+    (-32008, "Schedule not found", "scheduleNotFound"),
 ]
 _COMMON = [-32602, -32603, -32005, -32006]
 
@@ -80,6 +81,22 @@ METHODS: list[tuple[str, str, type[Any] | None, Any, list[int]]] = [
     ("events.configure",
      "Select this connection's events: exclude names, task.batchSubmitted for batches "
      "(replaces the whole selection).", P.EventsConfigureParams, P.Empty, []),
+    ("schedule.create",
+     "Create a recurring schedule: exactly one of everyMs (>= 1000; startAt defaults to now + "
+     "everyMs, a past startAt keeps its grid) or cron (five fields; timezone only with cron, "
+     "default the machine's zone, stored resolved). task may not set runAt, delayMs, "
+     "dependsOn, parentId or siblingOf, nor the tag 'schedule'. A duplicate name is -32003 "
+     "with data.existingId.", T.ScheduleSpec, T.Schedule, [-32003, -32004]),
+    ("schedule.get", "One schedule, by id or name (exactly one).", P.ScheduleRefParams,
+     T.Schedule, [-32008]),
+    ("schedule.delete", "Remove a schedule; the tasks it submitted stay.",
+     P.ScheduleRefParams, P.Empty, [-32008]),
+    ("schedule.list", "Every schedule, by id.", P.Empty, P.ScheduleListResult, []),
+    ("schedule.pause", "Stop a schedule firing (nextAt absent while paused); persisted.",
+     P.ScheduleRefParams, T.Schedule, [-32008]),
+    ("schedule.resume",
+     "Fire again from the first time after now; nothing fires for the paused time.",
+     P.ScheduleRefParams, T.Schedule, [-32008]),
     ("executor.register", "This client runs tasks of a type.", P.RegisterParams, P.Empty,
      [-32007]),
     ("executor.unregister", "Stop running a type.", P.UnregisterParams, P.Empty, [-32007]),
@@ -110,6 +127,8 @@ EVENTS: list[tuple[str, type[Any]]] = [
     ("scheduler.paused", T.SchedulerPaused),
     ("scheduler.resumed", T.SchedulerResumed),
     ("io.pressure", T.IoStatus),
+    ("schedule.fired", T.ScheduleFired),
+    ("schedule.skipped", T.ScheduleSkipped),
     ("executor.cancel", P.ExecutorCancelParams),
 ]
 

@@ -23,6 +23,7 @@ __all__ = [
     "PayloadTooLarge",
     "PermanentError",
     "RetryableError",
+    "ScheduleNotFound",
     "ShuttingDown",
     "StorageError",
     "TaskNotFound",
@@ -58,6 +59,12 @@ class InvalidParams(TaskmillError):
 
 class TaskNotFound(TaskmillError):
     kind = "taskNotFound"
+
+
+class ScheduleNotFound(TaskmillError):
+    """No schedule has that id or name."""
+
+    kind = "scheduleNotFound"
 
 
 class InvalidState(TaskmillError):

@@ -34,6 +34,10 @@ __all__ = [
     "Outcome",
     "Progress",
     "Retention",
+    "Schedule",
+    "ScheduleFired",
+    "ScheduleSkipped",
+    "ScheduleSpec",
     "SchedulerConfig",
     "SchedulerPaused",
     "SchedulerResumed",
@@ -155,6 +159,46 @@ class TaskSpec(Struct, rename="camel", gc=False, forbid_unknown_fields=True, omi
     def priority_value(self) -> int:
         p = self.priority
         return PRIORITY_NAMES[p] if isinstance(p, str) else p
+
+
+# --- recurring schedules -------------------------------------------------------------------
+
+ScheduleName = Annotated[str, Meta(min_length=1, max_length=128)]
+
+
+class ScheduleSpec(
+    Struct, rename="camel", gc=False, forbid_unknown_fields=True, omit_defaults=True
+):
+    """A recurring schedule (``schedule.create``): submit ``task`` every ``every_ms`` from
+    ``start_at``, or at the times of the five-field ``cron`` expression in ``timezone``."""
+
+    task: TaskSpec
+    every_ms: Annotated[int, Meta(ge=1000, le=MAX_DURATION_MS)] | None = None
+    cron: Annotated[str, Meta(min_length=1, max_length=256)] | None = None
+    timezone: Annotated[str, Meta(min_length=1, max_length=64)] | None = None
+    start_at: NonNegInt | None = None
+    max_runs: PositiveInt | None = None
+    name: ScheduleName | None = None
+
+
+class Schedule(Struct, rename="camel", gc=False, omit_defaults=True):
+    """A stored schedule. ``next_at`` is absent while it is paused and once it has ended
+    (``max_runs`` reached); ``last_at`` and ``last_task_id`` are those of the last firing
+    that submitted a task; ``runs`` counts such firings."""
+
+    id: int
+    task: TaskSpec
+    runs: int
+    paused: bool
+    name: str | None = None
+    every_ms: int | None = None
+    cron: str | None = None
+    timezone: str | None = None
+    start_at: int | None = None
+    next_at: int | None = None
+    last_at: int | None = None
+    last_task_id: int | None = None
+    max_runs: int | None = None
 
 
 class Progress(Struct, rename="camel", gc=False, omit_defaults=True):
@@ -355,6 +399,25 @@ class SchedulerResumed(_Event):
     type: str | None = None
 
 
+class ScheduleFired(_Event):
+    """A schedule submitted its task (sent after that task's ``task.submitted``)."""
+
+    EVENT = "schedule.fired"
+    id: int
+    task_id: int
+    next_at: int | None = None
+
+
+class ScheduleSkipped(_Event):
+    """A firing submitted nothing: the previous firing's task is still active
+    (``stillActive``), or the submit found a duplicate (``duplicate``)."""
+
+    EVENT = "schedule.skipped"
+    id: int
+    reason: Literal["stillActive", "duplicate"]
+    next_at: int | None = None
+
+
 class IoPressure(IoStatus):
     """``io.pressure``: the params are the ``IoStatus`` itself."""
 
@@ -377,6 +440,8 @@ Event = (
     | SchedulerPaused
     | SchedulerResumed
     | IoPressure
+    | ScheduleFired
+    | ScheduleSkipped
 )
 
 

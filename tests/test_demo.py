@@ -26,3 +26,5 @@ def test_demo_runs_and_loses_nothing() -> None:
     summary = text[text.index("Summary") :]
     assert " 0 failed, 0 pending" in summary
     assert "dedup hits: 10 of 10" in summary
+    runs = int(summary.split("recurring backup: ")[1].split(" runs")[0])
+    assert runs >= 2  # it fired before the crash and after the restart

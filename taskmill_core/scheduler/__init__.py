@@ -9,6 +9,7 @@ from __future__ import annotations
 from taskmill_core.scheduler.dispatcher import STORAGE_RETRY_MAX_MS, STORAGE_RETRY_MS
 from taskmill_core.scheduler.facade import Scheduler
 from taskmill_core.scheduler.iobridge import DESKTOP_IO_SETTINGS
+from taskmill_core.scheduler.schedules import FIRE_PER_TICK
 from taskmill_core.scheduler.submitting import (
     BATCH_CHUNK,
     INLINE_SUBMIT,
@@ -20,6 +21,7 @@ from taskmill_core.scheduler.submitting import (
 __all__ = [
     "BATCH_CHUNK",
     "DESKTOP_IO_SETTINGS",
+    "FIRE_PER_TICK",
     "INLINE_SUBMIT",
     "MAX_BATCH",
     "QUEUE_PER_TURN",

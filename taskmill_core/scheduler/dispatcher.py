@@ -7,7 +7,8 @@ commit does the tick act: it answers submitters, publishes events, launches runs
 preemption victims to stop; a tick the database rejects (disk full, I/O error) is rolled back,
 hands its database work back for the next try and is retried with a growing delay. The loop
 sleeps until something happens (submit, run end, config change) or the next timer (delayed
-task, retry, expiry, timeout, preemption eligibility, IO refill); it never polls when idle.
+task, retry, expiry, timeout, preemption eligibility, IO refill, the next schedule firing); it
+never polls when idle.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from taskmill_core.runs import Run
 from taskmill_core.scheduler.durability import Durability
 from taskmill_core.scheduler.iobridge import IO_RETRY_MS, IoBridge
 from taskmill_core.scheduler.runner import Runner
+from taskmill_core.scheduler.schedules import Firings, Schedules
 from taskmill_core.scheduler.settings import Settings
 from taskmill_core.scheduler.settle import Settlement, follow_events
 from taskmill_core.scheduler.signals import Lifecycle, Wakeup, WriteGate
@@ -59,6 +61,7 @@ class _Claims:
     wake_at: int | None = None
     candidates_found: bool = False
     io_deferred: int = 0
+    firings: Firings | None = None  # recurring schedules fired in this tick
 
 
 class Dispatcher:
@@ -81,6 +84,7 @@ class Dispatcher:
         settlement: Settlement,
         io: IoBridge,
         upkeep: Upkeep,
+        schedules: Schedules | None = None,
     ) -> None:
         self._store = store
         self._clock = clock
@@ -98,6 +102,7 @@ class Dispatcher:
         self._settlement = settlement
         self._io = io
         self._upkeep = upkeep
+        self._schedules = schedules
         self.ticks = 0
         self.storage_failing = False  # the last tick could not write (see run)
         self.next_expiry: int | None = None
@@ -185,6 +190,8 @@ class Dispatcher:
                         completed,
                         claims.settled,
                     )
+                if self._schedules is not None:
+                    claims.firings = self._schedules.fire_due(tx, now, claims.follow)
                 self._expire_and_claim(tx, now, claims)
         except BaseException as exc:
             for ps in submits:
@@ -212,6 +219,9 @@ class Dispatcher:
         for ps in submits:
             if ps.error is None:
                 self._submitter.after_submit(ps.prepared, ps.results, batch=ps.batch)
+        if claims.firings is not None:
+            assert self._schedules is not None
+            self._schedules.announce(claims.firings)  # (before the fired tasks start)
         publish = self._publish
         for event in claims.events:
             publish(event)
@@ -329,6 +339,8 @@ class Dispatcher:
 
     def _next_deadline(self, now: int, wake_at: int | None) -> int | None:
         times = [wake_at, self.next_expiry, self._runner.next_deadline()]
+        if self._schedules is not None:
+            times.append(self._schedules.deadline)
         if not self._settings.pauses.paused:
             times.append(self._store.next_due(now))
         real = [t for t in times if t is not None]

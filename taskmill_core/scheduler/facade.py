@@ -44,6 +44,7 @@ from taskmill_core.scheduler.iobridge import IoBridge
 from taskmill_core.scheduler.operations import TaskOperations
 from taskmill_core.scheduler.reports import Reports
 from taskmill_core.scheduler.runner import Runner
+from taskmill_core.scheduler.schedules import Schedules
 from taskmill_core.scheduler.settings import Settings
 from taskmill_core.scheduler.settle import Settlement
 from taskmill_core.scheduler.signals import Lifecycle, Wakeup, WriteGate
@@ -53,8 +54,10 @@ from taskmill_core.store import SqliteStore
 from taskmill_core.types import (
     Event,
     HistoryStats,
+    Schedule,
     SchedulerConfig,
     SchedulerStatus,
+    ScheduleSpec,
     SubmitResult,
     TaskInfo,
     TaskPage,
@@ -157,6 +160,15 @@ class Scheduler:
             wake=self._wake,
             note_expiry=self._note_expiry,
         )
+        self._schedules = Schedules(
+            store=self._store,
+            clock=self.clock,
+            submitter=self._submitter,
+            durability=self._durability,
+            gate=self._gate,
+            lifecycle=self._lifecycle,
+            wake=self._wake,
+        )
         self._dispatcher = Dispatcher(
             store=self._store,
             clock=self.clock,
@@ -172,6 +184,7 @@ class Scheduler:
             settlement=self._settlement,
             io=self._io,
             upkeep=self._upkeep,
+            schedules=self._schedules,
         )
         self._ops = TaskOperations(
             store=self._store,
@@ -251,6 +264,7 @@ class Scheduler:
         if self.recovered:
             log.info("recovered interrupted tasks", count=self.recovered)
         self._dispatcher.next_expiry = self._store.next_expiry()
+        self._schedules.load()
 
     async def _guarded(self, loop: Callable[[], Awaitable[None]]) -> None:
         """Run one of the scheduler's own loops; if it fails, the scheduler stops (see
@@ -463,6 +477,61 @@ class Scheduler:
     async def resume_all(self, *, group: str | None = None, type: str | None = None) -> None:
         """Lift the pause of exactly that scope."""
         await self._ops.resume_all(group=group, type=type)
+
+    # --- recurring schedules ------------------------------------------------------------
+
+    async def schedule(
+        self,
+        task: TaskSpec,
+        *,
+        every_ms: int | None = None,
+        cron: str | None = None,
+        timezone: str | None = None,
+        start_at: int | None = None,
+        max_runs: int | None = None,
+        name: str | None = None,
+    ) -> Schedule:
+        """Submit ``task`` again and again: every ``every_ms`` from ``start_at`` (default: now +
+        ``every_ms``), or at the times of the five-field ``cron`` expression in the IANA
+        ``timezone`` (default: the machine's zone). A firing is skipped while the task of the
+        previous one is still active; firings missed while closed collapse into one.
+        ``max_runs`` ends it after that many submitted tasks; ``name`` (unique) names it.
+        """
+        return await self.create_schedule(
+            ScheduleSpec(
+                task=task,
+                every_ms=every_ms,
+                cron=cron,
+                timezone=timezone,
+                start_at=start_at,
+                max_runs=max_runs,
+                name=name,
+            )
+        )
+
+    async def create_schedule(self, spec: ScheduleSpec) -> Schedule:
+        """:meth:`schedule` with its arguments as one :class:`ScheduleSpec` (the wire's)."""
+        return await self._schedules.create(spec)
+
+    async def schedules(self) -> list[Schedule]:
+        """Every schedule, by id."""
+        return self._schedules.list()
+
+    async def get_schedule(self, ref: int | str) -> Schedule:
+        """The schedule with that id (int) or name (str); ``ScheduleNotFound`` otherwise."""
+        return self._schedules.resolve(ref)
+
+    async def pause_schedule(self, ref: int | str) -> Schedule:
+        """Stop a schedule firing until :meth:`resume_schedule`; persisted."""
+        return await self._schedules.pause(ref)
+
+    async def resume_schedule(self, ref: int | str) -> Schedule:
+        """Fire again from the schedule's first time after now (none for the paused time)."""
+        return await self._schedules.resume(ref)
+
+    async def delete_schedule(self, ref: int | str) -> None:
+        """Remove a schedule; the tasks it submitted stay."""
+        await self._schedules.delete(ref)
 
     # --- status and history -------------------------------------------------------------
 

@@ -117,6 +117,28 @@ MIGRATIONS: list[str] = [
     DROP INDEX tasks_finished;
     CREATE INDEX tasks_final ON tasks(type, state, finished_at) WHERE finished_at IS NOT NULL;
     """,
+    # Recurring schedules (store/schedules.py). AUTOINCREMENT: a deleted schedule's id is
+    # never reused (its tasks keep the tag {"schedule": id}); schedules are few, so the
+    # sqlite_sequence row costs nothing that matters. next_at is NULL while paused or ended.
+    """
+    CREATE TABLE schedules (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        name TEXT UNIQUE,
+        task BLOB NOT NULL,
+        every_ms INTEGER,
+        cron TEXT,
+        timezone TEXT,
+        start_at INTEGER,
+        next_at INTEGER,
+        last_at INTEGER,
+        last_task_id INTEGER,
+        runs INTEGER NOT NULL DEFAULT 0,
+        max_runs INTEGER,
+        paused INTEGER NOT NULL DEFAULT 0,
+        created_at INTEGER NOT NULL
+    );
+    CREATE INDEX schedules_due ON schedules(next_at) WHERE next_at IS NOT NULL;
+    """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 

@@ -21,7 +21,7 @@ import aiosqlite
 import anyio
 
 from taskmill_core.errors import NotATaskmillDatabase, StorageError
-from taskmill_core.store import queries, transitions
+from taskmill_core.store import queries, schedules, transitions
 from taskmill_core.store.connection import Connection, Tx, storage_error
 from taskmill_core.store.history import Aggregate
 from taskmill_core.store.ids import IdFloor
@@ -37,7 +37,7 @@ from taskmill_core.store.submit import (
     submit_entries,
 )
 from taskmill_core.store.transitions import Follow
-from taskmill_core.types import IoBytes, TaskInfo
+from taskmill_core.types import IoBytes, Schedule, TaskInfo
 
 __all__ = ["ReadOnlyStore", "SqliteStore"]
 
@@ -245,6 +245,30 @@ class SqliteStore:
 
     def average_io(self, task_type: str, n: int = 20) -> IoBytes | None:
         return queries.average_io(self._conn.db, task_type, n)
+
+    # --- recurring schedules (schedules.py): writes take the caller's transaction -----------
+
+    def insert_schedule(self, tx: Tx, schedule: Schedule, now: int) -> int:
+        return schedules.insert(tx, schedule, now)
+
+    def get_schedule(self, schedule_id: int) -> Schedule:
+        return schedules.get(self._conn.db, schedule_id)
+
+    def find_schedule(self, name: str) -> Schedule | None:
+        return schedules.find(self._conn.db, name)
+
+    def list_schedules(self) -> list[Schedule]:
+        return schedules.list_all(self._conn.db)
+
+    def next_schedule_at(self) -> int | None:
+        return schedules.next_at(self._conn.db)
+
+    def due_schedules(self, now: int, limit: int) -> list[Schedule]:
+        return schedules.due(self._conn.db, now, limit)
+
+    record_firing = staticmethod(schedules.record_firing)
+    set_schedule_next = staticmethod(schedules.set_next)
+    delete_schedule = staticmethod(schedules.delete)
 
     # --- reads off the loop -------------------------------------------------------------------
 

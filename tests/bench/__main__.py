@@ -11,7 +11,7 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import NamedTuple
 
-from tests.bench import all_suites, core, io_suite, scale_suite, sidecar_suite
+from tests.bench import all_suites, core, io_suite, scale_suite, schedules_suite, sidecar_suite
 
 
 class Suite(NamedTuple):
@@ -40,6 +40,11 @@ SUITES: dict[str, Suite] = {
         "a large library over the wire: status, stats, list, batches at 10k vs 1M (issue 18)",
         scale_suite.add_arguments,
         scale_suite.main,
+    ),
+    "schedules": Suite(
+        "recurring schedules: idle CPU with 1,000 of them, loop stall while 1,000 fire (issue 14)",
+        schedules_suite.add_arguments,
+        schedules_suite.main,
     ),
     "all": Suite(
         "every suite in turn (shared options: --quick, --rounds, --tmp, --keep)",

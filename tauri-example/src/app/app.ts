@@ -6,6 +6,7 @@ import {
   isActive, joinPath, priorityBand, raisedPriority, relativeParts, taskTitle, type State,
 } from './format.js';
 import { submitInBatches } from './imports.js';
+import { SchedulesView } from './schedules.js';
 import type { Store } from './store.js';
 
 /** Groups the app submits to (per-group pause/resume). */
@@ -58,6 +59,7 @@ export class App {
     private readonly options: AppOptions,
   ) {
     this.build();
+    new SchedulesView(this.root.querySelector('#schedules-card')!, client, () => this.folder(), (t, tone) => store.log(t, tone));
     store.subscribe(() => this.schedule());
     // ETAs and elapsed times move even without events.
     setInterval(() => this.schedule(), 1000);
@@ -92,6 +94,7 @@ export class App {
           <h2>Groups</h2>
           <ul class="groups" id="groups"></ul>
         </section>
+        <section class="card" id="schedules-card"></section>
         <section class="card">
           <h2>IO pressure</h2>
           <div class="io-wrap">

@@ -21,6 +21,8 @@ import type {
   MethodParams,
   MethodResult,
   ReadyParams,
+  Schedule,
+  ScheduleSpec,
 } from './generated.js';
 import { HostExecutors, type TaskHandler } from './hostexec.js';
 import { JsonRpcPeer, type InvokeOptions } from './jsonrpc.js';
@@ -181,6 +183,38 @@ export class TaskmillClient {
     this.eventSelection = selection; // (a refused selection is not kept)
   }
 
+  // --- recurring schedules (feature "schedules") ---------------------------------------------
+
+  /** Creates a recurring schedule (`schedule.create`): `everyMs` or `cron`, exactly one. */
+  createSchedule(spec: ScheduleSpec): Promise<Schedule> {
+    return this.invoke('schedule.create', spec);
+  }
+
+  /** Every schedule, by id (`schedule.list`). */
+  async listSchedules(): Promise<Schedule[]> {
+    return (await this.invoke('schedule.list', {})).schedules;
+  }
+
+  /** One schedule by id (a number) or name (a string); rejects with `scheduleNotFound`. */
+  getSchedule(ref: number | string): Promise<Schedule> {
+    return this.invoke('schedule.get', scheduleRef(ref));
+  }
+
+  /** Stops a schedule firing until resumed (`nextAt` absent meanwhile). */
+  pauseSchedule(ref: number | string): Promise<Schedule> {
+    return this.invoke('schedule.pause', scheduleRef(ref));
+  }
+
+  /** Fires again from the first time after now; nothing fires for the paused time. */
+  resumeSchedule(ref: number | string): Promise<Schedule> {
+    return this.invoke('schedule.resume', scheduleRef(ref));
+  }
+
+  /** Removes a schedule; the tasks it submitted stay. */
+  async deleteSchedule(ref: number | string): Promise<void> {
+    await this.invoke('schedule.delete', scheduleRef(ref));
+  }
+
   /**
    * Runs tasks of `type` in this process (a host executor): sends `executor.register` now and
    * after every restart, and answers the sidecar's `task.execute` with the handler's result.
@@ -227,4 +261,9 @@ export class TaskmillClient {
     else if (method === 'executor.cancel') this.executors.cancel(params as ExecutorCancelParams);
     this.events.emit(method as ClientEventName, params as never);
   }
+}
+
+/** `{id}` for a number, `{name}` for a string (the params of `schedule.get` and its siblings). */
+function scheduleRef(ref: number | string): { id: number } | { name: string } {
+  return typeof ref === 'number' ? { id: ref } : { name: ref };
 }

@@ -308,6 +308,90 @@ export interface RetryResult {
   outcome: string;
 }
 /**
+ * A stored schedule. ``next_at`` is absent while it is paused and once it has ended
+ * (``max_runs`` reached); ``last_at`` and ``last_task_id`` are those of the last firing
+ * that submitted a task; ``runs`` counts such firings.
+ */
+export interface Schedule {
+  cron?: string | null;
+  everyMs?: number | null;
+  id: number;
+  lastAt?: number | null;
+  lastTaskId?: number | null;
+  maxRuns?: number | null;
+  name?: string | null;
+  nextAt?: number | null;
+  paused: boolean;
+  runs: number;
+  startAt?: number | null;
+  task: TaskSpec;
+  timezone?: string | null;
+}
+/**
+ * What a client submits (``SubmitParams`` on the wire).
+ */
+export interface TaskSpec {
+  backoff?: Backoff | null;
+  dedupKey?: string | boolean | null;
+  delayMs?: number | null;
+  dependsOn?: number[] | null;
+  group?: string | null;
+  ioCost?: IoBytes | null;
+  label?: string | null;
+  maxRetries?: number;
+  onDuplicate?: 'reject' | 'skip' | 'supersede';
+  parentId?: number | null;
+  payload?: unknown;
+  priority?: number | ('background' | 'high' | 'idle' | 'normal' | 'realtime');
+  runAt?: number | null;
+  tags?: {
+    [k: string]: string;
+  };
+  timeoutMs?: number | null;
+  ttlMs?: number | null;
+  type: string;
+}
+/**
+ * A schedule submitted its task (sent after that task's ``task.submitted``).
+ */
+export interface ScheduleFired {
+  id: number;
+  nextAt?: number | null;
+  taskId: number;
+}
+export interface ScheduleListResult {
+  schedules: Schedule[];
+}
+/**
+ * A schedule by ``id`` or by ``name`` (exactly one).
+ */
+export interface ScheduleRefParams {
+  id?: number | null;
+  name?: string | null;
+}
+/**
+ * A firing submitted nothing: the previous firing's task is still active
+ * (``stillActive``), or the submit found a duplicate (``duplicate``).
+ */
+export interface ScheduleSkipped {
+  id: number;
+  nextAt?: number | null;
+  reason: 'duplicate' | 'stillActive';
+}
+/**
+ * A recurring schedule (``schedule.create``): submit ``task`` every ``every_ms`` from
+ * ``start_at``, or at the times of the five-field ``cron`` expression in ``timezone``.
+ */
+export interface ScheduleSpec {
+  cron?: string | null;
+  everyMs?: number | null;
+  maxRuns?: number | null;
+  name?: string | null;
+  startAt?: number | null;
+  task: TaskSpec;
+  timezone?: string | null;
+}
+/**
  * Scheduler settings. Values set later with ``configure`` are persisted and win on reopen.
  */
 export interface SchedulerConfig {
@@ -365,30 +449,6 @@ export interface SubmitBatchParams {
    * @maxItems 10000
    */
   tasks: TaskSpec[];
-}
-/**
- * What a client submits (``SubmitParams`` on the wire).
- */
-export interface TaskSpec {
-  backoff?: Backoff | null;
-  dedupKey?: string | boolean | null;
-  delayMs?: number | null;
-  dependsOn?: number[] | null;
-  group?: string | null;
-  ioCost?: IoBytes | null;
-  label?: string | null;
-  maxRetries?: number;
-  onDuplicate?: 'reject' | 'skip' | 'supersede';
-  parentId?: number | null;
-  payload?: unknown;
-  priority?: number | ('background' | 'high' | 'idle' | 'normal' | 'realtime');
-  runAt?: number | null;
-  tags?: {
-    [k: string]: string;
-  };
-  timeoutMs?: number | null;
-  ttlMs?: number | null;
-  type: string;
 }
 export interface SubmitBatchResult {
   results: BatchEntry[];
@@ -523,6 +583,12 @@ export interface Methods {
   'history.stats': { params: HistoryStatsParams; result: HistoryStats };
   'history.prune': { params: PruneParams; result: PruneResult };
   'events.configure': { params: EventsConfigureParams; result: Empty };
+  'schedule.create': { params: ScheduleSpec; result: Schedule };
+  'schedule.get': { params: ScheduleRefParams; result: Schedule };
+  'schedule.delete': { params: ScheduleRefParams; result: Empty };
+  'schedule.list': { params: Empty; result: ScheduleListResult };
+  'schedule.pause': { params: ScheduleRefParams; result: Schedule };
+  'schedule.resume': { params: ScheduleRefParams; result: Schedule };
   'executor.register': { params: RegisterParams; result: Empty };
   'executor.unregister': { params: UnregisterParams; result: Empty };
 }
@@ -545,6 +611,8 @@ export interface Events {
   'scheduler.paused': SchedulerPaused;
   'scheduler.resumed': SchedulerResumed;
   'io.pressure': IoStatus;
+  'schedule.fired': ScheduleFired;
+  'schedule.skipped': ScheduleSkipped;
   'executor.cancel': ExecutorCancelParams;
 }
 
@@ -587,6 +655,12 @@ export const METHOD_NAMES = [
   'history.stats',
   'history.prune',
   'events.configure',
+  'schedule.create',
+  'schedule.get',
+  'schedule.delete',
+  'schedule.list',
+  'schedule.pause',
+  'schedule.resume',
   'executor.register',
   'executor.unregister',
 ] as const satisfies readonly Method[];
@@ -608,6 +682,8 @@ export const EVENT_NAMES = [
   'scheduler.paused',
   'scheduler.resumed',
   'io.pressure',
+  'schedule.fired',
+  'schedule.skipped',
   'executor.cancel',
 ] as const satisfies readonly EventName[];
 
@@ -620,6 +696,7 @@ export const ERROR_CODES = {
   shuttingDown: -32005,
   storage: -32006,
   forbidden: -32007,
+  scheduleNotFound: -32008,
   invalidRequest: -32600,
   methodNotFound: -32601,
   invalidParams: -32602,
