@@ -24,6 +24,7 @@ __all__ = [
     "MAX_SAFE_INT",
     "PRIORITY_NAMES",
     "Backoff",
+    "ChildCounts",
     "ErrorInfo",
     "Event",
     "HistoryStats",
@@ -31,7 +32,11 @@ __all__ = [
     "IoConfig",
     "IoPressure",
     "IoStatus",
+    "MetricCounters",
+    "MetricGauges",
+    "MetricsReport",
     "Outcome",
+    "Phase",
     "Progress",
     "Retention",
     "SchedulerConfig",
@@ -150,11 +155,31 @@ class TaskSpec(Struct, rename="camel", gc=False, forbid_unknown_fields=True, omi
     timeout_ms: PositiveDurationMs | None = None
     parent_id: TaskId | None = None
     depends_on: Annotated[list[TaskId], Meta(max_length=1000)] | None = None
+    # Workflows (PROTOCOL.md, "Workflows")
+    finalize: bool = False
+    on_child_failure: Literal["ignore", "failParent"] = "ignore"
+    on_dependency_failure: Literal["fail", "ignore"] = "fail"
+    sibling_of: TaskId | None = None
 
     @property
     def priority_value(self) -> int:
         p = self.priority
         return PRIORITY_NAMES[p] if isinstance(p, str) else p
+
+
+Phase = Literal["run", "finalize"]
+"""Which phase of its task a run is: the task's own run, or a parent's finalize phase."""
+
+
+class ChildCounts(Struct, rename="camel", gc=False):
+    """A parent's direct children by final state, handed to its finalize phase."""
+
+    completed: int = 0
+    failed: int = 0
+    dead_letter: int = 0
+    cancelled: int = 0
+    superseded: int = 0
+    expired: int = 0
 
 
 class Progress(Struct, rename="camel", gc=False, omit_defaults=True):
@@ -198,6 +223,11 @@ class TaskInfo(Struct, rename="camel", gc=False, omit_defaults=True):
     progress: Progress | None = None
     result: Any = None
     error: ErrorInfo | None = None
+    # Workflows: shown only when not the default
+    phase: Phase = "run"
+    finalize: bool = False
+    on_child_failure: Literal["ignore", "failParent"] = "ignore"
+    on_dependency_failure: Literal["fail", "ignore"] = "fail"
 
 
 class SubmitResult(Struct, rename="camel", gc=False, omit_defaults=True):
@@ -391,6 +421,43 @@ class SchedulerStatus(Struct, rename="camel", gc=False):
     max_concurrency: int
     io: IoStatus
     executors: list[str]
+
+
+class MetricCounters(Struct, rename="camel", gc=False):
+    """``scheduler.metrics`` counters: what happened since the scheduler opened."""
+
+    submitted: int = 0
+    deduplicated: int = 0
+    started: int = 0
+    completed: int = 0
+    failed: int = 0
+    retried: int = 0
+    dead_lettered: int = 0
+    cancelled: int = 0
+    superseded: int = 0
+    expired: int = 0
+    preempted: int = 0
+    rate_limited: int = 0
+    throttled: int = 0
+    io_deferred: int = 0
+
+
+class MetricGauges(Struct, rename="camel", gc=False):
+    """``scheduler.metrics`` gauges: tasks in each waiting or running state now."""
+
+    pending: int = 0
+    running: int = 0
+    waiting: int = 0
+    blocked: int = 0
+    paused: int = 0
+
+
+class MetricsReport(Struct, rename="camel", gc=False):
+    """``scheduler.metrics``: counters since ``since_at`` (the scheduler opened), gauges now."""
+
+    since_at: int
+    counters: MetricCounters
+    gauges: MetricGauges
 
 
 class TypeStats(Struct, rename="camel", gc=False):
