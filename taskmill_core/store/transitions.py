@@ -283,7 +283,8 @@ def _children_done(tx: Tx, task_id: int, now: int, follow: Follow, *, announce: 
             "started_at=NULL, checkpoint=NULL WHERE id=?",
             (task_id,),
         )
-        follow.finalizing.append(task_id)
+        if announce:
+            follow.finalizing.append(task_id)
         return "pending"
     if child_failed:
         tx.execute(
