@@ -24,6 +24,10 @@ __all__ = ["TaskContext"]
 
 T = TypeVar("T")
 
+_NO_CHILDREN = ChildCounts(
+    completed=0, failed=0, dead_letter=0, cancelled=0, superseded=0, expired=0
+)
+
 
 class TaskContext:
     """Handed to an executor for one run of one task."""
@@ -62,7 +66,7 @@ class TaskContext:
     @property
     def children(self) -> ChildCounts:
         """In the finalize phase: the direct children by final state (all zero otherwise)."""
-        return self._run.children or ChildCounts()
+        return self._run.children or _NO_CHILDREN
 
     @property
     def resume_state(self) -> Any:

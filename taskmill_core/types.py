@@ -172,14 +172,15 @@ Phase = Literal["run", "finalize"]
 
 
 class ChildCounts(Struct, rename="camel", gc=False):
-    """A parent's direct children by final state, handed to its finalize phase."""
+    """A parent's direct children by final state, handed to its finalize phase (every
+    field present)."""
 
-    completed: int = 0
-    failed: int = 0
-    dead_letter: int = 0
-    cancelled: int = 0
-    superseded: int = 0
-    expired: int = 0
+    completed: int
+    failed: int
+    dead_letter: int
+    cancelled: int
+    superseded: int
+    expired: int
 
 
 class Progress(Struct, rename="camel", gc=False, omit_defaults=True):
@@ -426,30 +427,30 @@ class SchedulerStatus(Struct, rename="camel", gc=False):
 class MetricCounters(Struct, rename="camel", gc=False):
     """``scheduler.metrics`` counters: what happened since the scheduler opened."""
 
-    submitted: int = 0
-    deduplicated: int = 0
-    started: int = 0
-    completed: int = 0
-    failed: int = 0
-    retried: int = 0
-    dead_lettered: int = 0
-    cancelled: int = 0
-    superseded: int = 0
-    expired: int = 0
-    preempted: int = 0
-    rate_limited: int = 0
-    throttled: int = 0
-    io_deferred: int = 0
+    submitted: int
+    deduplicated: int
+    started: int
+    completed: int
+    failed: int
+    retried: int
+    dead_lettered: int
+    cancelled: int
+    superseded: int
+    expired: int
+    preempted: int
+    rate_limited: int
+    throttled: int
+    io_deferred: int
 
 
 class MetricGauges(Struct, rename="camel", gc=False):
     """``scheduler.metrics`` gauges: tasks in each waiting or running state now."""
 
-    pending: int = 0
-    running: int = 0
-    waiting: int = 0
-    blocked: int = 0
-    paused: int = 0
+    pending: int
+    running: int
+    waiting: int
+    blocked: int
+    paused: int
 
 
 class MetricsReport(Struct, rename="camel", gc=False):

@@ -30,6 +30,12 @@ pytestmark = pytest.mark.anyio
 CONSTANT = Backoff(kind="constant", initial_ms=1000, max_ms=1000)
 
 
+def counts(**some: int) -> ChildCounts:
+    """Child counts, zero but for ``some``."""
+    zero = dict.fromkeys(("completed", "failed", "cancelled", "superseded", "expired"), 0)
+    return ChildCounts(**{**zero, "dead_letter": 0, **some})
+
+
 class Upload:
     """A parent executor: its run fans out ``payload["parts"]`` children of type ``part``;
     its finalize phase records what it was handed and returns a commit (or raises, as
@@ -79,7 +85,7 @@ async def test_finalize_runs_once_after_all_children_with_their_counts_and_its_r
         assert info.phase == "finalize"
         assert info.result == {"committed": 2}
         assert upload.runs == [(parent.id, "run", 0), (parent.id, "finalize", 0)]
-        assert upload.children == [ChildCounts(completed=2, failed=1)]
+        assert upload.children == [counts(completed=2, failed=1)]
         started = [e.id for e in drain(sub) if isinstance(e, TaskStarted)]
         assert started.count(parent.id) == 2  # task.started again for the finalize phase
 
@@ -91,7 +97,7 @@ async def test_finalize_runs_also_without_children(tmp_path: Path) -> None:
         parent = await s.submit(TaskSpec(type="upload", finalize=True))
         await s.wait_idle()
         assert [r[1] for r in upload.runs] == ["run", "finalize"]
-        assert upload.children == [ChildCounts()]
+        assert upload.children == [counts()]
         assert (await s.get(parent.id)).result == {"committed": 0}
 
 
@@ -250,7 +256,7 @@ async def test_with_finalize_a_failparent_parent_finalizes_then_fails(tmp_path: 
         await settle()
         parts.release(kids[0], PermanentError("gone"))
         await s.wait_idle()
-        assert upload.children == [ChildCounts(completed=1, failed=1, cancelled=1)]
+        assert upload.children == [counts(completed=1, failed=1, cancelled=1)]
         info = await s.get(parent.id)
         assert info.state == "failed"
         assert info.error is not None and info.error.kind == "childFailed"

@@ -159,19 +159,19 @@ def start(tx: Tx, ids: Sequence[int], now: int) -> list[Started]:
     return started
 
 
-_COUNT_FIELDS = {"deadLetter": "dead_letter"}
+_COUNT_FIELDS = ("completed", "failed", "deadLetter", "cancelled", "superseded", "expired")
 
 
 def child_counts(tx: Tx, parent_id: int) -> ChildCounts:
     """A parent's direct children by final state (what its finalize phase is handed)."""
-    counts = ChildCounts()
+    counts = dict.fromkeys(_COUNT_FIELDS, 0)
     for state, n in tx.execute(
         f"SELECT state, count(*) FROM tasks WHERE parent_id=? AND state IN {FINAL_SQL} "
         "GROUP BY state",
         (parent_id,),
     ).fetchall():
-        setattr(counts, _COUNT_FIELDS.get(state, state), int(n))
-    return counts
+        counts[state] = int(n)
+    return msgspec.convert(counts, ChildCounts)
 
 
 def save_checkpoint(tx: Tx, task_id: int, state: Any) -> None:
