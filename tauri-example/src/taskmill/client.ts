@@ -20,7 +20,9 @@ import type {
   Method,
   MethodParams,
   MethodResult,
+  MetricsReport,
   ReadyParams,
+  TaskInfo,
 } from './generated.js';
 import { HostExecutors, type TaskHandler } from './hostexec.js';
 import { JsonRpcPeer, type InvokeOptions } from './jsonrpc.js';
@@ -179,6 +181,20 @@ export class TaskmillClient {
   async configureEvents(selection: EventsConfigureParams = {}): Promise<void> {
     await this.request('events.configure', selection);
     this.eventSelection = selection; // (a refused selection is not kept)
+  }
+
+  /**
+   * The task of `type` with this dedup key (`task.lookup`): the active one, else the final one
+   * that finished last — "was this file already uploaded?". Rejects with `TaskmillError` of
+   * code -32001 (`taskNotFound`) when there is none.
+   */
+  lookup(type: string, dedupKey: string, options?: InvokeOptions): Promise<TaskInfo> {
+    return this.invoke('task.lookup', { type, dedupKey }, options);
+  }
+
+  /** Counters since the sidecar started and gauges now (`scheduler.metrics`). */
+  metrics(options?: InvokeOptions): Promise<MetricsReport> {
+    return this.invoke('scheduler.metrics', {}, options);
   }
 
   /**
