@@ -26,3 +26,4 @@ def test_demo_runs_and_loses_nothing() -> None:
     summary = text[text.index("Summary") :]
     assert " 0 failed, 0 pending" in summary
     assert "dedup hits: 10 of 10" in summary
+    assert "multipart upload: 8 parts committed by its finalize phase" in summary
