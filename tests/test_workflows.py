@@ -13,6 +13,8 @@ from taskmill_core import (
     Backoff,
     InvalidParams,
     InvalidState,
+    IoBytes,
+    IoConfig,
     PermanentError,
     RetryableError,
     SchedulerConfig,
@@ -28,6 +30,7 @@ from .helpers import Gate, drain, names, open_scheduler, settle
 pytestmark = pytest.mark.anyio
 
 CONSTANT = Backoff(kind="constant", initial_ms=1000, max_ms=1000)
+MB = 1_000_000
 
 
 def counts(**some: int) -> ChildCounts:
@@ -511,3 +514,26 @@ async def test_every_finalize_event_is_named(tmp_path: Path) -> None:
             "task.completed",
         ]
         assert (await s.get(parent.id)).state == "completed"
+
+
+async def test_io_deferred_counts_each_task_once_per_hold(tmp_path: Path) -> None:
+    """A task the IO budget holds back over many dispatch steps is one ``ioDeferred``."""
+    io = IoConfig(disk_write_bps=10 * MB, auto=False)
+    async with open_scheduler(tmp_path / "t.db", SchedulerConfig(io=io)) as (s, clock, _sub):
+        gate = Gate()
+        s.register("io", gate)
+        first = await s.submit(TaskSpec(type="io", io_cost=IoBytes(disk_write=8 * MB)))
+        await settle()
+        held = await s.submit(TaskSpec(type="io", io_cost=IoBytes(disk_write=8 * MB)))
+        await settle()
+        for _ in range(3):  # more dispatch steps while it is still held back
+            await s.submit(TaskSpec(type="noop"))
+            await settle()
+        assert (await s.metrics()).counters.io_deferred == 1
+        clock.advance(1000)  # the bucket refills: it starts
+        await settle()
+        assert held.id in gate.started
+        gate.release(first.id)
+        gate.release(held.id)
+        await s.wait_idle()
+        assert (await s.metrics()).counters.io_deferred == 1
