@@ -140,3 +140,23 @@ def test_metrics_over_the_wire(sidecar: Sidecar) -> None:
     assert (c["submitted"], c["deduplicated"], c["started"], c["completed"]) == (2, 1, 1, 1)
     assert after["gauges"]["pending"] == 1
     assert after["sinceAt"] == before["sinceAt"]
+
+
+def test_a_host_finalize_phase_retries_like_a_run(sidecar: Sidecar) -> None:
+    sidecar.result("executor.register", {"type": "host.commit"})
+    pid = submit(sidecar, type="host.commit", finalize=True)["id"]
+    answer(sidecar, execute_request(sidecar, pid), None)
+    first = execute_request(sidecar, pid)
+    assert (first["params"]["phase"], first["params"]["task"]["attempt"]) == ("finalize", 0)
+    sidecar.send(
+        {
+            "jsonrpc": "2.0",
+            "id": first["id"],
+            "error": {"code": 1, "message": "busy", "data": {"retryable": True, "retryAfterMs": 0}},
+        }
+    )
+    assert sidecar.event("task.failed", id=pid)["willRetry"] is True
+    second = execute_request(sidecar, pid)
+    assert (second["params"]["phase"], second["params"]["task"]["attempt"]) == ("finalize", 1)
+    answer(sidecar, second, "committed")
+    assert sidecar.event("task.completed", id=pid)["result"] == "committed"
