@@ -84,6 +84,13 @@ class Sidecar:
             raise RuntimeError(f"{method}: {reply['error']['message']}")
         return reply["result"]
 
+    def answer(self, request_id: Any, result: Any) -> None:
+        """Answer a request of the sidecar's (``task.execute`` for a host executor)."""
+        assert self.proc.stdin is not None
+        line = {"jsonrpc": "2.0", "id": request_id, "result": {"result": result}}
+        self.proc.stdin.write(json.dumps(line).encode() + b"\n")
+        self.proc.stdin.flush()
+
     def wait_ready(self) -> dict[str, Any]:
         while True:
             msg = self.inbox.get(timeout=30)
@@ -237,6 +244,42 @@ def make_library(root: Path, n: int) -> int:
     return total + 40_000_000
 
 
+def fan_out_with_finalize(sc: Sidecar, view: View, parts: int = 8) -> dict[str, Any]:
+    """A multipart upload, as an app would run it with a host executor: its run fans out the
+    parts (simulated), and its finalize phase commits them once every part is final. The
+    parent is ``failParent``: a part that failed for good would cancel the others."""
+    sc.call("executor.register", {"type": "demo.upload"})
+    upload = sc.call(
+        "task.submit",
+        {"type": "demo.upload", "label": "upload holiday.mp4 (multipart)", "priority": "high",
+         "finalize": True, "onChildFailure": "failParent"},
+    )  # fmt: skip
+    print(f"\nFan-out with finalize: task {upload['id']} uploads in {parts} parts")
+    end = time.monotonic() + 30
+    while time.monotonic() < end:
+        msg = sc.inbox.get(timeout=30)
+        view.apply(msg)
+        params = msg.get("params", {})
+        if msg.get("method") == "task.execute" and params["task"]["id"] == upload["id"]:
+            if params["phase"] == "run":
+                chunks = [
+                    {"type": "sleep", "label": f"part {n + 1}/{parts}", "parentId": upload["id"],
+                     "payload": {"ms": 150, "steps": 3}}
+                    for n in range(parts)
+                ]  # fmt: skip
+                sc.call("task.submitBatch", {"tasks": chunks})
+                print(f"  run: {parts} parts submitted; the upload waits for them")
+                sc.answer(msg["id"], {"uploadId": "demo-1"})
+            else:
+                kids = params["children"]
+                print(f"  finalize: children {kids}")
+                sc.answer(msg["id"], {"uploadId": "demo-1", "committed": kids["completed"]})
+        elif msg.get("method") == "task.completed" and params["id"] == upload["id"]:
+            print(f"  completed with the finalize phase's result: {params['result']}")
+            return dict(params["result"])
+    raise TimeoutError("the multipart upload did not finish")
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     ap.add_argument("--keep", action="store_true", help="keep the temp folder and database")
@@ -337,6 +380,8 @@ def main() -> int:
     sc.call("schedule.pause", {"name": "catalog backup"})
     pump(sc, view, 30, "Resumed after the crash", until=done)
     backup = sc.call("schedule.get", {"id": backup["id"]})
+    committed = fan_out_with_finalize(sc, view)
+    metrics = sc.call("scheduler.metrics")["counters"]
     status = sc.call("scheduler.status")
     stats = sc.call("history.stats")["byType"]
     sc.stop()
@@ -353,6 +398,8 @@ def main() -> int:
     print(f"  preemptions: {view.preempted}; recovered after SIGKILL: {recovered}")
     print(f"  recurring backup: {backup['runs']} runs every 2 s ({view.fired} seen fired, "
           f"{view.skipped} skipped while the previous copy still ran)")  # fmt: skip
+    print(f"  multipart upload: {committed['committed']} parts committed by its finalize phase")
+    print("  since the restart: " + ", ".join(f"{k} {v}" for k, v in metrics.items() if v))
     if args.keep:
         print(f"  kept: {tmp}")
     else:

@@ -90,7 +90,13 @@ class HostExecutors:
     async def _run(self, ctx: TaskContext, payload: Any) -> Any:
         done = anyio.Event()
         outcome: dict[str, Any] = {}
-        params = ExecuteParams(task=ctx.task, checkpoint=ctx.resume_state)
+        finalize = ctx.phase == "finalize"
+        params = ExecuteParams(
+            task=ctx.task,
+            phase=ctx.phase,
+            checkpoint=ctx.resume_state,
+            children=ctx.children if finalize else None,
+        )
 
         async def call() -> None:
             try:

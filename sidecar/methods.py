@@ -31,6 +31,7 @@ from sidecar.params import (
     InitializeParams,
     InitializeResult,
     ListParams,
+    LookupParams,
     PingResult,
     PruneParams,
     PruneResult,
@@ -60,6 +61,7 @@ from taskmill_core.errors import InvalidParams, PayloadTooLarge
 from taskmill_core.scheduler import MAX_BATCH
 from taskmill_core.types import (
     HistoryStats,
+    MetricsReport,
     Schedule,
     SchedulerConfig,
     SchedulerStatus,
@@ -93,7 +95,7 @@ EVENT_NAMES = [
     "schedule.skipped",
 ]
 
-FEATURES = ["upload", "eventSelection", "schedules"]
+FEATURES = ["upload", "eventSelection", "schedules", "workflows"]
 """What this sidecar has of the contract's additions (``initialize.capabilities.features``)."""
 
 _INDEX = re.compile(r"^\$\[(\d+)\]")
@@ -161,6 +163,9 @@ class Methods:
         r("executor.unregister", self.unregister, UnregisterParams)
         r("executor.progress", self.executor_progress, ExecutorProgressParams)
         r("executor.checkpoint", self.executor_checkpoint, ExecutorCheckpointParams)
+        # Workflows
+        r("task.lookup", self.lookup, LookupParams)
+        r("scheduler.metrics", self.metrics, Empty)
 
     # --- lifecycle ---------------------------------------------------------------------
 
@@ -233,6 +238,8 @@ class Methods:
             tags=p.tags,
             limit=p.limit,
             cursor=p.cursor,
+            dedup_key=p.dedup_key,
+            parent_id=p.parent_id,
         )
         return redact_page(page)
 
@@ -325,6 +332,14 @@ class Methods:
 
     async def executor_checkpoint(self, p: ExecutorCheckpointParams) -> None:
         self.hosts.checkpoint(p)
+
+    # --- workflows --------------------------------------------------------------------------
+
+    async def lookup(self, p: LookupParams) -> TaskInfo:
+        return redact_task(await self.sched.lookup(p.type, p.dedup_key))
+
+    async def metrics(self, p: Empty) -> MetricsReport:
+        return await self.sched.metrics()
 
 
 def _schedule_ref(p: ScheduleRefParams) -> int | str:

@@ -12,8 +12,10 @@ import msgspec
 from msgspec import Meta, Struct
 
 from taskmill_core.types import (
+    ChildCounts,
     IoConfig,
     NonNegInt,
+    Phase,
     PositiveInt,
     PriorityName,
     PriorityValue,
@@ -157,6 +159,15 @@ class ListParams(Struct, **_Strict):
     tags: dict[str, str] | None = None
     limit: Annotated[int, Meta(ge=1, le=1000)] = 100
     cursor: str | None = None
+    dedup_key: ShortText | None = None
+    parent_id: TaskId | None = None
+
+
+class LookupParams(Struct, **_Strict):
+    """``task.lookup``: a task by its dedup key (scoped by type)."""
+
+    type: TaskType
+    dedup_key: ShortText
 
 
 class CancelResult(Struct, rename="camel", gc=False):
@@ -246,10 +257,13 @@ class UnregisterParams(Struct, **_Strict):
 
 
 class ExecuteParams(Struct, **_Out):
-    """``task.execute`` (sidecar → client request)."""
+    """``task.execute`` (sidecar → client request). ``phase`` is always sent: ``"run"``, or
+    ``"finalize"`` for a parent's finalize phase, which also carries ``children``."""
 
     task: TaskInfo
+    phase: Phase
     checkpoint: Any = None
+    children: ChildCounts | None = None
 
 
 class ExecuteResult(Struct, rename="camel", gc=False):

@@ -53,9 +53,9 @@ METHODS: list[tuple[str, str, type[Any] | None, Any, list[int]]] = [
     ("shutdown", "Graceful shutdown, then exit 0.", P.ShutdownParams, P.Empty, []),
     ("rpc.discover", "This document.", P.Empty, dict[str, Any], []),
     ("task.submit", "Submit one task (SubmitParams).", T.TaskSpec, T.SubmitResult,
-     [-32003, -32004]),
+     [-32001, -32002, -32003, -32004]),
     ("task.submitBatch", "Submit up to 10,000 tasks, all or nothing.", P.SubmitBatchParams,
-     P.SubmitBatchResult, [-32003, -32004]),
+     P.SubmitBatchResult, [-32001, -32002, -32003, -32004]),
     ("task.get", "One task, final ones included.", P.TaskIdParams, T.TaskInfo, [-32001]),
     ("task.list", "Tasks by id descending, filtered, paged.", P.ListParams, T.TaskPage, []),
     ("task.cancel", "Cancel an active task and its children.", P.TaskIdParams,
@@ -100,6 +100,14 @@ METHODS: list[tuple[str, str, type[Any] | None, Any, list[int]]] = [
     ("executor.register", "This client runs tasks of a type.", P.RegisterParams, P.Empty,
      [-32007]),
     ("executor.unregister", "Stop running a type.", P.UnregisterParams, P.Empty, [-32007]),
+    # Workflows
+    ("task.lookup",
+     "The active task with this dedup key, else the final one with the latest finishedAt "
+     "(ties: the higher id).", P.LookupParams, T.TaskInfo, [-32001]),
+    ("scheduler.metrics",
+     "Counters since the sidecar started (each task counted once per hold for rateLimited, "
+     "throttled, ioDeferred) and gauges of the waiting and running states now.", P.Empty,
+     T.MetricsReport, []),
 ]  # fmt: skip
 
 # Client → sidecar notifications (no response).

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import anyio.from_thread
 
-from taskmill_core.types import IoBytes, SubmitResult, TaskInfo, TaskSpec
+from taskmill_core.types import ChildCounts, IoBytes, Phase, SubmitResult, TaskInfo, TaskSpec
 
 if TYPE_CHECKING:
     from taskmill_core.iomonitor import Resource
@@ -23,6 +23,10 @@ if TYPE_CHECKING:
 __all__ = ["TaskContext"]
 
 T = TypeVar("T")
+
+_NO_CHILDREN = ChildCounts(
+    completed=0, failed=0, dead_letter=0, cancelled=0, superseded=0, expired=0
+)
 
 
 class TaskContext:
@@ -51,6 +55,18 @@ class TaskContext:
     def attempt(self) -> int:
         """Retries consumed before this run (0 on the first run)."""
         return self._run.attempt
+
+    @property
+    def phase(self) -> Phase:
+        """``"run"``, or ``"finalize"`` for the finalize phase of a parent submitted with
+        ``finalize=True`` (after all its direct children are final; ``attempt`` restarts at 0
+        for it, and its result becomes the task's result)."""
+        return self._run.phase
+
+    @property
+    def children(self) -> ChildCounts:
+        """In the finalize phase: the direct children by final state (all zero otherwise)."""
+        return self._run.children or _NO_CHILDREN
 
     @property
     def resume_state(self) -> Any:
@@ -126,4 +142,6 @@ class TaskContext:
         return self._run.io
 
     def __repr__(self) -> str:
-        return f"TaskContext(id={self._run.id}, type={self._run.type!r}, attempt={self.attempt})"
+        run = self._run
+        phase = ", phase='finalize'" if run.phase == "finalize" else ""
+        return f"TaskContext(id={run.id}, type={run.type!r}, attempt={self.attempt}{phase})"

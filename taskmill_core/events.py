@@ -109,10 +109,16 @@ class Subscription:
 class EventBus:
     """Fan-out of events to subscribers, with a backlog signal for backpressure."""
 
-    def __init__(self, high_water: int = 10_000, on_drained: Callable[[], None] | None = None):
+    def __init__(
+        self,
+        high_water: int = 10_000,
+        on_drained: Callable[[], None] | None = None,
+        observe: Callable[[Event], None] | None = None,
+    ):
         self._subs: list[Subscription] = []
         self.high_water = high_water
         self._on_drained = on_drained
+        self._observe = observe  # sees every event first (the scheduler's metrics)
         self.published = 0
 
     def subscribe(self) -> Subscription:
@@ -122,6 +128,8 @@ class EventBus:
 
     def publish(self, event: Event) -> None:
         self.published += 1
+        if self._observe is not None:
+            self._observe(event)
         for sub in self._subs:
             sub._push(event)
 

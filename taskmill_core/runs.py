@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from taskmill_core.progress import RunProgress
-from taskmill_core.types import IoBytes, SubmitResult, TaskInfo, TaskSpec
+from taskmill_core.types import ChildCounts, IoBytes, Phase, SubmitResult, TaskInfo, TaskSpec
 
 if TYPE_CHECKING:
     import anyio
@@ -65,6 +65,8 @@ class Run:
     io_admitted: bool = False  # the IO governor admitted it (holds its expected bytes)
     result_json: bytes = b"null"  # what a successful run returned, encoded
     info: TaskInfo | None = None  # read when the executor first asks (TaskContext.task)
+    phase: Phase = "run"  # a parent's finalize phase, or the task's own run
+    children: ChildCounts | None = None  # the finalize phase's direct children, by state
     # What recording its end decided, applied after the tick's commit (settle.Settlement):
     final: bool = False  # its task became final
     learned_ms: int | None = None  # a success's duration, for the duration model

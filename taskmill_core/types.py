@@ -24,6 +24,7 @@ __all__ = [
     "MAX_SAFE_INT",
     "PRIORITY_NAMES",
     "Backoff",
+    "ChildCounts",
     "ErrorInfo",
     "Event",
     "HistoryStats",
@@ -31,7 +32,11 @@ __all__ = [
     "IoConfig",
     "IoPressure",
     "IoStatus",
+    "MetricCounters",
+    "MetricGauges",
+    "MetricsReport",
     "Outcome",
+    "Phase",
     "Progress",
     "Retention",
     "Schedule",
@@ -154,6 +159,11 @@ class TaskSpec(Struct, rename="camel", gc=False, forbid_unknown_fields=True, omi
     timeout_ms: PositiveDurationMs | None = None
     parent_id: TaskId | None = None
     depends_on: Annotated[list[TaskId], Meta(max_length=1000)] | None = None
+    # Workflows (PROTOCOL.md, "Workflows")
+    finalize: bool = False
+    on_child_failure: Literal["ignore", "failParent"] = "ignore"
+    on_dependency_failure: Literal["fail", "ignore"] = "fail"
+    sibling_of: TaskId | None = None
 
     @property
     def priority_value(self) -> int:
@@ -201,6 +211,22 @@ class Schedule(Struct, rename="camel", gc=False, omit_defaults=True):
     max_runs: int | None = None
 
 
+Phase = Literal["run", "finalize"]
+"""Which phase of its task a run is: the task's own run, or a parent's finalize phase."""
+
+
+class ChildCounts(Struct, rename="camel", gc=False):
+    """A parent's direct children by final state, handed to its finalize phase (every
+    field present)."""
+
+    completed: int
+    failed: int
+    dead_letter: int
+    cancelled: int
+    superseded: int
+    expired: int
+
+
 class Progress(Struct, rename="camel", gc=False, omit_defaults=True):
     fraction: float
     estimated: bool
@@ -242,6 +268,11 @@ class TaskInfo(Struct, rename="camel", gc=False, omit_defaults=True):
     progress: Progress | None = None
     result: Any = None
     error: ErrorInfo | None = None
+    # Workflows: shown only when not the default
+    phase: Phase = "run"
+    finalize: bool = False
+    on_child_failure: Literal["ignore", "failParent"] = "ignore"
+    on_dependency_failure: Literal["fail", "ignore"] = "fail"
 
 
 class SubmitResult(Struct, rename="camel", gc=False, omit_defaults=True):
@@ -456,6 +487,43 @@ class SchedulerStatus(Struct, rename="camel", gc=False):
     max_concurrency: int
     io: IoStatus
     executors: list[str]
+
+
+class MetricCounters(Struct, rename="camel", gc=False):
+    """``scheduler.metrics`` counters: what happened since the scheduler opened."""
+
+    submitted: int
+    deduplicated: int
+    started: int
+    completed: int
+    failed: int
+    retried: int
+    dead_lettered: int
+    cancelled: int
+    superseded: int
+    expired: int
+    preempted: int
+    rate_limited: int
+    throttled: int
+    io_deferred: int
+
+
+class MetricGauges(Struct, rename="camel", gc=False):
+    """``scheduler.metrics`` gauges: tasks in each waiting or running state now."""
+
+    pending: int
+    running: int
+    waiting: int
+    blocked: int
+    paused: int
+
+
+class MetricsReport(Struct, rename="camel", gc=False):
+    """``scheduler.metrics``: counters since ``since_at`` (the scheduler opened), gauges now."""
+
+    since_at: int
+    counters: MetricCounters
+    gauges: MetricGauges
 
 
 class TypeStats(Struct, rename="camel", gc=False):

@@ -28,3 +28,4 @@ def test_demo_runs_and_loses_nothing() -> None:
     assert "dedup hits: 10 of 10" in summary
     runs = int(summary.split("recurring backup: ")[1].split(" runs")[0])
     assert runs >= 2  # it fired before the crash and after the restart
+    assert "multipart upload: 8 parts committed by its finalize phase" in summary

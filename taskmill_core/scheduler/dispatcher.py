@@ -24,13 +24,14 @@ from taskmill_core.dispatch import Candidate, Limits, RunningTask, decide
 from taskmill_core.errors import StorageError
 from taskmill_core.events import EventBus
 from taskmill_core.executors import Registry
+from taskmill_core.metrics import HoldCounter
 from taskmill_core.runs import Run
 from taskmill_core.scheduler.durability import Durability
 from taskmill_core.scheduler.iobridge import IO_RETRY_MS, IoBridge
 from taskmill_core.scheduler.runner import Runner
 from taskmill_core.scheduler.schedules import Firings, Schedules
 from taskmill_core.scheduler.settings import Settings
-from taskmill_core.scheduler.settle import Settlement, follow_events
+from taskmill_core.scheduler.settle import Settlement, follow_events, stop_cancelled
 from taskmill_core.scheduler.signals import Lifecycle, Wakeup, WriteGate
 from taskmill_core.scheduler.submitting import Submitter
 from taskmill_core.scheduler.upkeep import Upkeep
@@ -84,9 +85,11 @@ class Dispatcher:
         settlement: Settlement,
         io: IoBridge,
         upkeep: Upkeep,
+        holds: HoldCounter,
         schedules: Schedules | None = None,
     ) -> None:
         self._store = store
+        self._holds = holds
         self._clock = clock
         self._registry = registry
         self._settings = settings
@@ -227,6 +230,7 @@ class Dispatcher:
             publish(event)
         for event in follow_events(store, claims.follow):
             publish(event)
+        stop_cancelled(runner, self._io.forget, claims.follow)
         for s in claims.started:
             runner.launch(s, now)
         if claims.io_deferred or self._io.pressure_on:
@@ -271,6 +275,7 @@ class Dispatcher:
         ]
         claims.candidates_found = bool(candidates)
         if not candidates:
+            self._holds.step(())
             return
         running = [
             RunningTask(
@@ -308,8 +313,10 @@ class Dispatcher:
                 start = start + second.start
                 decision.preempt += second.preempt
                 decision.deferred += second.deferred
+                decision.held.update(second.held)
                 if second.wake_at is not None:
                     decision.wake_at = min(second.wake_at, decision.wake_at or second.wake_at)
+        self._holds.step(decision.held.items())
         claims.preempt = decision.preempt
         claims.wake_at = decision.wake_at
         claims.io_deferred = decision.deferred

@@ -37,6 +37,7 @@ from taskmill_core.executors import ExecutorFn, Registration, Registry
 from taskmill_core.executors.builtin import BUILTINS
 from taskmill_core.iogovernor import GovernorSettings, IoGovernor
 from taskmill_core.iomonitor import Sampler
+from taskmill_core.metrics import HoldCounter, Metrics
 from taskmill_core.progress import DurationModel
 from taskmill_core.scheduler.dispatcher import Dispatcher
 from taskmill_core.scheduler.durability import Durability
@@ -54,6 +55,7 @@ from taskmill_core.store import SqliteStore
 from taskmill_core.types import (
     Event,
     HistoryStats,
+    MetricsReport,
     Schedule,
     SchedulerConfig,
     SchedulerStatus,
@@ -107,7 +109,10 @@ class Scheduler:
         for reg in BUILTINS:
             self._registry.add(reg)
         self._wake = Wakeup()
-        self._bus = EventBus(event_backlog_limit, on_drained=self._wake)
+        self._metrics = Metrics(self.clock.now_ms())
+        self._bus = EventBus(
+            event_backlog_limit, on_drained=self._wake, observe=self._metrics.observe
+        )
         self._settings = Settings(self._store, config)
         self._lifecycle = Lifecycle()
         self._gate = WriteGate(self._wake)
@@ -159,6 +164,7 @@ class Scheduler:
             lifecycle=self._lifecycle,
             wake=self._wake,
             note_expiry=self._note_expiry,
+            metrics=self._metrics,
         )
         self._schedules = Schedules(
             store=self._store,
@@ -185,6 +191,7 @@ class Scheduler:
             io=self._io,
             upkeep=self._upkeep,
             schedules=self._schedules,
+            holds=HoldCounter(self._metrics),
         )
         self._ops = TaskOperations(
             store=self._store,
@@ -437,11 +444,26 @@ class Scheduler:
         tags: dict[str, str] | None = None,
         limit: int = 100,
         cursor: str | None = None,
+        dedup_key: str | None = None,
+        parent_id: int | None = None,
     ) -> TaskPage:
         """Tasks, newest first, filtered; page with ``cursor``."""
         return await self._reports.list_tasks(
-            state=state, type=type, group=group, tags=tags, limit=limit, cursor=cursor
+            state=state,
+            type=type,
+            group=group,
+            tags=tags,
+            limit=limit,
+            cursor=cursor,
+            dedup_key=dedup_key,
+            parent_id=parent_id,
         )
+
+    async def lookup(self, type: str, dedup_key: str) -> TaskInfo:
+        """The task with this dedup key: the active one, else the final one that finished
+        last (ties: the higher id); :class:`~taskmill_core.errors.TaskNotFound` if none.
+        "Was this file already uploaded?" """
+        return self._reports.lookup(type, dedup_key)
 
     async def cancel(self, task_id: int) -> None:
         """Cancel an active task (and its active children); a running executor is stopped."""
@@ -537,6 +559,16 @@ class Scheduler:
 
     async def status(self) -> SchedulerStatus:
         return await self._reports.status()
+
+    async def metrics(self) -> MetricsReport:
+        """Counters since the scheduler opened and gauges now (``scheduler.metrics``)."""
+        return self._metrics.report(await self._store.counts())
+
+    @property
+    def counters(self) -> Metrics:
+        """The metrics' counters and their seam (``count(name, n)``), for the parts of the
+        host that decide what they count."""
+        return self._metrics
 
     async def history_stats(self, task_type: str | None = None) -> HistoryStats:
         return await self._reports.history_stats(task_type)

@@ -15,7 +15,7 @@ from taskmill_core.scheduler.durability import Durability
 from taskmill_core.scheduler.iobridge import IoBridge
 from taskmill_core.scheduler.runner import Runner
 from taskmill_core.scheduler.settings import Settings
-from taskmill_core.scheduler.settle import follow_events
+from taskmill_core.scheduler.settle import follow_events, stop_cancelled
 from taskmill_core.scheduler.signals import Lifecycle, WriteGate
 from taskmill_core.store import Follow, SqliteStore
 from taskmill_core.types import (
@@ -73,6 +73,7 @@ class TaskOperations:
             self._publish(TaskCancelled(id=cid, type=ctype))
         for event in follow_events(self._store, follow):
             self._publish(event)
+        stop_cancelled(self._runner, self._io.forget, follow)
         self._wake()
 
     async def cancel_many(

@@ -56,6 +56,9 @@ class Reports:
     def get(self, task_id: int) -> TaskInfo:
         return self._runner.with_progress(self._store.get(task_id))
 
+    def lookup(self, task_type: str, dedup_key: str) -> TaskInfo:
+        return self._runner.with_progress(self._store.lookup(task_type, dedup_key))
+
     async def list_tasks(
         self,
         *,
@@ -65,6 +68,8 @@ class Reports:
         tags: dict[str, str] | None,
         limit: int,
         cursor: str | None,
+        dedup_key: str | None = None,
+        parent_id: int | None = None,
     ) -> TaskPage:
         states = [state] if isinstance(state, str) else list(state or [])
         before = None
@@ -79,7 +84,7 @@ class Reports:
             raise InvalidParams("limit must be between 1 and 1000", "$.limit")
         rows = await self._store.list_tasks(
             states=states, task_type=type, group=group, tags=tags, limit=limit + 1,
-            before_id=before,
+            before_id=before, dedup_key=dedup_key, parent_id=parent_id,
         )  # fmt: skip
         more = len(rows) > limit
         rows = rows[:limit]

@@ -110,6 +110,8 @@ class Runner:
             payload=s.payload,
             run_started=now,
             progress=RunProgress(now),
+            phase=s.phase,
+            children=s.children,
         )
         if self._io.admitted:
             run.io_admitted = self._io.take_admission(s.id)

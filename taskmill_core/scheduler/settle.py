@@ -23,19 +23,21 @@ from taskmill_core.errors import ExecutorError, RetryableError
 from taskmill_core.progress import DurationModel
 from taskmill_core.retry import decide_failure
 from taskmill_core.runs import FINAL_STOPS, Run, RunEnd
-from taskmill_core.scheduler.runner import Finished
+from taskmill_core.scheduler.runner import Finished, Runner
 from taskmill_core.store import Follow, SqliteStore, Tx
+from taskmill_core.store.transitions import CHILD_FAILED
 from taskmill_core.types import (
     Backoff,
     ErrorInfo,
     Event,
+    TaskCancelled,
     TaskCompleted,
     TaskFailed,
     TaskPreempted,
     TaskUpdated,
 )
 
-__all__ = ["Settlement", "follow_events"]
+__all__ = ["Settlement", "follow_events", "stop_cancelled"]
 
 log = structlog.get_logger("taskmill.scheduler")
 
@@ -111,7 +113,20 @@ class Settlement:
                     follow=follow,
                 )
             )
-            if state == "completed":
+            if state == "failed":  # its children failed it (onChildFailure: failParent)
+                run.final = True
+                settled.append(run)
+                events.append(
+                    TaskFailed(
+                        id=run.id,
+                        type=run.type,
+                        attempt=run.attempt,
+                        error=CHILD_FAILED,
+                        will_retry=False,
+                        state="failed",
+                    )
+                )
+            elif state == "completed":
                 run.learned_ms, run.final = duration, True
                 settled.append(run)
                 events.append(
@@ -206,8 +221,22 @@ class Settlement:
 def follow_events(store: SqliteStore, follow: Follow) -> list[Event]:
     """The events of what a transition caused beyond its own task: parents completed by
     their last child, dependents failed by a failed dependency, tasks a completion
-    unblocked."""
+    unblocked, parents due for their finalize phase, children a failParent parent
+    cancelled and parents failed by their children."""
     out: list[Event] = []
+    for cid, ctype in follow.cancelled:
+        out.append(TaskCancelled(id=cid, type=ctype))
+    for pid, ptype, attempt in follow.failed_parents:
+        out.append(
+            TaskFailed(
+                id=pid,
+                type=ptype,
+                attempt=attempt,
+                error=CHILD_FAILED,
+                will_retry=False,
+                state="failed",
+            )
+        )
     for pid, ptype, attempt, result in follow.completed_parents:
         out.append(TaskCompleted(id=pid, type=ptype, attempt=attempt, duration_ms=0, result=result))
     for did, dtype in follow.failed_dependents:
@@ -223,4 +252,14 @@ def follow_events(store: SqliteStore, follow: Follow) -> list[Event]:
         )
     for uid in follow.unblocked:
         out.append(TaskUpdated(task=store.get(uid)))
+    for fid in follow.finalizing:
+        out.append(TaskUpdated(task=store.get(fid)))
     return out
+
+
+def stop_cancelled(runner: Runner, forget: Callable[[int], None], follow: Follow) -> None:
+    """Stop the runs of the children a failParent parent cancelled (after the commit);
+    ``forget`` drops what the IO governor holds for one that was not running."""
+    for cid, _ in follow.cancelled:
+        if not runner.stop_task(cid, "cancelled"):
+            forget(cid)

@@ -26,10 +26,11 @@ import anyio.lowlevel
 
 from taskmill_core.clock import Clock
 from taskmill_core.errors import InvalidParams
+from taskmill_core.metrics import Metrics
 from taskmill_core.scheduler.durability import Durability
 from taskmill_core.scheduler.iobridge import IoBridge
 from taskmill_core.scheduler.runner import Runner
-from taskmill_core.scheduler.settle import follow_events
+from taskmill_core.scheduler.settle import follow_events, stop_cancelled
 from taskmill_core.scheduler.signals import Lifecycle, Wakeup, WriteGate
 from taskmill_core.store import Follow, Prepared, SqliteStore, Submitted, Tx, prepare
 from taskmill_core.types import (
@@ -124,8 +125,10 @@ class Submitter:
         lifecycle: Lifecycle,
         wake: Wakeup,
         note_expiry: Callable[[int], None],
+        metrics: Metrics,
     ) -> None:
         self._store = store
+        self._metrics = metrics
         self._clock = clock
         self._gate = gate
         self._durability = durability
@@ -192,7 +195,7 @@ class Submitter:
             for _, ps in queued:
                 if ps.error is None:
                     self.after_submit(ps.prepared, ps.results)
-            self._publish_all(follow_events(self._store, follow))
+            self._publish_follow(follow)
             await self._durability.wait()
         elif queued:
             self.queue.extend(ps for _, ps in queued)
@@ -280,7 +283,7 @@ class Submitter:
             results = self._store.submit(prepared, now, follow)
             self.after_submit(prepared, results, batch=batch)
             if follow.completed_parents or follow.unblocked or follow.failed_dependents:
-                self._publish_all(follow_events(self._store, follow))
+                self._publish_follow(follow)
             if self._durability.full:
                 await self._durability.wait()
             elif time.perf_counter() - turned > YIELD_AFTER_S:
@@ -357,7 +360,7 @@ class Submitter:
                     end = start + BATCH_CHUNK
                     self.after_submit(prepared[start:end], results[start:end])
                     await pause()
-                self._publish_all(follow_events(self._store, follow))
+                self._publish_follow(follow)
         await self._durability.wait()
         return results
 
@@ -406,6 +409,7 @@ class Submitter:
         if batch and self.announce_batches:
             self._announce_batch(results)
         publish = self._publish
+        deduplicated = 0
         for p, res in zip(prepared, results, strict=True):
             if p.expires_at is not None:
                 self._note_expiry(p.expires_at)
@@ -417,9 +421,13 @@ class Submitter:
             if res.outcome in ("inserted", "superseded"):
                 assert res.info is not None
                 publish(TaskSubmitted(task=res.info))
-            elif res.outcome in ("upgraded", "requeued"):
-                assert res.info is not None
-                publish(TaskUpdated(task=self._runner.with_progress(res.info)))
+            else:
+                deduplicated += 1
+                if res.outcome in ("upgraded", "requeued"):
+                    assert res.info is not None
+                    publish(TaskUpdated(task=self._runner.with_progress(res.info)))
+        if deduplicated:
+            self._metrics.count("deduplicated", deduplicated)
         self._wake()
 
     def _announce_batch(self, results: Sequence[Submitted]) -> None:
@@ -429,6 +437,11 @@ class Submitter:
         ids = [r.id for r in results if r.outcome in ("inserted", "superseded")]
         if ids:
             self._publish(TaskBatchSubmitted(ids=ids, count=len(ids)))
+
+    def _publish_follow(self, follow: Follow) -> None:
+        """Announce what the submits set off beyond their own tasks (see ``follow_events``)."""
+        self._publish_all(follow_events(self._store, follow))
+        stop_cancelled(self._runner, self._io.forget, follow)
 
     def _publish_all(self, events: list[Event]) -> None:
         for event in events:

@@ -30,6 +30,7 @@ __all__ = [
     "get_setting",
     "history",
     "list_tasks",
+    "lookup",
     "next_due",
     "next_expiry",
     "prunable",
@@ -46,7 +47,7 @@ _decode_tags = msgspec.json.Decoder(dict[str, str]).decode
 COLUMNS = (
     "id, type, state, priority, payload, dedup_key, grp, tags, label, io_cost, io_actual, "
     "attempt, max_retries, created_at, run_at, started_at, finished_at, duration_ms, "
-    "parent_id, result, error"
+    "parent_id, result, error, phase, finalize, on_child_failure, on_dependency_failure"
 )
 
 
@@ -74,6 +75,10 @@ def row_to_info(row: Sequence[Any]) -> TaskInfo:
         parent_id=row[18],
         result=_decode(row[19]) if row[19] is not None else None,
         error=_decode_error(row[20]) if row[20] else None,
+        phase=row[21] or "run",
+        finalize=bool(row[22]),
+        on_child_failure=row[23] or "ignore",
+        on_dependency_failure=row[24] or "fail",
     )
 
 
@@ -84,6 +89,26 @@ def get(db: sqlite3.Connection, task_id: int) -> TaskInfo:
     row = db.execute(f"SELECT {COLUMNS} FROM tasks WHERE id=?", (task_id,)).fetchone()
     if row is None:
         raise TaskNotFound(f"no task with id {task_id}", id=task_id)
+    return row_to_info(row)
+
+
+def lookup(db: sqlite3.Connection, task_type: str, key: str) -> TaskInfo:
+    """``task.lookup``: the active task holding this dedup key, else the final one that
+    finished last (ties: the higher id). One seek in ``tasks_dedup``, one in ``tasks_lookup``."""
+    row = db.execute(
+        f"SELECT {COLUMNS} FROM tasks WHERE type=? AND dedup_key=? AND state IN {ACTIVE_SQL}",
+        (task_type, key),
+    ).fetchone()
+    if row is None:
+        row = db.execute(
+            f"SELECT {COLUMNS} FROM tasks INDEXED BY tasks_lookup WHERE type=? AND dedup_key=? "
+            "AND finished_at IS NOT NULL ORDER BY finished_at DESC, id DESC LIMIT 1",
+            (task_type, key),
+        ).fetchone()
+    if row is None:
+        raise TaskNotFound(
+            f"no task of type {task_type!r} with dedup key {key!r}", type=task_type, dedupKey=key
+        )
     return row_to_info(row)
 
 
@@ -232,6 +257,8 @@ async def list_tasks(
     tags: dict[str, str] | None = None,
     limit: int = 100,
     before_id: int | None = None,
+    dedup_key: str | None = None,
+    parent_id: int | None = None,
 ) -> list[TaskInfo]:
     """Tasks by id descending."""
     where: list[str] = []
@@ -240,6 +267,12 @@ async def list_tasks(
         where.append(f"state IN ({','.join('?' * len(states))})")
         args.extend(states)
     _match(where, args, task_type, group, tags)
+    if dedup_key is not None:
+        where.append("dedup_key=?")
+        args.append(dedup_key)
+    if parent_id is not None:
+        where.append("parent_id=?")
+        args.append(parent_id)
     if before_id is not None:
         where.append("id < ?")
         args.append(before_id)

@@ -139,6 +139,20 @@ MIGRATIONS: list[str] = [
     );
     CREATE INDEX schedules_due ON schedules(next_at) WHERE next_at IS NOT NULL;
     """,
+    # Workflows: a parent's finalize phase and its child and dependency policies. ``phase`` is
+    # NULL for the first run and 'finalize' once the finalize phase is due (recovery resumes
+    # it); ``child_failed`` marks a failParent parent one of whose children failed.
+    # ``tasks_lookup`` finds the latest final task of a dedup key (task.lookup); it costs only
+    # the final tasks that have a key, once.
+    """
+    ALTER TABLE tasks ADD COLUMN finalize INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE tasks ADD COLUMN phase TEXT;
+    ALTER TABLE tasks ADD COLUMN on_child_failure TEXT;
+    ALTER TABLE tasks ADD COLUMN on_dependency_failure TEXT;
+    ALTER TABLE tasks ADD COLUMN child_failed INTEGER NOT NULL DEFAULT 0;
+    CREATE INDEX tasks_lookup ON tasks(type, dedup_key, finished_at)
+        WHERE dedup_key IS NOT NULL AND finished_at IS NOT NULL;
+    """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 

@@ -221,6 +221,10 @@ class SqliteStore:
     def state_of(self, task_id: int) -> str:
         return queries.state_of(self._conn.db, task_id)
 
+    def lookup(self, task_type: str, dedup_key: str) -> TaskInfo:
+        """The active task with this dedup key, else the final one that finished last."""
+        return queries.lookup(self._conn.db, task_type, dedup_key)
+
     def ready(
         self,
         now: int,
@@ -281,6 +285,8 @@ class SqliteStore:
         tags: dict[str, str] | None = None,
         limit: int = 100,
         before_id: int | None = None,
+        dedup_key: str | None = None,
+        parent_id: int | None = None,
     ) -> list[TaskInfo]:
         """Tasks by id descending."""
         return await queries.list_tasks(
@@ -291,6 +297,8 @@ class SqliteStore:
             tags=tags,
             limit=limit,
             before_id=before_id,
+            dedup_key=dedup_key,
+            parent_id=parent_id,
         )
 
     def state_counts(self) -> dict[str, int]:

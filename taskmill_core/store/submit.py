@@ -35,7 +35,14 @@ from typing import Literal
 
 import msgspec
 
-from taskmill_core.errors import DuplicateRejected, InvalidParams, PayloadTooLarge, StorageError
+from taskmill_core.errors import (
+    DuplicateRejected,
+    InvalidParams,
+    InvalidState,
+    PayloadTooLarge,
+    StorageError,
+    TaskNotFound,
+)
 from taskmill_core.store import queries, transitions
 from taskmill_core.store.connection import Tx
 from taskmill_core.store.ids import IdFloor, InsertRow, insert_sql, max_id
@@ -115,8 +122,14 @@ def prepare(spec: TaskSpec, now: int) -> Prepared:
 
 
 def is_standalone(p: Prepared) -> bool:
-    """No dedup key, parent or dependency: nothing to look up before inserting it."""
-    return p.dedup_key is None and p.spec.parent_id is None and not p.spec.depends_on
+    """No dedup key, parent, sibling or dependency: nothing to look up before inserting it."""
+    spec = p.spec
+    return (
+        p.dedup_key is None
+        and spec.parent_id is None
+        and not spec.depends_on
+        and spec.sibling_of is None
+    )
 
 
 # --- the dedup decision (pure) ----------------------------------------------------------------
@@ -185,6 +198,9 @@ def insert_params(p: Prepared, state: str, now: int) -> InsertRow:
         ("expires_at", p.expires_at),
         ("timeout_ms", spec.timeout_ms),
         ("parent_id", spec.parent_id),
+        ("finalize", 1 if spec.finalize else None),
+        ("on_child_failure", None if spec.on_child_failure == "ignore" else "failParent"),
+        ("on_dependency_failure", None if spec.on_dependency_failure == "fail" else "ignore"),
     )
     for col, val in optional:
         if val is not None:
@@ -212,6 +228,9 @@ def new_info(p: Prepared, task_id: int, state: str, now: int) -> TaskInfo:
         label=spec.label,
         run_at=p.run_at,
         parent_id=spec.parent_id,
+        finalize=spec.finalize,
+        on_child_failure=spec.on_child_failure,
+        on_dependency_failure=spec.on_dependency_failure,
     )
 
 
@@ -255,6 +274,8 @@ def _holder(tx: Tx, task_type: str, key: str) -> Holder | None:
 def submit_one(tx: Tx, ids: IdFloor, p: Prepared, now: int, follow: Follow) -> Submitted:
     """One entry: the dedup decision against its key's holder, then the new row with its
     dependencies and parent link."""
+    if p.spec.sibling_of is not None:
+        p = _as_sibling(tx, p)
     spec = p.spec
     replaced: tuple[int, str] | None = None
     if p.dedup_key is not None:
@@ -283,23 +304,35 @@ def submit_one(tx: Tx, ids: IdFloor, p: Prepared, now: int, follow: Follow) -> S
             replaced = (holder.id, holder.state)
     state = "pending"
     if spec.parent_id is not None:
-        parent = tx.execute("SELECT state FROM tasks WHERE id=?", (spec.parent_id,)).fetchone()
+        parent = tx.execute(
+            "SELECT state, child_failed FROM tasks WHERE id=?", (spec.parent_id,)
+        ).fetchone()
         if parent is None:
             raise InvalidParams(f"parent task {spec.parent_id} does not exist", "$.parentId")
         if parent[0] not in ACTIVE_STATES:
             raise InvalidParams(
                 f"parent task {spec.parent_id} is already {parent[0]}", "$.parentId"
             )
+        if parent[1]:
+            raise InvalidState(
+                f"parent task {spec.parent_id} takes no more children: one of them failed "
+                "(onChildFailure: failParent)",
+                id=spec.parent_id,
+                state=parent[0],
+                path="$.parentId",
+            )
     deps = sorted(set(spec.depends_on or ()))
+    ignore_failed = spec.on_dependency_failure == "ignore"
     for i, dep in enumerate(deps):
         dep_row = tx.execute("SELECT state FROM tasks WHERE id=?", (dep,)).fetchone()
         if dep_row is None:
             raise InvalidParams(f"task {dep} does not exist", f"$.dependsOn[{i}]")
-        if dep_row[0] in FINAL_STATES and dep_row[0] != "completed":
+        dep_final = dep_row[0] in FINAL_STATES
+        if dep_final and dep_row[0] != "completed" and not ignore_failed:
             raise InvalidParams(
                 f"task {dep} ended {dep_row[0]}; nothing can depend on it", f"$.dependsOn[{i}]"
             )
-        if dep_row[0] != "completed":
+        if not dep_final:
             state = "blocked"
     new_id = ids.insert_row(tx, insert_params(p, state, now))
     tx.counts.move(None, state)
@@ -314,6 +347,38 @@ def submit_one(tx: Tx, ids: IdFloor, p: Prepared, now: int, follow: Follow) -> S
         tx.execute("UPDATE tasks SET has_children=1 WHERE id=?", (spec.parent_id,))
     info = new_info(p, new_id, state, now)
     return Submitted(new_id, "superseded" if replaced else "inserted", info, replaced)
+
+
+def _as_sibling(tx: Tx, p: Prepared) -> Prepared:
+    """``siblingOf``: the entry takes that task's parent (PROTOCOL.md, "Workflows")."""
+    spec = p.spec
+    sibling = spec.sibling_of
+    row = tx.execute("SELECT parent_id FROM tasks WHERE id=?", (sibling,)).fetchone()
+    if row is None:
+        raise TaskNotFound(f"no task with id {sibling} (siblingOf)", id=sibling, path="$.siblingOf")
+    parent_id = row[0]
+    if parent_id is None:
+        raise InvalidState(
+            f"task {sibling} has no parent: a root task has no siblings",
+            id=sibling,
+            path="$.siblingOf",
+        )
+    if spec.parent_id is not None and spec.parent_id != parent_id:
+        raise InvalidParams(
+            f"siblingOf {sibling} means parentId {parent_id}, not {spec.parent_id}",
+            "$.siblingOf",
+        )
+    state = queries.state_of(tx, parent_id)
+    if state not in ACTIVE_STATES:
+        raise InvalidState(
+            f"the parent {parent_id} of task {sibling} is already {state}",
+            id=parent_id,
+            state=state,
+            path="$.siblingOf",
+        )
+    return msgspec.structs.replace(
+        p, spec=msgspec.structs.replace(spec, parent_id=parent_id, sibling_of=None)
+    )
 
 
 def submit_entries(
@@ -337,7 +402,7 @@ def submit_entries(
         out.extend(insert_standalone(tx, ids, plain, now))
         try:
             out.append(submit_one(tx, ids, p, now, follow))
-        except (DuplicateRejected, InvalidParams) as exc:
+        except (DuplicateRejected, InvalidParams, InvalidState, TaskNotFound) as exc:
             if numbered:
                 _number(exc, base + index)
             raise
@@ -345,8 +410,12 @@ def submit_entries(
     return out
 
 
-def _number(exc: DuplicateRejected | InvalidParams, index: int) -> None:
+def _number(
+    exc: DuplicateRejected | InvalidParams | InvalidState | TaskNotFound, index: int
+) -> None:
     exc.data["index"] = index
     if isinstance(exc, InvalidParams):
         path = f"$.tasks[{index}]" + exc.path[1:]
         exc.path = exc.data["path"] = path
+    elif "path" in exc.data:
+        exc.data["path"] = f"$.tasks[{index}]" + exc.data["path"][1:]

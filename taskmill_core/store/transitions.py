@@ -6,13 +6,21 @@ whole tick — submits, run ends, expiry and claims — in one). Time is passed 
 
 What a final state sets off (:func:`after_final`), as rules:
 
-1. A ``waiting`` parent (its own run succeeded) completes when its last active child ends,
-   whatever that child's final state; its completion sets off these rules in turn.
+1. A ``waiting`` parent (its own run succeeded) moves on when its last active child ends,
+   whatever that child's final state (:func:`_children_done`): a parent submitted with
+   ``finalize`` goes back to ``pending`` for its finalize phase (attempt 0, ``phase`` set,
+   so that recovery after a crash resumes that phase); else one marked ``child_failed`` ends
+   ``failed`` with kind ``childFailed``; else it completes. Its final state sets off these
+   rules in turn. A parent whose run succeeds with no active child moves on the same way.
 2. A ``blocked`` dependent of a task that *completed* becomes ``pending`` once every task it
-   depends on has completed.
+   depends on has completed (with ``onDependencyFailure: ignore``: once every one is final).
 3. A ``blocked`` dependent of a task that ended any other way (failed, dead-lettered,
    cancelled, superseded, expired) fails with an error of kind ``dependency``; its own
-   dependents and parent follow by these rules.
+   dependents and parent follow by these rules. (With ``ignore``, rule 2 applies instead.)
+4. A child that ends ``failed`` or ``deadLetter`` under a parent with ``onChildFailure:
+   failParent`` marks the parent ``child_failed`` (once) and cancels the parent's other
+   active children and their descendants; further submits under it are refused, and rule 1
+   ends the parent ``failed`` once its children are final.
 
 What moved is collected in a :class:`Follow` for the scheduler to announce after the commit.
 """
@@ -30,9 +38,18 @@ from taskmill_core.store import queries
 from taskmill_core.store.connection import Tx
 from taskmill_core.store.ids import IdFloor
 from taskmill_core.store.schema import ACTIVE_SQL, FINAL_SQL
-from taskmill_core.types import ACTIVE_STATES, ErrorInfo, IoBytes, Outcome, TaskInfo
+from taskmill_core.types import (
+    ACTIVE_STATES,
+    ChildCounts,
+    ErrorInfo,
+    IoBytes,
+    Outcome,
+    Phase,
+    TaskInfo,
+)
 
 __all__ = [
+    "CHILD_FAILED",
     "Follow",
     "Started",
     "after_final",
@@ -57,6 +74,8 @@ _encode = msgspec.json.Encoder().encode
 _IN_HISTORY = frozenset(("completed", "failed", "deadLetter"))  # what history.stats sums
 _decode = msgspec.json.decode
 
+CHILD_FAILED = ErrorInfo("a child task failed (onChildFailure: failParent)", "childFailed", False)
+
 
 @dataclass(slots=True)
 class Started:
@@ -73,6 +92,8 @@ class Started:
     timeout_ms: int | None
     checkpoint: Any
     parent_id: int | None
+    phase: Phase = "run"
+    children: ChildCounts | None = None  # the finalize phase's direct children, by state
 
 
 @dataclass(slots=True)
@@ -82,11 +103,17 @@ class Follow:
     completed_parents: list[tuple[int, str, int, Any]] = field(default_factory=list)
     unblocked: list[int] = field(default_factory=list)
     failed_dependents: list[tuple[int, str]] = field(default_factory=list)
+    finalizing: list[int] = field(default_factory=list)  # parents due for their finalize phase
+    failed_parents: list[tuple[int, str, int]] = field(default_factory=list)  # childFailed
+    cancelled: list[tuple[int, str]] = field(default_factory=list)  # by a failParent parent
 
     def merge(self, other: Follow) -> None:
         self.completed_parents += other.completed_parents
         self.unblocked += other.unblocked
         self.failed_dependents += other.failed_dependents
+        self.finalizing += other.finalizing
+        self.failed_parents += other.failed_parents
+        self.cancelled += other.cancelled
 
 
 # --- a run: claim, checkpoint, end ----------------------------------------------------------
@@ -108,11 +135,11 @@ def start(tx: Tx, ids: Sequence[int], now: int) -> list[Started]:
     # The ones this UPDATE claimed (an id that was no longer pending is left out).
     rows = tx.execute(
         "SELECT id, type, priority, grp, payload, attempt, max_retries, backoff, "
-        f"timeout_ms, checkpoint, parent_id FROM tasks WHERE id IN ({marks}) "
+        f"timeout_ms, checkpoint, parent_id, phase FROM tasks WHERE id IN ({marks}) "
         "AND state='running' AND started_at=? ORDER BY priority, id",
         (*ids, now),
     ).fetchall()
-    return [
+    started = [
         Started(
             id=r[0],
             type=r[1],
@@ -128,6 +155,25 @@ def start(tx: Tx, ids: Sequence[int], now: int) -> list[Started]:
         )
         for r in rows
     ]
+    for s, r in zip(started, rows, strict=True):
+        if r[11] == "finalize":
+            s.phase, s.children = "finalize", child_counts(tx, s.id)
+    return started
+
+
+_COUNT_FIELDS = ("completed", "failed", "deadLetter", "cancelled", "superseded", "expired")
+
+
+def child_counts(tx: Tx, parent_id: int) -> ChildCounts:
+    """A parent's direct children by final state (what its finalize phase is handed)."""
+    counts = dict.fromkeys(_COUNT_FIELDS, 0)
+    for state, n in tx.execute(
+        f"SELECT state, count(*) FROM tasks WHERE parent_id=? AND state IN {FINAL_SQL} "
+        "GROUP BY state",
+        (parent_id,),
+    ).fetchall():
+        counts[state] = int(n)
+    return msgspec.convert(counts, ChildCounts)
 
 
 def save_checkpoint(tx: Tx, task_id: int, state: Any) -> None:
@@ -165,7 +211,7 @@ def complete_standalone(
     tx.executemany(
         "UPDATE tasks SET state='completed', finished_at=?, duration_ms=?, result=?, "
         "io_actual=?, error=NULL, checkpoint=NULL WHERE id=? AND requeue=0 "
-        "AND has_children=0 AND has_dependents=0 AND parent_id IS NULL",
+        "AND has_children=0 AND has_dependents=0 AND parent_id IS NULL AND finalize=0",
         [
             (now, duration, result, _encode(io) if io is not None else None, tid)
             for tid, duration, result, io in done
@@ -196,13 +242,15 @@ def complete(
     follow: Follow,
 ) -> str:
     """A run succeeded (``result`` is its JSON). Returns the new state: ``completed``,
-    ``waiting`` (for active children), or ``pending`` (a duplicate requeued it)."""
+    ``waiting`` (for active children), ``pending`` (a duplicate requeued it, or its finalize
+    phase is due) or ``failed`` (a child failed under ``onChildFailure: failParent``)."""
     io = _encode(io_actual) if io_actual is not None else None
     # The common case in one statement: no requeue asked for, never had children.
     row = tx.execute(
         "UPDATE tasks SET state='completed', finished_at=?, duration_ms=?, result=?, "
         "io_actual=?, error=NULL, checkpoint=NULL "
-        "WHERE id=? AND requeue=0 AND has_children=0 RETURNING parent_id, has_dependents",
+        "WHERE id=? AND requeue=0 AND has_children=0 AND finalize=0 "
+        "RETURNING parent_id, has_dependents",
         (now, duration_ms, result, io, task_id),
     ).fetchone()
     if row is not None:
@@ -219,17 +267,55 @@ def complete(
         f"SELECT count(*) FROM tasks WHERE parent_id=? AND state IN {ACTIVE_SQL}",
         (task_id,),
     ).fetchone()[0]
-    state = "waiting" if children else "completed"
-    tx.counts.move("running", state)
+    tx.counts.move("running", "waiting")
     tx.execute(
-        "UPDATE tasks SET state=?, finished_at=?, duration_ms=?, result=?, io_actual=?, "
+        "UPDATE tasks SET state='waiting', duration_ms=?, result=?, io_actual=?, "
         "error=NULL, checkpoint=NULL WHERE id=?",
-        (state, now if state == "completed" else None, duration_ms, result, io, task_id),
+        (duration_ms, result, io, task_id),
     )
-    if state == "completed":
+    if children:
+        return "waiting"
+    return _children_done(tx, task_id, now, follow, announce=False)
+
+
+def _children_done(tx: Tx, task_id: int, now: int, follow: Follow, *, announce: bool) -> str:
+    """Rule 1: a ``waiting`` task whose children are all final moves on; returns its new
+    state. ``announce``: record the move in ``follow`` (the run's own end is announced by
+    whoever settles it)."""
+    ttype, attempt, finalize, phase, child_failed, result = tx.execute(
+        "SELECT type, attempt, finalize, phase, child_failed, result FROM tasks WHERE id=?",
+        (task_id,),
+    ).fetchone()
+    if finalize and phase is None:
+        # The finalize phase, in this very transaction: a crash cannot lose it or run it twice.
+        tx.execute(
+            "UPDATE tasks SET state='pending', phase='finalize', attempt=0, run_at=NULL, "
+            "started_at=NULL, checkpoint=NULL WHERE id=?",
+            (task_id,),
+        )
+        tx.counts.move("waiting", "pending")
+        if announce:
+            follow.finalizing.append(task_id)
+        return "pending"
+    if child_failed:
+        tx.execute(
+            "UPDATE tasks SET state='failed', finished_at=?, error=?, result=NULL WHERE id=?",
+            (now, _encode(CHILD_FAILED), task_id),
+        )
+        tx.counts.move("waiting", "failed")
         tx.counts.finished((task_id,))
-        after_final(tx, task_id, "completed", now, follow)
-    return state
+        if announce:
+            follow.failed_parents.append((task_id, str(ttype), int(attempt)))
+        after_final(tx, task_id, "failed", now, follow)
+        return "failed"
+    tx.execute("UPDATE tasks SET state='completed', finished_at=? WHERE id=?", (now, task_id))
+    tx.counts.move("waiting", "completed")
+    tx.counts.finished((task_id,))
+    if announce:
+        value = _decode(result) if result is not None else None
+        follow.completed_parents.append((task_id, str(ttype), int(attempt), value))
+    after_final(tx, task_id, "completed", now, follow)
+    return "completed"
 
 
 def fail(
@@ -333,7 +419,17 @@ def cancel(tx: Tx, task_id: int, now: int, follow: Follow) -> tuple[str, list[tu
         raise InvalidState(f"task {task_id} is already {prev}", id=task_id, state=prev)
     cancelled = [(task_id, str(task_type))]
     _finalize(tx, task_id, prev, "cancelled", now)
-    frontier = [task_id]
+    cancelled += _cancel_descendants(tx, task_id, now)
+    for cid, _ in cancelled:
+        after_final(tx, cid, "cancelled", now, follow)
+    return str(prev), cancelled
+
+
+def _cancel_descendants(tx: Tx, root: int, now: int) -> list[tuple[int, str]]:
+    """End the active descendants of ``root`` ``cancelled``; returns them (id, type). The
+    caller applies :func:`after_final` to each once all are written."""
+    cancelled: list[tuple[int, str]] = []
+    frontier = [root]
     while frontier:
         parent = frontier.pop()
         for cid, ctype, cstate in tx.execute(
@@ -343,9 +439,7 @@ def cancel(tx: Tx, task_id: int, now: int, follow: Follow) -> tuple[str, list[tu
             _finalize(tx, cid, cstate, "cancelled", now)
             cancelled.append((int(cid), str(ctype)))
             frontier.append(cid)
-    for cid, _ in cancelled:
-        after_final(tx, cid, "cancelled", now, follow)
-    return str(prev), cancelled
+    return cancelled
 
 
 def _finalize(tx: Tx, task_id: int, prev: str, state: str, now: int) -> None:
@@ -475,16 +569,16 @@ def after_final(
         known = (row[0], row[1]) if row else (None, 0)
     parent_id, has_dependents = known
     if parent_id is not None:
-        _complete_waiting_parent(tx, parent_id, now, follow)
+        if state in ("failed", "deadLetter"):
+            _fail_parent(tx, parent_id, now, follow)
+        _settle_waiting_parent(tx, parent_id, now, follow)
     if has_dependents:
         _settle_dependents(tx, task_id, state, now, follow)
 
 
-def _complete_waiting_parent(tx: Tx, parent_id: int, now: int, follow: Follow) -> None:
-    """Rule 1: a waiting parent completes with its last active child."""
-    prow = tx.execute(
-        "SELECT state, type, attempt, result FROM tasks WHERE id=?", (parent_id,)
-    ).fetchone()
+def _settle_waiting_parent(tx: Tx, parent_id: int, now: int, follow: Follow) -> None:
+    """Rule 1: a waiting parent moves on with its last active child."""
+    prow = tx.execute("SELECT state FROM tasks WHERE id=?", (parent_id,)).fetchone()
     if prow is None or prow[0] != "waiting":
         return
     left = tx.execute(
@@ -493,23 +587,43 @@ def _complete_waiting_parent(tx: Tx, parent_id: int, now: int, follow: Follow) -
     ).fetchone()[0]
     if left:
         return
-    tx.execute("UPDATE tasks SET state='completed', finished_at=? WHERE id=?", (now, parent_id))
-    tx.counts.move("waiting", "completed")
-    tx.counts.finished((parent_id,))
-    result = _decode(prow[3]) if prow[3] is not None else None
-    follow.completed_parents.append((parent_id, prow[1], prow[2], result))
-    after_final(tx, parent_id, "completed", now, follow)
+    _children_done(tx, parent_id, now, follow, announce=True)
+
+
+def _fail_parent(tx: Tx, parent_id: int, now: int, follow: Follow) -> None:
+    """Rule 4: a child failed under a ``failParent`` parent (the first failure acts)."""
+    row = tx.execute(
+        "UPDATE tasks SET child_failed=1 WHERE id=? AND on_child_failure='failParent' "
+        f"AND child_failed=0 AND state IN {ACTIVE_SQL} RETURNING id",
+        (parent_id,),
+    ).fetchone()
+    if row is None:
+        return
+    cancelled = _cancel_descendants(tx, parent_id, now)
+    follow.cancelled += cancelled
+    for cid, _ in cancelled:
+        after_final(tx, cid, "cancelled", now, follow)
 
 
 def _settle_dependents(tx: Tx, task_id: int, state: str, now: int, follow: Follow) -> None:
     """Rules 2 and 3: the blocked dependents of a task that ended ``state``."""
     dependents = tx.execute(
-        "SELECT d.task_id, t.type FROM task_deps d JOIN tasks t ON t.id = d.task_id "
-        "WHERE d.dep_id=? AND t.state='blocked'",
+        "SELECT d.task_id, t.type, t.on_dependency_failure FROM task_deps d "
+        "JOIN tasks t ON t.id = d.task_id WHERE d.dep_id=? AND t.state='blocked'",
         (task_id,),
     ).fetchall()
-    for dep_id, dep_type in dependents:
-        if state == "completed":
+    for dep_id, dep_type, on_failure in dependents:
+        if on_failure == "ignore":
+            left = tx.execute(
+                "SELECT count(*) FROM task_deps d JOIN tasks t ON t.id = d.dep_id "
+                f"WHERE d.task_id=? AND t.state IN {ACTIVE_SQL}",
+                (dep_id,),
+            ).fetchone()[0]
+            if not left:
+                tx.execute("UPDATE tasks SET state='pending' WHERE id=?", (dep_id,))
+                tx.counts.move("blocked", "pending")
+                follow.unblocked.append(int(dep_id))
+        elif state == "completed":
             left = tx.execute(
                 "SELECT count(*) FROM task_deps d JOIN tasks t ON t.id = d.dep_id "
                 "WHERE d.task_id=? AND t.state != 'completed'",

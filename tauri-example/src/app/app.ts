@@ -7,6 +7,7 @@ import {
 } from './format.js';
 import { submitInBatches } from './imports.js';
 import { SchedulesView } from './schedules.js';
+import { collapseFamilies, familyText, type Family } from './families.js';
 import type { Store } from './store.js';
 
 /** Groups the app submits to (per-group pause/resume). */
@@ -49,6 +50,8 @@ export class App {
   private filter: Filter = 'all';
   private frame = 0;
   private readonly rows = new Map<number, Row>();
+  /** Parents standing for their children (families.ts), from the last render. */
+  private families = new Map<number, Family>();
   private readonly $: Record<string, HTMLElement> = {};
   private simCounter = 0;
 
@@ -362,7 +365,9 @@ export class App {
 
   private visibleTasks(): TaskInfo[] {
     const rank = (s: State) => (s === 'running' ? 0 : s === 'paused' ? 1 : isActive(s) ? 2 : 3);
-    let list = [...this.store.tasks.values()];
+    const collapsed = collapseFamilies(this.store.tasks.values());
+    this.families = collapsed.families;
+    let list = [...this.store.tasks.values()].filter((t) => !collapsed.hidden.has(t.id));
     if (this.filter === 'active') list = list.filter((t) => isActive(t.state));
     if (this.filter === 'finished') list = list.filter((t) => !isActive(t.state));
     list.sort((a, b) => {
@@ -425,9 +430,11 @@ export class App {
 
   private updateRow(row: Row, t: TaskInfo, now: number): void {
     const tr = row.tr;
-    const fraction = t.state === 'completed' ? 1 : Math.max(0, Math.min(1, t.progress?.fraction ?? 0));
+    const family = this.families.get(t.id);
+    const fraction = family ? family.fraction
+      : t.state === 'completed' ? 1 : Math.max(0, Math.min(1, t.progress?.fraction ?? 0));
     const eta = etaMs(t, now);
-    const meta = this.progressText(t, fraction, eta, now);
+    const meta = family ? familyText(family, t) : this.progressText(t, fraction, eta, now);
     const key = JSON.stringify([t.state, t.priority, fraction, meta, t.label, t.group, t.error?.message]);
     if (key === row.key) return;
     row.key = key;

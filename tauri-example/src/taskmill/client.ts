@@ -20,9 +20,11 @@ import type {
   Method,
   MethodParams,
   MethodResult,
+  MetricsReport,
   ReadyParams,
   Schedule,
   ScheduleSpec,
+  TaskInfo,
 } from './generated.js';
 import { HostExecutors, type TaskHandler } from './hostexec.js';
 import { JsonRpcPeer, type InvokeOptions } from './jsonrpc.js';
@@ -213,6 +215,20 @@ export class TaskmillClient {
   /** Removes a schedule; the tasks it submitted stay. */
   async deleteSchedule(ref: number | string): Promise<void> {
     await this.invoke('schedule.delete', scheduleRef(ref));
+  }
+
+  /**
+   * The task of `type` with this dedup key (`task.lookup`): the active one, else the final one
+   * that finished last — "was this file already uploaded?". Rejects with `TaskmillError` of
+   * code -32001 (`taskNotFound`) when there is none.
+   */
+  lookup(type: string, dedupKey: string, options?: InvokeOptions): Promise<TaskInfo> {
+    return this.invoke('task.lookup', { type, dedupKey }, options);
+  }
+
+  /** Counters since the sidecar started and gauges now (`scheduler.metrics`). */
+  metrics(options?: InvokeOptions): Promise<MetricsReport> {
+    return this.invoke('scheduler.metrics', {}, options);
   }
 
   /**

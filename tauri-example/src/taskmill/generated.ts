@@ -36,6 +36,18 @@ export interface Capabilities {
   hostExecutors?: boolean;
   maxMessageBytes?: number;
 }
+/**
+ * A parent's direct children by final state, handed to its finalize phase (every
+ * field present).
+ */
+export interface ChildCounts {
+  cancelled: number;
+  completed: number;
+  deadLetter: number;
+  expired: number;
+  failed: number;
+  superseded: number;
+}
 export interface ClientInfo {
   name: string;
   version?: string | null;
@@ -96,10 +108,13 @@ export interface EventsConfigureParams {
   exclude?: string[];
 }
 /**
- * ``task.execute`` (sidecar → client request).
+ * ``task.execute`` (sidecar → client request). ``phase`` is always sent: ``"run"``, or
+ * ``"finalize"`` for a parent's finalize phase, which also carries ``children``.
  */
 export interface ExecuteParams {
   checkpoint?: unknown;
+  children?: ChildCounts | null;
+  phase: 'finalize' | 'run';
   task: TaskInfo;
 }
 /**
@@ -111,6 +126,7 @@ export interface TaskInfo {
   dedupKey?: string | null;
   durationMs?: number | null;
   error?: ErrorInfo | null;
+  finalize?: boolean;
   finishedAt?: number | null;
   group?: string | null;
   id: number;
@@ -118,8 +134,11 @@ export interface TaskInfo {
   ioCost: IoBytes;
   label?: string | null;
   maxRetries: number;
+  onChildFailure?: 'failParent' | 'ignore';
+  onDependencyFailure?: 'fail' | 'ignore';
   parentId?: number | null;
   payload: unknown;
+  phase?: 'finalize' | 'run';
   priority: number;
   progress?: Progress | null;
   result?: unknown;
@@ -234,8 +253,10 @@ export interface IoStatus {
 }
 export interface ListParams {
   cursor?: string | null;
+  dedupKey?: string | null;
   group?: string | null;
   limit?: number;
+  parentId?: number | null;
   state?:
     | (
         | 'blocked'
@@ -268,6 +289,50 @@ export interface ListParams {
     [k: string]: string;
   } | null;
   type?: string | null;
+}
+/**
+ * ``task.lookup``: a task by its dedup key (scoped by type).
+ */
+export interface LookupParams {
+  dedupKey: string;
+  type: string;
+}
+/**
+ * ``scheduler.metrics`` counters: what happened since the scheduler opened.
+ */
+export interface MetricCounters {
+  cancelled: number;
+  completed: number;
+  deadLettered: number;
+  deduplicated: number;
+  expired: number;
+  failed: number;
+  ioDeferred: number;
+  preempted: number;
+  rateLimited: number;
+  retried: number;
+  started: number;
+  submitted: number;
+  superseded: number;
+  throttled: number;
+}
+/**
+ * ``scheduler.metrics`` gauges: tasks in each waiting or running state now.
+ */
+export interface MetricGauges {
+  blocked: number;
+  paused: number;
+  pending: number;
+  running: number;
+  waiting: number;
+}
+/**
+ * ``scheduler.metrics``: counters since ``since_at`` (the scheduler opened), gauges now.
+ */
+export interface MetricsReport {
+  counters: MetricCounters;
+  gauges: MetricGauges;
+  sinceAt: number;
 }
 export interface PingResult {
   now: number;
@@ -335,15 +400,19 @@ export interface TaskSpec {
   dedupKey?: string | boolean | null;
   delayMs?: number | null;
   dependsOn?: number[] | null;
+  finalize?: boolean;
   group?: string | null;
   ioCost?: IoBytes | null;
   label?: string | null;
   maxRetries?: number;
+  onChildFailure?: 'failParent' | 'ignore';
+  onDependencyFailure?: 'fail' | 'ignore';
   onDuplicate?: 'reject' | 'skip' | 'supersede';
   parentId?: number | null;
   payload?: unknown;
   priority?: number | ('background' | 'high' | 'idle' | 'normal' | 'realtime');
   runAt?: number | null;
+  siblingOf?: number | null;
   tags?: {
     [k: string]: string;
   };
@@ -591,6 +660,8 @@ export interface Methods {
   'schedule.resume': { params: ScheduleRefParams; result: Schedule };
   'executor.register': { params: RegisterParams; result: Empty };
   'executor.unregister': { params: UnregisterParams; result: Empty };
+  'task.lookup': { params: LookupParams; result: TaskInfo };
+  'scheduler.metrics': { params: Empty; result: MetricsReport };
 }
 
 /** Sidecar → client notifications (events): wire name → params. */
@@ -663,6 +734,8 @@ export const METHOD_NAMES = [
   'schedule.resume',
   'executor.register',
   'executor.unregister',
+  'task.lookup',
+  'scheduler.metrics',
 ] as const satisfies readonly Method[];
 
 export const EVENT_NAMES = [

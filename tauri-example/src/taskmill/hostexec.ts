@@ -7,6 +7,7 @@
 
 import type { ReportError } from './errors.js';
 import type {
+  ChildCounts,
   ExecuteParams,
   ExecutorCancelParams,
   ExecutorProgressParams,
@@ -26,6 +27,11 @@ export interface TaskContext {
   /** State saved with `saveCheckpoint` by an earlier run, or `undefined`. */
   checkpoint: unknown;
   task: TaskInfo;
+  /** `'run'`, or `'finalize'` for the finalize phase of a parent submitted with
+   * `finalize: true` (after all its direct children are final; its result is the task's). */
+  phase: 'run' | 'finalize';
+  /** In the finalize phase: the direct children by final state; otherwise `undefined`. */
+  children: ChildCounts | undefined;
   /** Reports progress (`executor.progress`): a fraction 0..1, or the fields. */
   progress(update: ProgressUpdate): void;
   /** Stores resumable state (`executor.checkpoint`); handed back on the next run. */
@@ -168,6 +174,9 @@ export class HostExecutors {
       signal: controller.signal,
       checkpoint: p.checkpoint ?? undefined,
       task,
+      // (a sidecar without workflows sends no phase: every run is a first run)
+      phase: p.phase === 'finalize' ? 'finalize' : 'run',
+      children: p.children ?? undefined,
       progress: (update) => {
         if (!live()) return;
         const fields = typeof update === 'number' ? { fraction: update } : update;

@@ -280,12 +280,16 @@ describe('the example app in Chromium, over a real sidecar', () => {
     expect(await row(a).locator('.pill').textContent()).toBe('Paused');
     await expect.poll(() => count('paused'), { timeout: 5000 }).toBe(1);
 
-    // Scan & hash the sample folder: one scan, one hash per file, all completed.
+    // Scan & hash the sample folder: one scan, one hash per file, all completed. The hashes are
+    // the scan's children: they collapse into its row, whose bar combines their progress.
     await page.click('#btn-scan');
     await page.waitForFunction(
-      (n) => [...document.querySelectorAll('tr[data-state="completed"] .c-task .sub')].filter((e) => e.textContent!.startsWith('fs.hash')).length === n,
+      (n) => [...document.querySelectorAll('tr[data-state="completed"]')].some((r) =>
+        r.querySelector('.c-task .title')?.textContent?.includes('Scan & hash library') &&
+        r.querySelector('.meta')?.textContent === `${n} of ${n} parts done` &&
+        r.querySelector('.fill')?.getAttribute('data-progress') === '1.0000'),
       SAMPLE_FILES, { timeout: 40_000 });
-    await page.waitForSelector('tr[data-state="completed"] >> text=Scan & hash library', { timeout: 20_000 });
+    expect(await page.locator('tr[data-task-id] .c-task .sub', { hasText: /^fs\.hash/ }).count()).toBe(0);
 
     // Copy files: every scanned file lands in the backup folder.
     await page.click('#btn-copy');
