@@ -13,13 +13,16 @@ import msgspec
 
 from taskmill_core.errors import InvalidParams
 from taskmill_core.store import SqliteStore
-from taskmill_core.types import SchedulerConfig
+from taskmill_core.types import PauseInfo, SchedulerConfig
 from taskmill_core.validation import camel, invalid
 
-__all__ = ["Pauses", "Settings"]
+__all__ = ["POLICY_SETTINGS", "Pauses", "Settings"]
 
 _PAUSES_KEY = "pauses"
 _CONFIG_KEY = "config"
+
+POLICY_SETTINGS = frozenset({"rateLimits", "aging", "fairShare", "throttle", "typeDefaults"})
+"""The settings for which ``None`` (``null``) removes the setting instead of leaving it."""
 
 
 class Pauses(msgspec.Struct):
@@ -28,8 +31,24 @@ class Pauses(msgspec.Struct):
     paused: bool = False
     groups: list[str] = msgspec.field(default_factory=list)
     types: list[str] = msgspec.field(default_factory=list)
+    # Timed pauses: their end (epoch ms) by scope key ("" global, "g:<group>", "t:<type>").
+    until: dict[str, int] = msgspec.field(default_factory=dict)
 
-    def add(self, *, group: str | None, type: str | None) -> None:
+    @staticmethod
+    def key(*, group: str | None, type: str | None) -> str:
+        if group is not None:
+            return f"g:{group}"
+        if type is not None:
+            return f"t:{type}"
+        return ""
+
+    def add(self, *, group: str | None, type: str | None, until_at: int | None = None) -> None:
+        """Pause a scope; pausing it again replaces its end (None: until resumed)."""
+        key = self.key(group=group, type=type)
+        if until_at is None:
+            self.until.pop(key, None)
+        else:
+            self.until[key] = until_at
         if group is not None:
             if group not in self.groups:
                 self.groups.append(group)
@@ -40,6 +59,7 @@ class Pauses(msgspec.Struct):
             self.paused = True
 
     def remove(self, *, group: str | None, type: str | None) -> None:
+        self.until.pop(self.key(group=group, type=type), None)
         if group is not None:
             if group in self.groups:
                 self.groups.remove(group)
@@ -48,6 +68,32 @@ class Pauses(msgspec.Struct):
                 self.types.remove(type)
         else:
             self.paused = False
+
+    def next_end(self) -> int | None:
+        """When the next timed pause lifts by itself."""
+        return min(self.until.values(), default=None)
+
+    def ended(self, now: int) -> list[tuple[str | None, str | None]]:
+        """The scopes ``(group, type)`` whose timed pause has ended by ``now``."""
+        out: list[tuple[str | None, str | None]] = []
+        for key, at in self.until.items():
+            if at <= now:
+                if key.startswith("g:"):
+                    out.append((key[2:], None))
+                elif key.startswith("t:"):
+                    out.append((None, key[2:]))
+                else:
+                    out.append((None, None))
+        return out
+
+    def listing(self) -> list[PauseInfo]:
+        """Every pause in force (``scheduler.status``), the global one first."""
+        out: list[PauseInfo] = []
+        if self.paused:
+            out.append(PauseInfo(until_at=self.until.get("")))
+        out += [PauseInfo(group=g, until_at=self.until.get(f"g:{g}")) for g in self.groups]
+        out += [PauseInfo(type=t, until_at=self.until.get(f"t:{t}")) for t in self.types]
+        return out
 
 
 class Settings:
@@ -68,6 +114,9 @@ class Settings:
             stored = msgspec.json.decode(raw)
             merged = msgspec.to_builtins(self.config)
             merged.update(stored)
+            for key, value in stored.items():
+                if value is None and key in POLICY_SETTINGS:
+                    del merged[key]  # removed by configure: the default
             # durability is how this process opened the file, not a persisted choice
             merged["durability"] = self.config.durability
             self.config = msgspec.convert(merged, SchedulerConfig)
@@ -78,13 +127,19 @@ class Settings:
 
     def change(self, changes: dict[str, Any]) -> SchedulerConfig:
         """Apply and persist ``changes`` (snake_case or camelCase names; None leaves a setting
-        as it is; a given object replaces its setting whole). Returns the new config."""
+        as it is, but removes a policy setting (:data:`POLICY_SETTINGS`; ``throttle`` goes
+        back to the default tiers); a given object replaces its setting whole). Returns the
+        new config. An invalid value changes nothing, also not the valid ones beside it."""
         current = msgspec.to_builtins(self.config)
         persisted = msgspec.json.decode(self._store.get_setting(_CONFIG_KEY) or b"{}")
         for name, value in changes.items():
+            key = camel(name)
+            if value is None and key in POLICY_SETTINGS:
+                current.pop(key, None)  # back to its default
+                persisted[key] = None  # (so a reopen does not bring back the opener's value)
+                continue
             if value is None:
                 continue
-            key = camel(name)
             if key == "durability":
                 raise InvalidParams("durability is chosen when the database is opened", "$")
             if isinstance(value, msgspec.Struct):

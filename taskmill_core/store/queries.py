@@ -18,16 +18,19 @@ import aiosqlite
 import msgspec
 
 from taskmill_core.errors import TaskNotFound
-from taskmill_core.store.schema import ACTIVE_SQL, FINAL_SQL
+from taskmill_core.store.schema import ACTIVE_SQL, DUE_SQL, FINAL_SQL
 from taskmill_core.types import ACTIVE_STATES, FINAL_STATES, ErrorInfo, IoBytes, TaskInfo
 
 __all__ = [
     "Ready",
+    "aged",
     "average_io",
     "counts",
+    "due_since_of",
     "find_ids",
     "get",
     "get_setting",
+    "group_ready",
     "history",
     "list_tasks",
     "next_due",
@@ -109,6 +112,8 @@ class Ready:
     group: str | None
     io_cost: bytes | None = None
     """The declared ``ioCost`` as stored (JSON), decoded only by whoever needs it."""
+    due_since: int | None = None
+    """When it last became due (aging); read only by :func:`aged` and :func:`group_ready`."""
 
 
 def _dispatch_order(row: Sequence[Any]) -> tuple[int, int]:
@@ -155,6 +160,74 @@ def ready(
         rows.sort(key=_dispatch_order)
         del rows[limit:]
     return [Ready(r[0], r[1], r[2], r[3], r[4]) for r in rows]
+
+
+def _policy_rows(
+    db: sqlite3.Connection,
+    sql: str,
+    keys: Sequence[str],
+    args: tuple[Any, ...],
+    paused_groups: Sequence[str],
+    limit: int,
+) -> list[Ready]:
+    out: list[Ready] = []
+    for key in keys:
+        for r in db.execute(sql, (key, *args, *paused_groups, limit)):
+            out.append(Ready(r[0], r[1], r[2], r[3], r[4], r[5]))
+    return out
+
+
+def _not_paused(paused_groups: Sequence[str]) -> str:
+    if not paused_groups:
+        return ""
+    return f" AND (grp IS NULL OR grp NOT IN ({','.join('?' * len(paused_groups))}))"
+
+
+def aged(
+    db: sqlite3.Connection,
+    now: int,
+    types: Sequence[str],
+    paused_groups: Sequence[str],
+    due_by: int,
+    above: int,
+    limit: int,
+) -> list[Ready]:
+    """Per type, the ``limit`` pending tasks due longest (due at or before ``due_by``) whose
+    stored priority is less urgent than ``above`` — the ones aging may have moved up.
+
+    One seek per type on ``tasks_aging`` (type, due time), oldest first, stopping after
+    ``limit`` rows: among the tasks of one stored priority, the longest due is the most aged,
+    so these and the window by stored priority hold every task aging puts first, with at
+    most ``limit`` tasks per type in between.
+    """
+    sql = (
+        f"SELECT id, type, priority, grp, io_cost, {DUE_SQL} FROM tasks INDEXED BY tasks_aging "
+        f"WHERE state='pending' AND type=? AND {DUE_SQL} <= ? AND priority > ? "
+        f"AND (run_at IS NULL OR run_at <= ?){_not_paused(paused_groups)} "
+        f"ORDER BY {DUE_SQL} LIMIT ?"
+    )
+    return _policy_rows(db, sql, types, (due_by, above, now), paused_groups, limit)
+
+
+def group_ready(db: sqlite3.Connection, now: int, groups: Sequence[str], limit: int) -> list[Ready]:
+    """Per group, its ``limit`` most urgent due pending tasks (fair share: a group whose
+    tasks sit behind another group's long backlog still competes). One seek per group on
+    ``tasks_group_ready``; the caller drops the types nobody runs or that are paused."""
+    sql = (
+        f"SELECT id, type, priority, grp, io_cost, {DUE_SQL} FROM tasks "
+        "INDEXED BY tasks_group_ready WHERE state='pending' AND grp=? "
+        "AND (run_at IS NULL OR run_at <= ?) ORDER BY priority, id LIMIT ?"
+    )
+    return _policy_rows(db, sql, groups, (now,), (), limit)
+
+
+def due_since_of(db: sqlite3.Connection, ids: Sequence[int]) -> dict[int, int]:
+    """When each of these tasks became due (aging needs it for the window's candidates)."""
+    if not ids:
+        return {}
+    marks = ",".join("?" * len(ids))
+    rows = db.execute(f"SELECT id, {DUE_SQL} FROM tasks WHERE id IN ({marks})", tuple(ids))
+    return {int(r[0]): int(r[1]) for r in rows}
 
 
 def next_due(db: sqlite3.Connection, now: int) -> int | None:

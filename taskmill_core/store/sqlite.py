@@ -230,6 +230,25 @@ class SqliteStore:
             self._conn.db, self._ready_sql, now, types, paused_groups, paused_types, limit
         )
 
+    def aged(
+        self,
+        now: int,
+        types: Sequence[str],
+        paused_groups: Sequence[str],
+        due_by: int,
+        above: int,
+        limit: int,
+    ) -> list[Ready]:
+        """The longest-due pending tasks per type (aging; see :func:`.queries.aged`)."""
+        return queries.aged(self._conn.db, now, types, paused_groups, due_by, above, limit)
+
+    def group_ready(self, now: int, groups: Sequence[str], limit: int) -> list[Ready]:
+        """Each group's most urgent due tasks (fair share; see :func:`.queries.group_ready`)."""
+        return queries.group_ready(self._conn.db, now, groups, limit)
+
+    def due_since_of(self, ids: Sequence[int]) -> dict[int, int]:
+        return queries.due_since_of(self._conn.db, ids)
+
     def next_due(self, now: int) -> int | None:
         return queries.next_due(self._conn.db, now)
 

@@ -142,13 +142,15 @@ def _take_requeue(tx: Tx, task_id: int) -> int | None:
     return int(row[1])
 
 
-def _back_to_pending(tx: Tx, task_id: int, priority: int, error: ErrorInfo | None) -> None:
-    """A requeued task starts over: attempt 0, no checkpoint."""
+def _back_to_pending(
+    tx: Tx, task_id: int, priority: int, error: ErrorInfo | None, now: int
+) -> None:
+    """A requeued task starts over: attempt 0, no checkpoint, due from now."""
     tx.execute(
         "UPDATE tasks SET state='pending', priority=?, attempt=0, run_at=NULL, "
-        "started_at=NULL, checkpoint=NULL, requeue=0, requeue_priority=NULL, error=? "
-        "WHERE id=?",
-        (priority, _encode(error) if error else None, task_id),
+        "started_at=NULL, checkpoint=NULL, requeue=0, requeue_priority=NULL, error=?, "
+        "due_since=? WHERE id=?",
+        (priority, _encode(error) if error else None, now, task_id),
     )
 
 
@@ -204,7 +206,7 @@ def complete(
         return "completed"
     requeue = _take_requeue(tx, task_id)
     if requeue is not None:
-        _back_to_pending(tx, task_id, requeue, None)
+        _back_to_pending(tx, task_id, requeue, None, now)
         return "pending"
     children = tx.execute(
         f"SELECT count(*) FROM tasks WHERE parent_id=? AND state IN {ACTIVE_SQL}",
@@ -241,13 +243,13 @@ def fail(
     """
     requeue = _take_requeue(tx, task_id)
     if requeue is not None:
-        _back_to_pending(tx, task_id, requeue, error)
+        _back_to_pending(tx, task_id, requeue, error, now)
         return "pending"
     io = _encode(io_actual) if io_actual is not None else None
     if retry_at is not None:
         tx.execute(
             "UPDATE tasks SET state='pending', attempt=attempt+1, run_at=?, "
-            "started_at=NULL, error=? WHERE id=?",
+            "started_at=NULL, error=?, due_since=NULL WHERE id=?",
             (retry_at, _encode(error), task_id),
         )
         return "pending"
@@ -259,12 +261,13 @@ def fail(
     return final_state
 
 
-def interrupt(tx: Tx, task_id: int, to_state: str) -> None:
+def interrupt(tx: Tx, task_id: int, to_state: str, now: int | None = None) -> None:
     """A run was interrupted (preempted, paused, shut down): back to ``to_state`` (pending
-    or paused) with its checkpoint; no retry consumed."""
+    or paused) with its checkpoint; no retry consumed. Back to pending, it is due from
+    ``now`` (aging)."""
     tx.execute(
-        "UPDATE tasks SET state=?, started_at=NULL WHERE id=? AND state='running'",
-        (to_state, task_id),
+        "UPDATE tasks SET state=?, started_at=NULL, due_since=? WHERE id=? AND state='running'",
+        (to_state, now, task_id),
     )
 
 
@@ -283,11 +286,11 @@ def pause_pending(tx: Tx, task_id: int) -> None:
     tx.execute("UPDATE tasks SET state='paused' WHERE id=? AND state='pending'", (task_id,))
 
 
-def resume(tx: Tx, task_id: int) -> TaskInfo:
+def resume(tx: Tx, task_id: int, now: int | None = None) -> TaskInfo:
     state = queries.state_of(tx, task_id)
     if state != "paused":
         raise InvalidState(f"task {task_id} is {state}, not paused", id=task_id, state=state)
-    tx.execute("UPDATE tasks SET state='pending' WHERE id=?", (task_id,))
+    tx.execute("UPDATE tasks SET state='pending', due_since=? WHERE id=?", (now, task_id))
     return queries.get(tx, task_id)
 
 
@@ -334,7 +337,7 @@ def _finalize(tx: Tx, task_id: int, state: str, now: int) -> None:
     )
 
 
-def retry(tx: Tx, task_id: int) -> tuple[int, Outcome, TaskInfo | None]:
+def retry(tx: Tx, task_id: int, now: int | None = None) -> tuple[int, Outcome, TaskInfo | None]:
     """Manual retry of a failed or dead-lettered task (same id, attempt 0). When another
     active task holds its dedup key, that one is the answer (``duplicate``)."""
     row = tx.execute("SELECT state, type, dedup_key FROM tasks WHERE id=?", (task_id,)).fetchone()
@@ -356,8 +359,8 @@ def retry(tx: Tx, task_id: int) -> tuple[int, Outcome, TaskInfo | None]:
             return int(holder[0]), "duplicate", None
     tx.execute(
         "UPDATE tasks SET state='pending', attempt=0, run_at=NULL, started_at=NULL, "
-        "finished_at=NULL, duration_ms=NULL, error=NULL, result=NULL WHERE id=?",
-        (task_id,),
+        "finished_at=NULL, duration_ms=NULL, error=NULL, result=NULL, due_since=? WHERE id=?",
+        (now, task_id),
     )
     return task_id, "inserted", queries.get(tx, task_id)
 
@@ -475,7 +478,9 @@ def _settle_dependents(tx: Tx, task_id: int, state: str, now: int, follow: Follo
                 (dep_id,),
             ).fetchone()[0]
             if not left:
-                tx.execute("UPDATE tasks SET state='pending' WHERE id=?", (dep_id,))
+                tx.execute(
+                    "UPDATE tasks SET state='pending', due_since=? WHERE id=?", (now, dep_id)
+                )
                 follow.unblocked.append(int(dep_id))
         else:
             err = ErrorInfo(f"task {task_id} it depends on ended {state}", "dependency", False)

@@ -723,7 +723,7 @@ async def test_a_new_database_has_2_kib_pages_and_the_current_schema(tmp_path: P
     db = sqlite3.connect(tmp_path / "new.db")
     try:
         assert db.execute("PRAGMA page_size").fetchone()[0] == 2048
-        assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 3
+        assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
         assert db.execute("PRAGMA application_id").fetchone()[0] == APPLICATION_ID
     finally:
         db.close()
@@ -789,7 +789,7 @@ async def test_a_newer_schema_is_refused_and_a_foreign_file_too_untouched(
     db.execute("CREATE TABLE x(y)")
     db.close()
     newer_before = newer.read_bytes()
-    with pytest.raises(NotATaskmillDatabase, match="schema version 4"):
+    with pytest.raises(NotATaskmillDatabase, match=f"schema version {SCHEMA_VERSION + 1}"):
         await SqliteStore(newer).open()
     assert newer.read_bytes() == newer_before
     assert sorted(os.listdir(tmp_path)) == ["foreign.db", "newer.db"]
