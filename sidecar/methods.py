@@ -31,6 +31,7 @@ from sidecar.params import (
     InitializeParams,
     InitializeResult,
     ListParams,
+    PauseParams,
     PingResult,
     PruneParams,
     PruneResult,
@@ -38,9 +39,11 @@ from sidecar.params import (
     RetryResult,
     ScopeParams,
     ServerInfo,
+    SetPressureParams,
     SetPriorityParams,
     ShutdownParams,
     SubmitBatchResult,
+    SubmitParams,
     TaskIdParams,
     UnregisterParams,
 )
@@ -55,6 +58,7 @@ from sidecar.selection import EventSelection
 from taskmill_core import Scheduler, TaskSpec
 from taskmill_core.errors import InvalidParams, PayloadTooLarge
 from taskmill_core.scheduler import MAX_BATCH
+from taskmill_core.scheduler.settings import POLICY_SETTINGS
 from taskmill_core.types import (
     HistoryStats,
     SchedulerConfig,
@@ -63,6 +67,7 @@ from taskmill_core.types import (
     TaskInfo,
     TaskPage,
 )
+from taskmill_core.validation import camel
 
 __all__ = ["EVENT_NAMES", "Methods", "RawBatch"]
 
@@ -83,12 +88,35 @@ EVENT_NAMES = [
     "scheduler.paused",
     "scheduler.resumed",
     "io.pressure",
+    # scheduling policy
+    "scheduler.pressure",
 ]
 
-FEATURES = ["upload", "eventSelection"]
+FEATURES = ["upload", "eventSelection", "policy"]
 """What this sidecar has of the contract's additions (``initialize.capabilities.features``)."""
 
 _INDEX = re.compile(r"^\$\[(\d+)\]")
+_NULLABLE_DEFAULTABLE = ("backoff", "timeout_ms", "ttl_ms", "group", "io_cost")
+
+
+def _given(p: SubmitParams) -> frozenset[str]:
+    """The defaultable fields a wire submit gave (a ``null`` counts as left out)."""
+    given = [n for n in _NULLABLE_DEFAULTABLE if getattr(p, n) is not None]
+    if p.priority is not msgspec.UNSET:
+        given.append("priority")
+    if p.max_retries is not msgspec.UNSET:
+        given.append("max_retries")
+    return frozenset(given)
+
+
+def _with_global_defaults(p: SubmitParams) -> TaskSpec:
+    """A decoded :class:`SubmitParams` with the global defaults where it left a field out
+    (in place: the value is this request's own)."""
+    if p.priority is msgspec.UNSET:
+        p.priority = 128
+    if p.max_retries is msgspec.UNSET:
+        p.max_retries = 3
+    return p
 
 
 class RawBatch(msgspec.Struct, forbid_unknown_fields=True):
@@ -126,7 +154,7 @@ class Methods:
         r("ping", self.ping, Empty)
         r("shutdown", self.shutdown, ShutdownParams, shuts_down=True)
         r("rpc.discover", self.discover, Empty)
-        r("task.submit", self.submit, TaskSpec, batch=self.submit_many)
+        r("task.submit", self.submit, SubmitParams, batch=self.submit_many)
         r("task.submitBatch", self.submit_batch, RawBatch)
         r("task.get", self.get, TaskIdParams)
         r("task.list", self.list_tasks, ListParams)
@@ -137,9 +165,10 @@ class Methods:
         r("task.resume", self.resume, TaskIdParams)
         r("task.retry", self.retry, TaskIdParams)
         r("scheduler.status", self.status, Empty)
-        r("scheduler.pause", self.pause_all, ScopeParams)
+        r("scheduler.pause", self.pause_all, PauseParams)
         r("scheduler.resume", self.resume_all, ScopeParams)
         r("scheduler.configure", self.configure, ConfigureParams)
+        r("scheduler.setPressure", self.set_pressure, SetPressureParams)
         r("history.stats", self.history_stats, HistoryStatsParams)
         r("history.prune", self.prune, PruneParams)
         r("events.configure", self.events_configure, EventsConfigureParams)
@@ -177,19 +206,23 @@ class Methods:
 
     # Every TaskInfo answered goes through redact_* (header values of http.* tasks).
 
-    async def submit(self, p: TaskSpec) -> SubmitResult:
-        return redact_result(await self.sched.submit(without_secrets_key(p), validated=True))
+    async def submit(self, p: SubmitParams) -> SubmitResult:
+        given = _given(p) if self.sched.config.type_defaults else None
+        spec = without_secrets_key(_with_global_defaults(p))
+        return redact_result(await self.sched.submit(spec, validated=True, given=given))
 
-    async def submit_many(self, ps: list[TaskSpec]) -> list[SubmitResult | Exception]:
+    async def submit_many(self, ps: list[SubmitParams]) -> list[SubmitResult | Exception]:
         """Pipelined ``task.submit`` requests that arrived together, each answered on its own."""
-        results = await self.sched.submit_many([without_secrets_key(p) for p in ps], validated=True)
+        given = [_given(p) for p in ps] if self.sched.config.type_defaults else None
+        specs = [without_secrets_key(_with_global_defaults(p)) for p in ps]
+        results = await self.sched.submit_many(specs, validated=True, given=given)
         return [r if isinstance(r, Exception) else redact_result(r) for r in results]
 
     async def submit_batch(self, p: RawBatch) -> SubmitBatchResult:
         if len(p.tasks) > MAX_BATCH:
             raise InvalidParams(f"a batch holds at most {MAX_BATCH} tasks", "$.tasks")
         try:
-            specs = msgspec.convert(p.tasks, list[TaskSpec])
+            wire = msgspec.convert(p.tasks, list[SubmitParams])
         except msgspec.ValidationError as exc:
             message = str(exc)
             inner = validation_path(message)
@@ -199,8 +232,9 @@ class Methods:
             data = {"index": index} if index is not None else {}
             raise InvalidParams(message.split(" - at `")[0], path, **data) from None
         try:
-            specs = [without_secrets_key(spec) for spec in specs]
-            results = await self.sched.submit_batch(specs, validated=True)
+            given = [_given(w) for w in wire] if self.sched.config.type_defaults else None
+            specs = [without_secrets_key(_with_global_defaults(w)) for w in wire]
+            results = await self.sched.submit_batch(specs, validated=True, given=given)
         except PayloadTooLarge as exc:
             index = exc.data.get("index")
             if index is not None:
@@ -248,8 +282,8 @@ class Methods:
     async def status(self, p: Empty) -> SchedulerStatus:
         return redact_status(await self.sched.status())
 
-    async def pause_all(self, p: ScopeParams) -> Empty:
-        await self.sched.pause_all(group=p.group, type=p.type)
+    async def pause_all(self, p: PauseParams) -> Empty:
+        await self.sched.pause_all(group=p.group, type=p.type, until=p.until_at, for_ms=p.for_ms)
         return Empty()
 
     async def resume_all(self, p: ScopeParams) -> Empty:
@@ -257,8 +291,19 @@ class Methods:
         return Empty()
 
     async def configure(self, p: ConfigureParams) -> SchedulerConfig:
-        changes = {f: getattr(p, f) for f in p.__struct_fields__ if getattr(p, f) is not None}
+        # Left out (UNSET, or None for the older settings): unchanged; a policy setting given
+        # as null is removed (None reaches the scheduler).
+        changes = {
+            f: v
+            for f in p.__struct_fields__
+            if (v := getattr(p, f)) is not msgspec.UNSET
+            and (v is not None or camel(f) in POLICY_SETTINGS)
+        }
         return await self.sched.configure(**changes)
+
+    async def set_pressure(self, p: SetPressureParams) -> Empty:
+        self.sched.set_pressure(p.source, p.level, p.ttl_ms)
+        return Empty()
 
     async def history_stats(self, p: HistoryStatsParams) -> HistoryStats:
         return await self.sched.history_stats(p.type)
