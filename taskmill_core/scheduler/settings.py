@@ -7,6 +7,8 @@ the file, not a persisted choice.
 
 from __future__ import annotations
 
+import copy
+import re
 from typing import Any
 
 import msgspec
@@ -96,6 +98,69 @@ class Pauses(msgspec.Struct):
         return out
 
 
+_SEGMENT = re.compile(r'\.([A-Za-z_][A-Za-z0-9_]*)|\[(\d+|\.\.\.|"(?:[^"\\]|\\.)*")\]')
+
+
+def _name_the_key(current: dict[str, Any], error: InvalidParams) -> InvalidParams:
+    """msgspec names a bad entry of a mapping ``[...]``; find its key (the entry that fails
+    alone) so that ``data.path`` names the field, e.g. ``$.rateLimits.types.upload``."""
+    path = error.path
+    while "[...]" in path:
+        node: Any = current
+        prefix = "$"
+        for m in _SEGMENT.finditer(path[1:]):
+            name, index = m.group(1), m.group(2)
+            if index == "...":
+                if not isinstance(node, dict):
+                    return error
+                for key in node:
+                    trial = copy.deepcopy(current)
+                    sub = _at(trial, prefix)
+                    for other in [k for k in sub if k != key]:
+                        del sub[other]
+                    try:
+                        msgspec.convert(trial, SchedulerConfig)
+                    except msgspec.ValidationError:
+                        seg = (
+                            f".{key}"
+                            if re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", key)
+                            else (f"[{msgspec.json.encode(key).decode()}]")
+                        )
+                        path = path.replace("[...]", seg, 1)
+                        break
+                else:
+                    return error
+                break
+            if name is not None:
+                node = node.get(name) if isinstance(node, dict) else None
+                prefix += f".{name}"
+            elif index is not None and index.isdigit():
+                node = node[int(index)] if isinstance(node, list) else None
+                prefix += f"[{index}]"
+            else:
+                key = msgspec.json.decode(index) if index else ""
+                node = node.get(key) if isinstance(node, dict) else None
+                prefix += f"[{index}]"
+            if node is None:
+                return error
+        else:
+            return error
+    return InvalidParams(error.message, path)
+
+
+def _at(root: Any, prefix: str) -> Any:
+    node = root
+    for m in _SEGMENT.finditer(prefix[1:]):
+        name, index = m.group(1), m.group(2)
+        if name is not None:
+            node = node[name]
+        elif index is not None and index.isdigit():
+            node = node[int(index)]
+        else:
+            node = node[msgspec.json.decode(index or '""')]
+    return node
+
+
 class Settings:
     """The config in force and the pauses, loaded from and saved to the store."""
 
@@ -151,7 +216,10 @@ class Settings:
         try:
             new = msgspec.convert(current, SchedulerConfig)
         except msgspec.ValidationError as exc:
-            raise invalid(exc) from None
+            error = invalid(exc)
+            if "[...]" in error.path:
+                error = _name_the_key(current, error)
+            raise error from None
         self.config = new
         with self._store.transaction() as tx:
             self._store.put_setting(tx, _CONFIG_KEY, msgspec.json.encode(persisted))
