@@ -23,6 +23,7 @@ from sidecar.params import (
     CancelResult,
     Capabilities,
     ConfigureParams,
+    ConfigureRequest,
     Empty,
     EventsConfigureParams,
     ExecutorCheckpointParams,
@@ -167,7 +168,7 @@ class Methods:
         r("scheduler.status", self.status, Empty)
         r("scheduler.pause", self.pause_all, PauseParams)
         r("scheduler.resume", self.resume_all, ScopeParams)
-        r("scheduler.configure", self.configure, ConfigureParams)
+        r("scheduler.configure", self.configure, ConfigureRequest)
         r("scheduler.setPressure", self.set_pressure, SetPressureParams)
         r("history.stats", self.history_stats, HistoryStatsParams)
         r("history.prune", self.prune, PruneParams)

@@ -39,6 +39,7 @@ __all__ = [
     "CancelResult",
     "ClientInfo",
     "ConfigureParams",
+    "ConfigureRequest",
     "Empty",
     "EventsConfigureParams",
     "ExecuteParams",
@@ -265,6 +266,18 @@ class ConfigureParams(Struct, **_Strict):
         | msgspec.UnsetType
         | None
     ) = msgspec.UNSET
+
+
+class ConfigureRequest(ConfigureParams, **_Strict):
+    """``scheduler.configure`` as the sidecar decodes it: the policy settings are checked by
+    the scheduler (whose error names a bad entry's key, ``$.rateLimits.types.upload``, where
+    decoding would say ``[...]``); the schema is :class:`ConfigureParams`."""
+
+    rate_limits: Any = msgspec.UNSET
+    aging: Any = msgspec.UNSET
+    fair_share: Any = msgspec.UNSET
+    throttle: Any = msgspec.UNSET
+    type_defaults: Any = msgspec.UNSET
 
 
 class HistoryStatsParams(Struct, **_Strict):

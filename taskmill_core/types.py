@@ -271,7 +271,7 @@ class RateLimitConfig(Struct, **_Setting):
             raise ValueError("a rate limit needs exactly one of perSecond and perMinute")
 
 
-class RateLimitsConfig(Struct, **_Setting):
+class RateLimitsConfig(Struct, rename="camel", gc=False, forbid_unknown_fields=True):
     """``rateLimits``: a bucket per task type and per group (unknown names are fine)."""
 
     types: Annotated[dict[TaskType, RateLimitConfig], Meta(max_length=1024)] = msgspec.field(
@@ -282,7 +282,7 @@ class RateLimitsConfig(Struct, **_Setting):
     )
 
 
-class AgingConfig(Struct, **_Setting):
+class AgingConfig(Struct, rename="camel", gc=False, forbid_unknown_fields=True):
     """``aging``: one level more urgent per whole ``stepMs`` due beyond ``afterMs``, never
     beyond ``limit``."""
 
@@ -291,7 +291,7 @@ class AgingConfig(Struct, **_Setting):
     limit: PriorityValue = 64
 
 
-class FairShareConfig(Struct, **_Setting):
+class FairShareConfig(Struct, rename="camel", gc=False, forbid_unknown_fields=True):
     """``fairShare``: free slots go to the competing group with the lowest running ÷ weight,
     after every group's ``minSlots``."""
 
