@@ -576,8 +576,8 @@ class Scheduler:
     async def wait_idle(self) -> None:
         """Return when no task is running and none is ready to run now.
 
-        Tasks that cannot run now — delayed, paused, or of a type no executor handles —
-        do not count.
+        Tasks that cannot run now — delayed, paused, of a type no executor handles, or of
+        a type or group whose rate bucket is empty — do not count.
         """
         if self._lifecycle.closed:
             return
