@@ -417,13 +417,13 @@ class Dispatcher:
         window: int,
     ) -> list[Candidate]:
         """The window's candidates plus what aging and fair share need beyond it: the
-        longest-due tasks per type (aging may put them first) and each configured group's
-        most urgent tasks (they compete for slots) — bounded reads, index seeks all."""
+        longest-due tasks of each priority level (aging may put them first) and each
+        configured group's most urgent tasks (they compete for slots) — bounded reads, index
+        seeks all."""
         rows: dict[int, Ready] = {r.id: r for r in ready if r.id not in runs}
         aging, fair = policy.aging, policy.fair_share
         if aging is not None:
-            due_by = now - aging.after_ms - aging.step_ms  # aged at least one level by now
-            for r in self._store.aged(now, types, paused_groups, due_by, aging.limit, window):
+            for r in self._store.aged(now, types, paused_groups, aging.limit, window):
                 if r.id not in runs:
                     rows.setdefault(r.id, r)
         if fair is not None:

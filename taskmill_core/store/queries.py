@@ -162,21 +162,6 @@ def ready(
     return [Ready(r[0], r[1], r[2], r[3], r[4]) for r in rows]
 
 
-def _policy_rows(
-    db: sqlite3.Connection,
-    sql: str,
-    keys: Sequence[str],
-    args: tuple[Any, ...],
-    paused_groups: Sequence[str],
-    limit: int,
-) -> list[Ready]:
-    out: list[Ready] = []
-    for key in keys:
-        for r in db.execute(sql, (key, *args, *paused_groups, limit)):
-            out.append(Ready(r[0], r[1], r[2], r[3], r[4], r[5]))
-    return out
-
-
 def _not_paused(paused_groups: Sequence[str]) -> str:
     if not paused_groups:
         return ""
@@ -188,25 +173,40 @@ def aged(
     now: int,
     types: Sequence[str],
     paused_groups: Sequence[str],
-    due_by: int,
     above: int,
     limit: int,
+    max_levels: int = 32,
 ) -> list[Ready]:
-    """Per type, the ``limit`` pending tasks due longest (due at or before ``due_by``) whose
-    stored priority is less urgent than ``above`` — the ones aging may have moved up.
+    """Per type and stored priority level less urgent than ``above`` (least urgent first, at
+    most ``max_levels``), the first ``limit`` due tasks in id order — the ones aging may have
+    moved ahead of the window by stored priority.
 
-    One seek per type on ``tasks_aging`` (type, due time), oldest first, stopping after
-    ``limit`` rows: among the tasks of one stored priority, the longest due is the most aged,
-    so these and the window by stored priority hold every task aging puts first, with at
-    most ``limit`` tasks per type in between.
+    Within a level, the ready index is in id order, which is submission order: the longest
+    due of a level come first (a task requeued, resumed or retried later is due later but
+    keeps its place; it is then read early, never missed). Each level is one seek for the
+    level (``max(priority) < previous``) and one for its rows, on ``tasks_ready`` — no index
+    of its own, so a write costs nothing more with aging off.
     """
-    sql = (
-        f"SELECT id, type, priority, grp, io_cost, {DUE_SQL} FROM tasks INDEXED BY tasks_aging "
-        f"WHERE state='pending' AND type=? AND {DUE_SQL} <= ? AND priority > ? "
-        f"AND (run_at IS NULL OR run_at <= ?){_not_paused(paused_groups)} "
-        f"ORDER BY {DUE_SQL} LIMIT ?"
+    level_sql = (
+        "SELECT max(priority) FROM tasks INDEXED BY tasks_ready "
+        "WHERE state='pending' AND type=? AND priority < ? AND priority > ?"
     )
-    return _policy_rows(db, sql, types, (due_by, above, now), paused_groups, limit)
+    rows_sql = (
+        f"SELECT id, type, priority, grp, io_cost, {DUE_SQL} FROM tasks INDEXED BY tasks_ready "
+        "WHERE state='pending' AND type=? AND priority=? AND (run_at IS NULL OR run_at <= ?)"
+        f"{_not_paused(paused_groups)} ORDER BY id LIMIT ?"
+    )
+    out: list[Ready] = []
+    for t in types:
+        below = 256
+        for _ in range(max_levels):
+            level = db.execute(level_sql, (t, below, above)).fetchone()[0]
+            if level is None:
+                break
+            for r in db.execute(rows_sql, (t, level, now, *paused_groups, limit)):
+                out.append(Ready(r[0], r[1], r[2], r[3], r[4], r[5]))
+            below = level
+    return out
 
 
 def group_ready(db: sqlite3.Connection, now: int, groups: Sequence[str], limit: int) -> list[Ready]:
@@ -218,7 +218,11 @@ def group_ready(db: sqlite3.Connection, now: int, groups: Sequence[str], limit: 
         "INDEXED BY tasks_group_ready WHERE state='pending' AND grp=? "
         "AND (run_at IS NULL OR run_at <= ?) ORDER BY priority, id LIMIT ?"
     )
-    return _policy_rows(db, sql, groups, (now,), (), limit)
+    out: list[Ready] = []
+    for g in groups:
+        for r in db.execute(sql, (g, now, limit)):
+            out.append(Ready(r[0], r[1], r[2], r[3], r[4], r[5]))
+    return out
 
 
 def due_since_of(db: sqlite3.Connection, ids: Sequence[int]) -> dict[int, int]:

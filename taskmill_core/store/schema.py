@@ -122,13 +122,13 @@ MIGRATIONS: list[str] = [
     """,
     # Scheduling policy: ``due_since`` is when a pending task last became runnable, where that
     # is not its ``run_at`` (a retry's time) or else its creation: after a resume, a
-    # preemption, a requeue, a rerun, an unblocking (NULL: coalesce(run_at, created_at), so
-    # a submit writes nothing more). Aging reads the longest-due tasks of a type through
-    # tasks_aging (a seek on the expression, oldest first), and fair share each configured
-    # group's most urgent through tasks_group_ready.
-    f"""
+    # preemption, a requeue, a rerun, an unblocking (NULL: coalesce(run_at, created_at), so a
+    # submit writes nothing more). It is not indexed: aging reads the heads of each priority
+    # level through tasks_ready (see queries.aged), so a write pays no index for it. Fair
+    # share reads each configured group's most urgent tasks through tasks_group_ready, which
+    # only grouped pending tasks are in.
+    """
     ALTER TABLE tasks ADD COLUMN due_since INTEGER;
-    CREATE INDEX tasks_aging ON tasks(type, {DUE_SQL}) WHERE state = 'pending';
     CREATE INDEX tasks_group_ready ON tasks(grp, priority, id)
         WHERE state = 'pending' AND grp IS NOT NULL;
     """,

@@ -235,12 +235,13 @@ class SqliteStore:
         now: int,
         types: Sequence[str],
         paused_groups: Sequence[str],
-        due_by: int,
         above: int,
         limit: int,
+        max_levels: int = 32,
     ) -> list[Ready]:
-        """The longest-due pending tasks per type (aging; see :func:`.queries.aged`)."""
-        return queries.aged(self._conn.db, now, types, paused_groups, due_by, above, limit)
+        """The longest-due pending tasks of each priority level (aging; see
+        :func:`.queries.aged`)."""
+        return queries.aged(self._conn.db, now, types, paused_groups, above, limit, max_levels)
 
     def group_ready(self, now: int, groups: Sequence[str], limit: int) -> list[Ready]:
         """Each group's most urgent due tasks (fair share; see :func:`.queries.group_ready`)."""

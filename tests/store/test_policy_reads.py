@@ -52,16 +52,20 @@ async def test_a_task_is_due_from_its_creation_or_run_at_and_again_when_runnable
     assert due(store, a) == T0 + 2000
 
 
-async def test_the_aging_read_takes_the_longest_due_per_type(store: SqliteStore) -> None:
-    old = [submit(store, now=T0 + i, priority=200) for i in range(5)]
-    submit(store, now=T0 + 10, priority=10)  # not above the limit: never aged, not read
-    late = submit(store, now=T0 + 100, priority=200)  # due after due_by
-    other = submit(store, now=T0, type="u", priority=255)
+async def test_the_aging_read_takes_the_first_due_of_each_less_urgent_level(
+    store: SqliteStore,
+) -> None:
+    l200 = [submit(store, now=T0 + i, priority=200) for i in range(4)]
+    l150 = [submit(store, now=T0 + i, priority=150) for i in range(4)]
+    submit(store, now=T0, priority=10)  # not above the limit: never aged, not read
+    submit(store, now=T0, priority=200, run_at=T0 + 99_999)  # not due
     grouped = submit(store, now=T0, priority=200, group="paused")
-    rows = store.aged(T0 + 1000, ["t", "u"], ["paused"], due_by=T0 + 50, above=64, limit=3)
-    assert [r.id for r in rows] == [*old[:3], other]
-    assert [r.due_since for r in rows] == [T0, T0 + 1, T0 + 2, T0]
-    assert late not in [r.id for r in rows] and grouped not in [r.id for r in rows]
+    other = submit(store, now=T0, type="u", priority=255)
+    rows = store.aged(T0 + 1000, ["t", "u"], ["paused"], above=64, limit=2)
+    assert [r.id for r in rows] == [*l200[:2], *l150[:2], other]
+    assert [r.due_since for r in rows] == [T0, T0 + 1, T0, T0 + 1, T0]
+    assert grouped not in [r.id for r in rows]
+    assert [r.id for r in store.aged(T0, ["t"], [], above=64, limit=1, max_levels=1)] == [l200[0]]
 
 
 async def test_the_group_read_takes_each_groups_most_urgent_due_tasks(store: SqliteStore) -> None:
@@ -76,10 +80,14 @@ async def test_the_policy_reads_are_index_seeks(store: SqliteStore) -> None:
     db = sqlite3.connect(store.path)  # a second connection to the same file
     plans = [
         db.execute(
-            f"EXPLAIN QUERY PLAN SELECT id FROM tasks INDEXED BY tasks_aging WHERE "
-            f"state='pending' AND type=? AND {DUE_SQL} <= ? AND priority > ? "
-            f"ORDER BY {DUE_SQL} LIMIT ?",
-            ("t", 1, 2, 3),
+            "EXPLAIN QUERY PLAN SELECT max(priority) FROM tasks INDEXED BY tasks_ready "
+            "WHERE state='pending' AND type=? AND priority < ? AND priority > ?",
+            ("t", 256, 64),
+        ).fetchall(),
+        db.execute(
+            f"EXPLAIN QUERY PLAN SELECT id, {DUE_SQL} FROM tasks INDEXED BY tasks_ready WHERE "
+            "state='pending' AND type=? AND priority=? ORDER BY id LIMIT ?",
+            ("t", 200, 3),
         ).fetchall(),
         db.execute(
             "EXPLAIN QUERY PLAN SELECT id FROM tasks INDEXED BY tasks_group_ready WHERE "
