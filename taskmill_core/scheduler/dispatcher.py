@@ -420,21 +420,35 @@ class Dispatcher:
         longest-due tasks of each priority level (aging may put them first) and each
         configured group's most urgent tasks (they compete for slots) — bounded reads, index
         seeks all."""
-        rows: dict[int, Ready] = {r.id: r for r in ready if r.id not in runs}
         aging, fair = policy.aging, policy.fair_share
-        if aging is not None:
-            for r in self._store.aged(now, types, paused_groups, aging.limit, window):
-                if r.id not in runs:
-                    rows.setdefault(r.id, r)
-        if fair is not None:
-            groups = [g for g in {**fair.weights, **fair.min_slots} if g not in paused_groups]
-            if groups:
-                runnable = set(types).difference(self._settings.pauses.types)
-                for r in self._store.group_ready(now, groups, window):
-                    if r.id not in runs and r.type in runnable:
-                        rows.setdefault(r.id, r)
-        out = sorted(rows.values(), key=lambda r: (r.priority, r.id))
-        candidates = [Candidate(r.id, r.type, r.priority, r.group) for r in out]
+        extra: list[Ready] = []
+        if len(ready) >= window:  # (else the window holds every due task already)
+            if aging is not None:
+                extra += self._store.aged(now, types, paused_groups, aging.limit, window)
+            if fair is not None:
+                # A group with no task in the window sits behind others' backlog: read its
+                # most urgent. One with some competes already (and again next step).
+                present = {r.group for r in ready}
+                groups = [
+                    g
+                    for g in {**fair.weights, **fair.min_slots}
+                    if g not in present and g not in paused_groups
+                ]
+                if groups:
+                    runnable = set(types).difference(self._settings.pauses.types)
+                    extra += [
+                        r
+                        for r in self._store.group_ready(now, groups, window)
+                        if r.type in runnable
+                    ]
+        if extra:
+            rows: dict[int, Ready] = {r.id: r for r in ready}
+            for r in extra:
+                rows.setdefault(r.id, r)
+            ready = sorted(rows.values(), key=lambda r: (r.priority, r.id))
+        candidates = [
+            Candidate(r.id, r.type, r.priority, r.group) for r in ready if r.id not in runs
+        ]
         if aging is not None:
             candidates = self._with_due_since(candidates)
         return candidates
