@@ -148,6 +148,8 @@ class Methods:
         self.now_ms = now_ms
         self.selection = selection or EventSelection(EVENT_NAMES)
         self.discover_document: dict[str, Any] = {}
+        self._proto: JsonRpcProtocol | None = None
+        self._submit_kind: type[TaskSpec] = TaskSpec
 
     def register_all(self, proto: JsonRpcProtocol) -> None:
         r = proto.register
@@ -155,7 +157,9 @@ class Methods:
         r("ping", self.ping, Empty)
         r("shutdown", self.shutdown, ShutdownParams, shuts_down=True)
         r("rpc.discover", self.discover, Empty)
-        r("task.submit", self.submit, SubmitParams, batch=self.submit_many)
+        self._proto = proto
+        self._submit_kind = self._submit_type()
+        r("task.submit", self.submit, self._submit_kind, batch=self.submit_many)
         r("task.submitBatch", self.submit_batch, RawBatch)
         r("task.get", self.get, TaskIdParams)
         r("task.list", self.list_tasks, ListParams)
@@ -207,23 +211,46 @@ class Methods:
 
     # Every TaskInfo answered goes through redact_* (header values of http.* tasks).
 
-    async def submit(self, p: SubmitParams) -> SubmitResult:
-        given = _given(p) if self.sched.config.type_defaults else None
-        spec = without_secrets_key(_with_global_defaults(p))
+    # task.submit is decoded as SubmitParams (which keeps a left-out priority or maxRetries
+    # apart from a given one) only while type defaults are configured; else as TaskSpec, as
+    # it always was (see _submit_type).
+
+    def _submit_type(self) -> type[TaskSpec]:
+        return SubmitParams if self.sched.config.type_defaults else TaskSpec
+
+    def _register_submit(self) -> None:
+        if self._proto is not None:
+            kind = self._submit_type()
+            if kind is not self._submit_kind:
+                self._submit_kind = kind
+                self._proto.retype("task.submit", kind)
+
+    async def submit(self, p: TaskSpec) -> SubmitResult:
+        given = None
+        if isinstance(p, SubmitParams):
+            given = _given(p)
+            _with_global_defaults(p)
+        spec = without_secrets_key(p)
         return redact_result(await self.sched.submit(spec, validated=True, given=given))
 
-    async def submit_many(self, ps: list[SubmitParams]) -> list[SubmitResult | Exception]:
+    async def submit_many(self, ps: list[TaskSpec]) -> list[SubmitResult | Exception]:
         """Pipelined ``task.submit`` requests that arrived together, each answered on its own."""
-        given = [_given(p) for p in ps] if self.sched.config.type_defaults else None
-        specs = [without_secrets_key(_with_global_defaults(p)) for p in ps]
-        results = await self.sched.submit_many(specs, validated=True, given=given)
+        given: list[frozenset[str] | None] | None = None
+        if ps and isinstance(ps[0], SubmitParams):
+            given = [_given(p) if isinstance(p, SubmitParams) else None for p in ps]
+            for p in ps:
+                if isinstance(p, SubmitParams):
+                    _with_global_defaults(p)
+        results = await self.sched.submit_many(
+            [without_secrets_key(p) for p in ps], validated=True, given=given
+        )
         return [r if isinstance(r, Exception) else redact_result(r) for r in results]
 
     async def submit_batch(self, p: RawBatch) -> SubmitBatchResult:
         if len(p.tasks) > MAX_BATCH:
             raise InvalidParams(f"a batch holds at most {MAX_BATCH} tasks", "$.tasks")
         try:
-            wire = msgspec.convert(p.tasks, list[SubmitParams])
+            wire = msgspec.convert(p.tasks, list[self._submit_type()])  # type: ignore[misc]
         except msgspec.ValidationError as exc:
             message = str(exc)
             inner = validation_path(message)
@@ -233,8 +260,12 @@ class Methods:
             data = {"index": index} if index is not None else {}
             raise InvalidParams(message.split(" - at `")[0], path, **data) from None
         try:
-            given = [_given(w) for w in wire] if self.sched.config.type_defaults else None
-            specs = [without_secrets_key(_with_global_defaults(w)) for w in wire]
+            given = None
+            if wire and isinstance(wire[0], SubmitParams):
+                given = [_given(w) for w in wire]
+                for w in wire:
+                    _with_global_defaults(w)
+            specs = [without_secrets_key(w) for w in wire]
             results = await self.sched.submit_batch(specs, validated=True, given=given)
         except PayloadTooLarge as exc:
             index = exc.data.get("index")
@@ -300,7 +331,9 @@ class Methods:
             if (v := getattr(p, f)) is not msgspec.UNSET
             and (v is not None or camel(f) in POLICY_SETTINGS)
         }
-        return await self.sched.configure(**changes)
+        config = await self.sched.configure(**changes)
+        self._register_submit()
+        return config
 
     async def set_pressure(self, p: SetPressureParams) -> Empty:
         self.sched.set_pressure(p.source, p.level, p.ttl_ms)

@@ -281,3 +281,21 @@ def test_bad_settings_are_refused_naming_the_field_and_change_nothing(
     e = err["error"]
     assert (e["code"], e["data"]["path"]) == (-32602, path)
     assert sidecar.result("scheduler.configure", {}) == before
+
+
+def test_type_defaults_apply_after_a_restart_and_stop_when_removed(
+    sidecar: Sidecar, db: Path
+) -> None:
+    sidecar.result("scheduler.configure", {"typeDefaults": {"noop": {"priority": 200}}})
+    sc = restart(sidecar, db)
+    try:
+        sc.result("scheduler.pause", {})
+        assert sc.result("task.submit", {"type": "noop"})["task"]["priority"] == 200
+        sc.result("scheduler.configure", {"typeDefaults": None})
+        assert sc.result("task.submit", {"type": "noop"})["task"]["priority"] == 128
+        both = sc.result("task.submitBatch", {"tasks": [{"type": "noop"}]})["results"]
+        assert sc.result("task.get", {"id": both[0]["id"]})["priority"] == 128
+    finally:
+        sc.call("shutdown", {"graceMs": 0})
+        sc.wait_exit()
+        sc.close()
