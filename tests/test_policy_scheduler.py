@@ -27,6 +27,8 @@ from taskmill_core.types import (
     SchedulerResumed,
     TaskPreempted,
     TaskStarted,
+    ThrottleTierConfig,
+    TypeDefaultsConfig,
 )
 
 from .helpers import Gate, drain, open_scheduler, recorder, settle
@@ -454,6 +456,17 @@ async def test_bad_policy_settings_are_refused_naming_the_field_and_change_nothi
         assert msgspec.to_builtins(s.config) == before
     async with open_scheduler(tmp_path / "t.db") as (s, _clock, _sub):
         assert msgspec.to_builtins(s.config) == before
+
+
+async def test_policy_settings_may_be_given_as_structs(tmp_path: Path) -> None:
+    async with open_scheduler(tmp_path / "t.db") as (s, _clock, _sub):
+        cfg = await s.configure(
+            throttle=[ThrottleTierConfig(min_priority=100, level=0.5)],
+            rate_limits=RateLimitsConfig(types={"up": RateLimitConfig(per_minute=6)}),
+            type_defaults={"up": TypeDefaultsConfig(priority=5)},
+        )
+        assert cfg.throttle == [ThrottleTierConfig(min_priority=100, level=0.5)]
+        assert cfg.type_defaults == {"up": TypeDefaultsConfig(priority=5)}
 
 
 async def test_unknown_types_and_groups_in_settings_are_fine(tmp_path: Path) -> None:

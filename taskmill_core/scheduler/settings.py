@@ -207,8 +207,8 @@ class Settings:
                 continue
             if key == "durability":
                 raise InvalidParams("durability is chosen when the database is opened", "$")
-            if isinstance(value, msgspec.Struct):
-                value = msgspec.to_builtins(value)
+            if isinstance(value, (msgspec.Struct, list, dict)):
+                value = msgspec.to_builtins(value)  # (also Structs inside a list or a dict)
             # A given object replaces the setting whole (io, retention, groupLimits), so a
             # budget or limit is removed by leaving it out.
             current[key] = value
