@@ -442,6 +442,10 @@ async def test_every_policy_setting_survives_a_restart_and_null_removes_it(
         ({"aging": {"afterMs": 0, "stepMs": 1, "speed": 2}}, "$.aging.speed"),
         ({"fair_share": {"weights": {"a": 0}}}, "$.fairShare.weights.a"),
         ({"type_defaults": {"up": {"payload": 1}}}, "$.typeDefaults.up.payload"),
+        (
+            {"type_defaults": {"a": {}, "http.upload": {"priority": 256}}},
+            '$.typeDefaults["http.upload"].priority',
+        ),
     ],
 )
 async def test_bad_policy_settings_are_refused_naming_the_field_and_change_nothing(

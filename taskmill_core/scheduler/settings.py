@@ -7,7 +7,6 @@ the file, not a persisted choice.
 
 from __future__ import annotations
 
-import copy
 import re
 from typing import Any
 
@@ -99,66 +98,60 @@ class Pauses(msgspec.Struct):
 
 
 _SEGMENT = re.compile(r'\.([A-Za-z_][A-Za-z0-9_]*)|\[(\d+|\.\.\.|"(?:[^"\\]|\\.)*")\]')
+_IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+def _only(node: Any, steps: list[str | int], key: str) -> Any:
+    """A copy of ``node`` in which the mapping at ``steps`` holds only ``key`` (the containers
+    on the way are copied shallowly; nothing else is)."""
+    if not steps:
+        return {key: node[key]}
+    copied: Any = dict(node) if isinstance(node, dict) else list(node)
+    copied[steps[0]] = _only(node[steps[0]], steps[1:], key)
+    return copied
 
 
 def _name_the_key(current: dict[str, Any], error: InvalidParams) -> InvalidParams:
     """msgspec names a bad entry of a mapping ``[...]``; find its key (the entry that fails
-    alone) so that ``data.path`` names the field, e.g. ``$.rateLimits.types.upload``."""
+    on its own) so that ``data.path`` names the field, e.g. ``$.rateLimits.types.upload``."""
     path = error.path
     while "[...]" in path:
         node: Any = current
-        prefix = "$"
+        steps: list[str | int] = []
         for m in _SEGMENT.finditer(path[1:]):
             name, index = m.group(1), m.group(2)
             if index == "...":
                 if not isinstance(node, dict):
                     return error
                 for key in node:
-                    trial = copy.deepcopy(current)
-                    sub = _at(trial, prefix)
-                    for other in [k for k in sub if k != key]:
-                        del sub[other]
                     try:
-                        msgspec.convert(trial, SchedulerConfig)
+                        msgspec.convert(_only(current, steps, key), SchedulerConfig)
                     except msgspec.ValidationError:
                         seg = (
                             f".{key}"
-                            if re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", key)
-                            else (f"[{msgspec.json.encode(key).decode()}]")
+                            if _IDENT.fullmatch(key)
+                            else f"[{msgspec.json.encode(key).decode()}]"
                         )
                         path = path.replace("[...]", seg, 1)
                         break
                 else:
                     return error
                 break
+            step: str | int
             if name is not None:
-                node = node.get(name) if isinstance(node, dict) else None
-                prefix += f".{name}"
+                step = name
             elif index is not None and index.isdigit():
-                node = node[int(index)] if isinstance(node, list) else None
-                prefix += f"[{index}]"
+                step = int(index)
             else:
-                key = msgspec.json.decode(index) if index else ""
-                node = node.get(key) if isinstance(node, dict) else None
-                prefix += f"[{index}]"
-            if node is None:
+                step = msgspec.json.decode(index or '""')
+            try:
+                node = node[step]
+            except (KeyError, IndexError, TypeError):
                 return error
+            steps.append(step)
         else:
             return error
     return InvalidParams(error.message, path)
-
-
-def _at(root: Any, prefix: str) -> Any:
-    node = root
-    for m in _SEGMENT.finditer(prefix[1:]):
-        name, index = m.group(1), m.group(2)
-        if name is not None:
-            node = node[name]
-        elif index is not None and index.isdigit():
-            node = node[int(index)]
-        else:
-            node = node[msgspec.json.decode(index or '""')]
-    return node
 
 
 class Settings:
