@@ -263,7 +263,12 @@ class Dispatcher:
             return
         for group, type_ in ended:
             pauses.remove(group=group, type=type_)
-        self._settings.save_pauses()
+        try:
+            self._settings.save_pauses()
+        except BaseException:
+            for group, type_ in ended:  # still paused; the tick's retry lifts them
+                pauses.add(group=group, type=type_, until_at=now)
+            raise
         for group, type_ in ended:
             self._publish(SchedulerResumed(group=group, type=type_))
 
