@@ -246,6 +246,7 @@ async def test_pressure_holds_back_exactly_its_tiers_and_lapses_after_its_ttl(
         s.register("rec", run)
         await settle()
         assert sorted(order) == sorted([ids[64], ids[127]])
+        assert s.held == {ids[128]: "throttled", ids[200]: "throttled"}  # (the metrics seam)
         st = await s.status()
         assert st.pressure.level == 0.75
         assert st.pressure.sources == {"battery": 0.75, "metered": 0.5}
