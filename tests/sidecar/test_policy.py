@@ -97,19 +97,19 @@ def test_two_weighted_groups_share_the_slots_in_proportion(sidecar: Sidecar) -> 
 def test_an_aged_background_task_overtakes_normal_ones_and_never_preempts(
     sidecar: Sidecar,
 ) -> None:
-    # 192 ages a level per 5 ms: at 128 (the normal tasks' level and the limit) after 320 ms
+    # 192 ages a level per 10 ms: at 128 (the normal tasks' level and the limit) after 640 ms
     sidecar.result(
         "scheduler.configure",
-        {"maxConcurrency": 1, "aging": {"afterMs": 0, "stepMs": 5, "limit": 128}},
+        {"maxConcurrency": 1, "aging": {"afterMs": 0, "stepMs": 10, "limit": 128}},
     )
-    blocker = submit(sidecar, type="sleep", payload={"ms": 800})
+    blocker = submit(sidecar, type="sleep", payload={"ms": 1500})
     started_at(sidecar, [blocker])
     bg = submit(sidecar, type="noop", priority="background")
     normals = [submit(sidecar, type="noop", priority="normal") for _ in range(3)]
     time.sleep(0.05)
     early = sidecar.result("task.get", {"id": bg})
     assert 128 < early["effectivePriority"] < 192
-    time.sleep(0.4)
+    time.sleep(0.7)
     assert sidecar.result("task.get", {"id": bg})["effectivePriority"] == 128
     at = started_at(sidecar, [bg, *normals])
     assert at[bg] <= min(at[n] for n in normals)
