@@ -321,7 +321,9 @@ def _default_throttle() -> list[ThrottleTierConfig]:
 
 
 class TypeDefaultsConfig(Struct, **_Setting):
-    """One type's submit defaults: each fills the field when a submit leaves it out."""
+    """One type's submit defaults: each fills the field when a submit leaves it out (a field
+    given as ``null`` counts as left out; a given value wins, even the global default).
+    Applied at submit (single, batch, children); ``ioCost`` and ``backoff`` are taken whole."""
 
     priority: PriorityValue | PriorityName | None = None
     max_retries: Annotated[int, Meta(ge=0, le=100)] | None = None

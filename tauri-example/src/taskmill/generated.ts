@@ -129,7 +129,9 @@ export interface ThrottleTierConfig {
   minPriority: number;
 }
 /**
- * One type's submit defaults: each fills the field when a submit leaves it out.
+ * One type's submit defaults: each fills the field when a submit leaves it out (a field
+ * given as ``null`` counts as left out; a given value wins, even the global default).
+ * Applied at submit (single, batch, children); ``ioCost`` and ``backoff`` are taken whole.
  */
 export interface TypeDefaultsConfig {
   backoff?: Backoff | null;
