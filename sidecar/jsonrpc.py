@@ -239,6 +239,11 @@ class JsonRpcProtocol:
             raise ValueError("a batch handler needs a params_type")
         self._handlers[method] = _Handler(handler, params_type, batch, shuts_down)
 
+    def retype(self, method: str, params_type: type[Any]) -> None:
+        """Convert the params of the registered ``method`` to ``params_type`` from now on
+        (the handler and its batch handler take it)."""
+        self._handlers[method].params_type = params_type
+
     @property
     def methods(self) -> list[str]:
         return sorted(self._handlers)

@@ -23,6 +23,7 @@ from sidecar.params import (
     CancelResult,
     Capabilities,
     ConfigureParams,
+    ConfigureRequest,
     Empty,
     EventsConfigureParams,
     ExecutorCheckpointParams,
@@ -32,6 +33,7 @@ from sidecar.params import (
     InitializeResult,
     ListParams,
     LookupParams,
+    PauseParams,
     PingResult,
     PruneParams,
     PruneResult,
@@ -41,9 +43,11 @@ from sidecar.params import (
     ScheduleRefParams,
     ScopeParams,
     ServerInfo,
+    SetPressureParams,
     SetPriorityParams,
     ShutdownParams,
     SubmitBatchResult,
+    SubmitParams,
     TaskIdParams,
     UnregisterParams,
 )
@@ -59,6 +63,7 @@ from sidecar.selection import EventSelection
 from taskmill_core import Scheduler, TaskSpec
 from taskmill_core.errors import InvalidParams, PayloadTooLarge
 from taskmill_core.scheduler import MAX_BATCH
+from taskmill_core.scheduler.settings import POLICY_SETTINGS
 from taskmill_core.types import (
     HistoryStats,
     MetricsReport,
@@ -70,6 +75,7 @@ from taskmill_core.types import (
     TaskInfo,
     TaskPage,
 )
+from taskmill_core.validation import camel
 
 __all__ = ["EVENT_NAMES", "Methods", "RawBatch"]
 
@@ -93,12 +99,35 @@ EVENT_NAMES = [
     # recurring schedules
     "schedule.fired",
     "schedule.skipped",
+    # scheduling policy
+    "scheduler.pressure",
 ]
 
-FEATURES = ["upload", "eventSelection", "schedules", "workflows"]
+FEATURES = ["upload", "eventSelection", "policy", "schedules", "workflows"]
 """What this sidecar has of the contract's additions (``initialize.capabilities.features``)."""
 
 _INDEX = re.compile(r"^\$\[(\d+)\]")
+_NULLABLE_DEFAULTABLE = ("backoff", "timeout_ms", "ttl_ms", "group", "io_cost")
+
+
+def _given(p: SubmitParams) -> frozenset[str]:
+    """The defaultable fields a wire submit gave (a ``null`` counts as left out)."""
+    given = [n for n in _NULLABLE_DEFAULTABLE if getattr(p, n) is not None]
+    if p.priority is not msgspec.UNSET:
+        given.append("priority")
+    if p.max_retries is not msgspec.UNSET:
+        given.append("max_retries")
+    return frozenset(given)
+
+
+def _with_global_defaults(p: SubmitParams) -> TaskSpec:
+    """A decoded :class:`SubmitParams` with the global defaults where it left a field out
+    (in place: the value is this request's own)."""
+    if p.priority is msgspec.UNSET:
+        p.priority = 128
+    if p.max_retries is msgspec.UNSET:
+        p.max_retries = 3
+    return p
 
 
 class RawBatch(msgspec.Struct, forbid_unknown_fields=True):
@@ -129,6 +158,8 @@ class Methods:
         self.now_ms = now_ms
         self.selection = selection or EventSelection(EVENT_NAMES)
         self.discover_document: dict[str, Any] = {}
+        self._proto: JsonRpcProtocol | None = None
+        self._submit_kind: type[TaskSpec] = TaskSpec
 
     def register_all(self, proto: JsonRpcProtocol) -> None:
         r = proto.register
@@ -136,7 +167,9 @@ class Methods:
         r("ping", self.ping, Empty)
         r("shutdown", self.shutdown, ShutdownParams, shuts_down=True)
         r("rpc.discover", self.discover, Empty)
-        r("task.submit", self.submit, TaskSpec, batch=self.submit_many)
+        self._proto = proto
+        self._submit_kind = self._submit_type()
+        r("task.submit", self.submit, self._submit_kind, batch=self.submit_many)
         r("task.submitBatch", self.submit_batch, RawBatch)
         r("task.get", self.get, TaskIdParams)
         r("task.list", self.list_tasks, ListParams)
@@ -147,9 +180,10 @@ class Methods:
         r("task.resume", self.resume, TaskIdParams)
         r("task.retry", self.retry, TaskIdParams)
         r("scheduler.status", self.status, Empty)
-        r("scheduler.pause", self.pause_all, ScopeParams)
+        r("scheduler.pause", self.pause_all, PauseParams)
         r("scheduler.resume", self.resume_all, ScopeParams)
-        r("scheduler.configure", self.configure, ConfigureParams)
+        r("scheduler.configure", self.configure, ConfigureRequest)
+        r("scheduler.setPressure", self.set_pressure, SetPressureParams)
         r("history.stats", self.history_stats, HistoryStatsParams)
         r("history.prune", self.prune, PruneParams)
         r("events.configure", self.events_configure, EventsConfigureParams)
@@ -196,19 +230,46 @@ class Methods:
 
     # Every TaskInfo answered goes through redact_* (header values of http.* tasks).
 
+    # task.submit is decoded as SubmitParams (which keeps a left-out priority or maxRetries
+    # apart from a given one) only while type defaults are configured; else as TaskSpec, as
+    # it always was (see _submit_type).
+
+    def _submit_type(self) -> type[TaskSpec]:
+        return SubmitParams if self.sched.config.type_defaults else TaskSpec
+
+    def _register_submit(self) -> None:
+        if self._proto is not None:
+            kind = self._submit_type()
+            if kind is not self._submit_kind:
+                self._submit_kind = kind
+                self._proto.retype("task.submit", kind)
+
     async def submit(self, p: TaskSpec) -> SubmitResult:
-        return redact_result(await self.sched.submit(without_secrets_key(p), validated=True))
+        given = None
+        if isinstance(p, SubmitParams):
+            given = _given(p)
+            _with_global_defaults(p)
+        spec = without_secrets_key(p)
+        return redact_result(await self.sched.submit(spec, validated=True, given=given))
 
     async def submit_many(self, ps: list[TaskSpec]) -> list[SubmitResult | Exception]:
         """Pipelined ``task.submit`` requests that arrived together, each answered on its own."""
-        results = await self.sched.submit_many([without_secrets_key(p) for p in ps], validated=True)
+        given: list[frozenset[str] | None] | None = None
+        if ps and isinstance(ps[0], SubmitParams):
+            given = [_given(p) if isinstance(p, SubmitParams) else None for p in ps]
+            for p in ps:
+                if isinstance(p, SubmitParams):
+                    _with_global_defaults(p)
+        results = await self.sched.submit_many(
+            [without_secrets_key(p) for p in ps], validated=True, given=given
+        )
         return [r if isinstance(r, Exception) else redact_result(r) for r in results]
 
     async def submit_batch(self, p: RawBatch) -> SubmitBatchResult:
         if len(p.tasks) > MAX_BATCH:
             raise InvalidParams(f"a batch holds at most {MAX_BATCH} tasks", "$.tasks")
         try:
-            specs = msgspec.convert(p.tasks, list[TaskSpec])
+            wire = msgspec.convert(p.tasks, list[self._submit_type()])  # type: ignore[misc]
         except msgspec.ValidationError as exc:
             message = str(exc)
             inner = validation_path(message)
@@ -218,8 +279,13 @@ class Methods:
             data = {"index": index} if index is not None else {}
             raise InvalidParams(message.split(" - at `")[0], path, **data) from None
         try:
-            specs = [without_secrets_key(spec) for spec in specs]
-            results = await self.sched.submit_batch(specs, validated=True)
+            given = None
+            if wire and isinstance(wire[0], SubmitParams):
+                given = [_given(w) for w in wire]
+                for w in wire:
+                    _with_global_defaults(w)
+            specs = [without_secrets_key(w) for w in wire]
+            results = await self.sched.submit_batch(specs, validated=True, given=given)
         except PayloadTooLarge as exc:
             index = exc.data.get("index")
             if index is not None:
@@ -269,8 +335,8 @@ class Methods:
     async def status(self, p: Empty) -> SchedulerStatus:
         return redact_status(await self.sched.status())
 
-    async def pause_all(self, p: ScopeParams) -> Empty:
-        await self.sched.pause_all(group=p.group, type=p.type)
+    async def pause_all(self, p: PauseParams) -> Empty:
+        await self.sched.pause_all(group=p.group, type=p.type, until=p.until_at, for_ms=p.for_ms)
         return Empty()
 
     async def resume_all(self, p: ScopeParams) -> Empty:
@@ -278,8 +344,21 @@ class Methods:
         return Empty()
 
     async def configure(self, p: ConfigureParams) -> SchedulerConfig:
-        changes = {f: getattr(p, f) for f in p.__struct_fields__ if getattr(p, f) is not None}
-        return await self.sched.configure(**changes)
+        # Left out (UNSET, or None for the older settings): unchanged; a policy setting given
+        # as null is removed (None reaches the scheduler).
+        changes = {
+            f: v
+            for f in p.__struct_fields__
+            if (v := getattr(p, f)) is not msgspec.UNSET
+            and (v is not None or camel(f) in POLICY_SETTINGS)
+        }
+        config = await self.sched.configure(**changes)
+        self._register_submit()
+        return config
+
+    async def set_pressure(self, p: SetPressureParams) -> Empty:
+        self.sched.set_pressure(p.source, p.level, p.ttl_ms)
+        return Empty()
 
     async def history_stats(self, p: HistoryStatsParams) -> HistoryStats:
         return await self.sched.history_stats(p.type)

@@ -12,13 +12,18 @@ import msgspec
 from msgspec import Meta, Struct
 
 from taskmill_core.types import (
+    MAX_DURATION_MS,
+    MAX_SAFE_INT,
+    AgingConfig,
     ChildCounts,
+    FairShareConfig,
     IoConfig,
     NonNegInt,
     Phase,
     PositiveInt,
     PriorityName,
     PriorityValue,
+    RateLimitsConfig,
     Retention,
     Schedule,
     ScheduleName,
@@ -28,6 +33,8 @@ from taskmill_core.types import (
     TaskInfo,
     TaskSpec,
     TaskType,
+    ThrottleTierConfig,
+    TypeDefaultsConfig,
 )
 
 __all__ = [
@@ -36,6 +43,7 @@ __all__ = [
     "CancelResult",
     "ClientInfo",
     "ConfigureParams",
+    "ConfigureRequest",
     "Empty",
     "EventsConfigureParams",
     "ExecuteParams",
@@ -48,6 +56,7 @@ __all__ = [
     "InitializeParams",
     "InitializeResult",
     "ListParams",
+    "PauseParams",
     "PingResult",
     "PruneParams",
     "PruneResult",
@@ -59,10 +68,12 @@ __all__ = [
     "ScheduleRefParams",
     "ScopeParams",
     "ServerInfo",
+    "SetPressureParams",
     "SetPriorityParams",
     "ShutdownParams",
     "SubmitBatchParams",
     "SubmitBatchResult",
+    "SubmitParams",
     "TaskIdParams",
     "UnregisterParams",
 ]
@@ -202,6 +213,32 @@ class ScopeParams(Struct, **_Strict):
     type: TaskType | None = None
 
 
+class PauseParams(ScopeParams, **_Strict):
+    """``scheduler.pause``: a scope, and for a timed pause its end (``untilAt``, in the
+    future) or its length (``forMs``; it becomes ``untilAt`` at the call), not both."""
+
+    until_at: Annotated[int, Meta(ge=0, le=MAX_SAFE_INT)] | None = None
+    for_ms: Annotated[int, Meta(ge=1, le=MAX_DURATION_MS)] | None = None
+
+
+class SetPressureParams(Struct, **_Strict):
+    """``scheduler.setPressure``: one source of host pressure, live for ``ttlMs``."""
+
+    source: Annotated[str, Meta(min_length=1, max_length=64)]
+    level: Annotated[float, Meta(ge=0.0, le=1.0)]
+    ttl_ms: Annotated[int, Meta(ge=1, le=MAX_DURATION_MS)] = 60_000
+
+
+class SubmitParams(TaskSpec, **_Strict):
+    """``task.submit`` as decoded off the wire: ``priority`` and ``maxRetries`` keep "left
+    out" (``UNSET``) apart from "given", so type defaults fill only what a submit left out
+    (:meth:`Methods.submit <sidecar.methods.Methods.submit>` then puts the global defaults
+    in). Its schema is ``TaskSpec``'s."""
+
+    priority: PriorityValue | PriorityName | msgspec.UnsetType = msgspec.UNSET  # type: ignore[assignment]
+    max_retries: Annotated[int, Meta(ge=0, le=100)] | msgspec.UnsetType = msgspec.UNSET  # type: ignore[assignment]
+
+
 EventName = Annotated[str, Meta(min_length=1, max_length=64)]
 
 
@@ -232,6 +269,30 @@ class ConfigureParams(Struct, **_Strict):
     retention: Retention | None = None
     preempt_priority: PriorityValue | None = None
     min_run_ms: NonNegInt | None = None
+    # Scheduling policy: left out, unchanged; null removes it (throttle: the default tiers).
+    rate_limits: RateLimitsConfig | msgspec.UnsetType | None = msgspec.UNSET
+    aging: AgingConfig | msgspec.UnsetType | None = msgspec.UNSET
+    fair_share: FairShareConfig | msgspec.UnsetType | None = msgspec.UNSET
+    throttle: (
+        Annotated[list[ThrottleTierConfig], Meta(max_length=64)] | msgspec.UnsetType | None
+    ) = msgspec.UNSET
+    type_defaults: (
+        Annotated[dict[TaskType, TypeDefaultsConfig], Meta(max_length=4096)]
+        | msgspec.UnsetType
+        | None
+    ) = msgspec.UNSET
+
+
+class ConfigureRequest(ConfigureParams, **_Strict):
+    """``scheduler.configure`` as the sidecar decodes it: the policy settings are checked by
+    the scheduler (whose error names a bad entry's key, ``$.rateLimits.types.upload``, where
+    decoding would say ``[...]``); the schema is :class:`ConfigureParams`."""
+
+    rate_limits: Any = msgspec.UNSET
+    aging: Any = msgspec.UNSET
+    fair_share: Any = msgspec.UNSET
+    throttle: Any = msgspec.UNSET
+    type_defaults: Any = msgspec.UNSET
 
 
 class HistoryStatsParams(Struct, **_Strict):

@@ -70,11 +70,13 @@ METHODS: list[tuple[str, str, type[Any] | None, Any, list[int]]] = [
     ("task.retry", "Run a failed or deadLetter task again.", P.TaskIdParams, P.RetryResult,
      [-32001, -32002]),
     ("scheduler.status", "Pauses, counts, running tasks, IO.", P.Empty, T.SchedulerStatus, []),
-    ("scheduler.pause", "Pause globally, a group or a type (persisted).", P.ScopeParams,
-     P.Empty, []),
+    ("scheduler.pause", "Pause globally, a group or a type (persisted), until resumed or "
+     "(untilAt / forMs) until a time.", P.PauseParams, P.Empty, []),
     ("scheduler.resume", "Lift one scope's pause.", P.ScopeParams, P.Empty, []),
     ("scheduler.configure", "Change settings (persisted); returns the whole config.",
      P.ConfigureParams, T.SchedulerConfig, []),
+    ("scheduler.setPressure", "Report host pressure from one source (throttle tiers).",
+     P.SetPressureParams, P.Empty, []),
     ("history.stats", "Per-type statistics of final tasks.", P.HistoryStatsParams,
      T.HistoryStats, []),
     ("history.prune", "Remove final tasks by age or count.", P.PruneParams, P.PruneResult, []),
@@ -137,6 +139,7 @@ EVENTS: list[tuple[str, type[Any]]] = [
     ("io.pressure", T.IoStatus),
     ("schedule.fired", T.ScheduleFired),
     ("schedule.skipped", T.ScheduleSkipped),
+    ("scheduler.pressure", T.SchedulerPressure),
     ("executor.cancel", P.ExecutorCancelParams),
 ]
 

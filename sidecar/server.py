@@ -146,7 +146,7 @@ class Sidecar:
         async with anyio.create_task_group() as tg:
             tg.start_soon(writer.run)
             try:
-                await sched.open()
+                await sched.open(lift_ended_pauses=False)  # lifted after sidecar.ready
             except DamagedDatabase as exc:
                 failure = ExitCode(4, self._damaged_sentence(exc.message, opts.db))
             except NotATaskmillDatabase as exc:
@@ -243,6 +243,7 @@ class Sidecar:
         )
         if not self._stop.is_set():  # else a signal came during start-up: refuse what waits
             proto.set_ready()
+        sched.lift_ended_pauses()  # timed pauses that ended meanwhile: resumed after ready
         log.info("ready", db=str(opts.db), recovered=sched.recovered)
 
         await self._stop.wait()

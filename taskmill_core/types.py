@@ -19,14 +19,18 @@ from msgspec import Meta, Struct
 
 __all__ = [
     "ACTIVE_STATES",
+    "DEFAULT_THROTTLE",
     "FINAL_STATES",
     "MAX_DURATION_MS",
     "MAX_SAFE_INT",
     "PRIORITY_NAMES",
+    "AgingConfig",
     "Backoff",
+    "BucketStatus",
     "ChildCounts",
     "ErrorInfo",
     "Event",
+    "FairShareConfig",
     "HistoryStats",
     "IoBytes",
     "IoConfig",
@@ -36,8 +40,13 @@ __all__ = [
     "MetricGauges",
     "MetricsReport",
     "Outcome",
+    "PauseInfo",
     "Phase",
+    "PressureStatus",
     "Progress",
+    "RateBucketsStatus",
+    "RateLimitConfig",
+    "RateLimitsConfig",
     "Retention",
     "Schedule",
     "ScheduleFired",
@@ -45,6 +54,7 @@ __all__ = [
     "ScheduleSpec",
     "SchedulerConfig",
     "SchedulerPaused",
+    "SchedulerPressure",
     "SchedulerResumed",
     "SchedulerStatus",
     "State",
@@ -63,6 +73,8 @@ __all__ = [
     "TaskSubmitted",
     "TaskSuperseded",
     "TaskUpdated",
+    "ThrottleTierConfig",
+    "TypeDefaultsConfig",
     "TypeStats",
 ]
 
@@ -273,6 +285,7 @@ class TaskInfo(Struct, rename="camel", gc=False, omit_defaults=True):
     finalize: bool = False
     on_child_failure: Literal["ignore", "failParent"] = "ignore"
     on_dependency_failure: Literal["fail", "ignore"] = "fail"
+    effective_priority: int | None = None  # pending and aged: the priority it is ordered by
 
 
 class SubmitResult(Struct, rename="camel", gc=False, omit_defaults=True):
@@ -309,6 +322,93 @@ class IoStatus(Struct, rename="camel", gc=False):
     deferred: int = 0
 
 
+# --- scheduling policy settings (PROTOCOL.md "Policy settings"; the pure model is policy.py) --
+
+Rate = Annotated[float, Meta(gt=0.0, le=1e9)]
+Weight = Annotated[int, Meta(ge=1, le=1_000_000)]
+_Setting: dict[str, Any] = {
+    "rename": "camel",
+    "gc": False,
+    "forbid_unknown_fields": True,
+    "omit_defaults": True,
+}
+
+
+class RateLimitConfig(Struct, **_Setting):
+    """A token bucket: exactly one of ``perSecond`` and ``perMinute``, ``burst`` tokens."""
+
+    per_second: Rate | None = None
+    per_minute: Rate | None = None
+    burst: Annotated[int, Meta(ge=1, le=1_000_000)] = 1
+
+    def __post_init__(self) -> None:
+        if (self.per_second is None) == (self.per_minute is None):
+            raise ValueError("a rate limit needs exactly one of perSecond and perMinute")
+
+
+class RateLimitsConfig(Struct, rename="camel", gc=False, forbid_unknown_fields=True):
+    """``rateLimits``: a bucket per task type and per group (unknown names are fine)."""
+
+    types: Annotated[dict[TaskType, RateLimitConfig], Meta(max_length=1024)] = msgspec.field(
+        default_factory=dict
+    )
+    groups: Annotated[dict[ShortText, RateLimitConfig], Meta(max_length=1024)] = msgspec.field(
+        default_factory=dict
+    )
+
+
+class AgingConfig(Struct, rename="camel", gc=False, forbid_unknown_fields=True):
+    """``aging``: one level more urgent per whole ``stepMs`` due beyond ``afterMs``, never
+    beyond ``limit``."""
+
+    after_ms: DurationMs
+    step_ms: PositiveDurationMs
+    limit: PriorityValue = 64
+
+
+class FairShareConfig(Struct, rename="camel", gc=False, forbid_unknown_fields=True):
+    """``fairShare``: free slots go to the competing group with the lowest running ÷ weight,
+    after every group's ``minSlots``."""
+
+    weights: Annotated[dict[ShortText, Weight], Meta(max_length=1024)] = msgspec.field(
+        default_factory=dict
+    )
+    default_weight: Weight = 1
+    min_slots: Annotated[
+        dict[ShortText, Annotated[int, Meta(ge=0, le=1024)]], Meta(max_length=1024)
+    ] = msgspec.field(default_factory=dict)
+
+
+class ThrottleTierConfig(Struct, rename="camel", gc=False, forbid_unknown_fields=True):
+    """A throttle tier: while the pressure level is ≥ ``level``, tasks whose stored priority is
+    ≥ ``minPriority`` do not start."""
+
+    min_priority: PriorityValue
+    level: Annotated[float, Meta(gt=0.0, le=1.0)]
+
+
+DEFAULT_THROTTLE: tuple[tuple[int, float], ...] = ((192, 0.5), (128, 0.75))
+"""The default throttle tiers as ``(minPriority, level)``."""
+
+
+def _default_throttle() -> list[ThrottleTierConfig]:
+    return [ThrottleTierConfig(p, lv) for p, lv in DEFAULT_THROTTLE]
+
+
+class TypeDefaultsConfig(Struct, **_Setting):
+    """One type's submit defaults: each fills the field when a submit leaves it out (a field
+    given as ``null`` counts as left out; a given value wins, even the global default).
+    Applied at submit (single, batch, children); ``ioCost`` and ``backoff`` are taken whole."""
+
+    priority: PriorityValue | PriorityName | None = None
+    max_retries: Annotated[int, Meta(ge=0, le=100)] | None = None
+    backoff: Backoff | None = None
+    timeout_ms: PositiveDurationMs | None = None
+    ttl_ms: PositiveDurationMs | None = None
+    group: ShortText | None = None
+    io_cost: IoBytes | None = None
+
+
 class SchedulerConfig(Struct, rename="camel", gc=False, forbid_unknown_fields=True):
     """Scheduler settings. Values set later with ``configure`` are persisted and win on reopen."""
 
@@ -321,6 +421,16 @@ class SchedulerConfig(Struct, rename="camel", gc=False, forbid_unknown_fields=Tr
     min_run_ms: NonNegInt = 1000
     durability: Literal["normal", "full"] = "normal"
     cancel_grace_ms: DurationMs = 5000
+    # Scheduling policy (None: that policy is off; throttle defaults to DEFAULT_THROTTLE).
+    rate_limits: RateLimitsConfig | None = None
+    aging: AgingConfig | None = None
+    fair_share: FairShareConfig | None = None
+    throttle: Annotated[list[ThrottleTierConfig], Meta(max_length=64)] = msgspec.field(
+        default_factory=_default_throttle
+    )
+    type_defaults: Annotated[dict[TaskType, TypeDefaultsConfig], Meta(max_length=4096)] | None = (
+        None
+    )
 
 
 # --- events -------------------------------------------------------------------------------
@@ -422,6 +532,7 @@ class SchedulerPaused(_Event):
     EVENT = "scheduler.paused"
     group: str | None = None
     type: str | None = None
+    until_at: int | None = None  # a timed pause lifts by itself then
 
 
 class SchedulerResumed(_Event):
@@ -449,6 +560,16 @@ class ScheduleSkipped(_Event):
     next_at: int | None = None
 
 
+class SchedulerPressure(_Event):
+    """``scheduler.pressure``: the set of throttle tiers in force changed (``holding`` lists
+    their ``minPriority``); ``level`` is the maximum of the live ``sources``."""
+
+    EVENT = "scheduler.pressure"
+    level: float
+    sources: dict[str, float]
+    holding: list[int]
+
+
 class IoPressure(IoStatus):
     """``io.pressure``: the params are the ``IoStatus`` itself."""
 
@@ -473,7 +594,36 @@ Event = (
     | IoPressure
     | ScheduleFired
     | ScheduleSkipped
+    | SchedulerPressure
 )
+
+
+class PressureStatus(Struct, rename="camel", gc=False):
+    """The host pressure: the maximum of the live sources' levels."""
+
+    level: float = 0.0
+    sources: dict[str, float] = msgspec.field(default_factory=dict)
+
+
+class BucketStatus(Struct, rename="camel", gc=False, omit_defaults=True):
+    """A rate bucket now: its tokens and, while it holds less than one, when the next comes."""
+
+    tokens: float
+    next_token_at: int | None = None
+
+
+class RateBucketsStatus(Struct, rename="camel", gc=False):
+    types: dict[str, BucketStatus] = msgspec.field(default_factory=dict)
+    groups: dict[str, BucketStatus] = msgspec.field(default_factory=dict)
+
+
+class PauseInfo(Struct, rename="camel", gc=False, omit_defaults=True):
+    """A pause in force: of a group, of a type, or (neither) the global pause; ``untilAt``:
+    it lifts by itself then."""
+
+    group: str | None = None
+    type: str | None = None
+    until_at: int | None = None
 
 
 class SchedulerStatus(Struct, rename="camel", gc=False):
@@ -487,6 +637,9 @@ class SchedulerStatus(Struct, rename="camel", gc=False):
     max_concurrency: int
     io: IoStatus
     executors: list[str]
+    pressure: PressureStatus = msgspec.field(default_factory=PressureStatus)
+    rate_buckets: RateBucketsStatus = msgspec.field(default_factory=RateBucketsStatus)
+    pauses: list[PauseInfo] = msgspec.field(default_factory=list)
 
 
 class MetricCounters(Struct, rename="camel", gc=False):

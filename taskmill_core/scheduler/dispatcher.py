@@ -20,14 +20,16 @@ import anyio
 import structlog
 
 from taskmill_core.clock import Clock
-from taskmill_core.dispatch import Candidate, Limits, RunningTask, decide
+from taskmill_core.dispatch import Candidate, HoldReason, Limits, Policy, RunningTask, decide
 from taskmill_core.errors import StorageError
 from taskmill_core.events import EventBus
 from taskmill_core.executors import Registry
 from taskmill_core.metrics import HoldCounter
+from taskmill_core.policy import RateBuckets
 from taskmill_core.runs import Run
 from taskmill_core.scheduler.durability import Durability
 from taskmill_core.scheduler.iobridge import IO_RETRY_MS, IoBridge
+from taskmill_core.scheduler.policystate import PolicyState
 from taskmill_core.scheduler.runner import Runner
 from taskmill_core.scheduler.schedules import Firings, Schedules
 from taskmill_core.scheduler.settings import Settings
@@ -35,8 +37,8 @@ from taskmill_core.scheduler.settle import Settlement, follow_events, stop_cance
 from taskmill_core.scheduler.signals import Lifecycle, Wakeup, WriteGate
 from taskmill_core.scheduler.submitting import Submitter
 from taskmill_core.scheduler.upkeep import Upkeep
-from taskmill_core.store import Follow, SqliteStore, Started, Tx
-from taskmill_core.types import Event, TaskExpired
+from taskmill_core.store import Follow, Ready, SqliteStore, Started, Tx
+from taskmill_core.types import Event, SchedulerResumed, TaskExpired
 
 __all__ = ["IO_WINDOW", "STORAGE_RETRY_MAX_MS", "STORAGE_RETRY_MS", "Dispatcher"]
 
@@ -58,11 +60,18 @@ class _Claims:
     next_expiry: int | None = None
     expired: list[int] | None = None  # expired in this tick (next_expiry was recomputed)
     started: list[Started] = field(default_factory=list)
+    buckets: RateBuckets | None = None  # the rate buckets after this tick's starts
     preempt: list[tuple[int, int]] = field(default_factory=list)
     wake_at: int | None = None
     candidates_found: bool = False
     io_deferred: int = 0
     firings: Firings | None = None  # recurring schedules fired in this tick
+    held: dict[int, HoldReason] = field(default_factory=dict)  # why each candidate waits
+
+
+def _wake(claims: _Claims, at: int) -> None:
+    if claims.wake_at is None or at < claims.wake_at:
+        claims.wake_at = at
 
 
 class Dispatcher:
@@ -86,6 +95,7 @@ class Dispatcher:
         io: IoBridge,
         upkeep: Upkeep,
         holds: HoldCounter,
+        policy: PolicyState,
         schedules: Schedules | None = None,
     ) -> None:
         self._store = store
@@ -106,6 +116,11 @@ class Dispatcher:
         self._io = io
         self._upkeep = upkeep
         self._schedules = schedules
+        self._policy = policy
+        self.lift_pauses = True  # timed pauses lift by themselves (see Scheduler.open)
+        self.held: dict[int, HoldReason] = {}
+        """Why each candidate the last deciding tick held back waits (rateLimited, throttled,
+        ioDeferred, groupLimit, typeLimit), by task id; replaced by every deciding tick."""
         self.ticks = 0
         self.storage_failing = False  # the last tick could not write (see run)
         self.next_expiry: int | None = None
@@ -165,6 +180,8 @@ class Dispatcher:
             return None  # the holder wakes us when it lets go
         self.ticks += 1
         now = self._clock.now_ms()
+        if self.lift_pauses and self._settings.pauses.until:
+            self._lift_ended_pauses(now)
         runner = self._runner
         runner.enforce_deadlines(now)
         claims = _Claims()
@@ -207,6 +224,8 @@ class Dispatcher:
             raise
         # Committed: now the in-memory effects, the runs that ended first (a requeued task
         # may start again in this very tick).
+        if claims.buckets is not None:
+            self._policy.keep_buckets(claims.buckets)
         for run in claims.saved:
             run.unsaved_checkpoint = False
         settlement.apply(claims.settled)
@@ -241,12 +260,31 @@ class Dispatcher:
                 runner.stop(victim_run, "preempted", for_id)
         if not self._running:
             runner.runs_empty.set()
+        if claims.candidates_found:
+            self.held = claims.held
         if self._idle_waiters:
             self._release_idle_waiters(claims)
         self._upkeep.note_writes()
         if self._submitter.queue:
             self._wake()  # more queued than one tick takes: the next tick goes on at once
         return self._next_deadline(now, claims.wake_at)
+
+    def _lift_ended_pauses(self, now: int) -> None:
+        """Timed pauses whose end has come lift by themselves (PROTOCOL.md "Timed pauses")."""
+        pauses = self._settings.pauses
+        ended = pauses.ended(now)
+        if not ended:
+            return
+        for group, type_ in ended:
+            pauses.remove(group=group, type=type_)
+        try:
+            self._settings.save_pauses()
+        except BaseException:
+            for group, type_ in ended:  # still paused; the tick's retry lifts them
+                pauses.add(group=group, type=type_, until_at=now)
+            raise
+        for group, type_ in ended:
+            self._publish(SchedulerResumed(group=group, type=type_))
 
     def _expire_and_claim(self, tx: Tx, now: int, claims: _Claims) -> None:
         if self.next_expiry is not None and now >= self.next_expiry:
@@ -269,10 +307,19 @@ class Dispatcher:
         # hold back (or that may preempt); when that is not enough, a second, wider read.
         window = max(0, limits.max_concurrency - len(runs)) + 8
         types = self._registry.types()
-        ready = self._store.ready(now, types, pauses.groups, pauses.types, window)
-        candidates = [
-            Candidate(r.id, r.type, r.priority, r.group) for r in ready if r.id not in runs
-        ]
+        policy = self._policy.policy(now)
+        paused_groups = pauses.groups
+        if policy is not None:
+            types, paused_groups = self._unmetered(policy, now, types, paused_groups, claims)
+        ready = self._store.ready(now, types, paused_groups, pauses.types, window)
+        if policy is not None and (policy.aging is not None or policy.fair_share is not None):
+            candidates = self._policy_candidates(
+                policy, ready, now, types, paused_groups, runs, window
+            )
+        else:
+            candidates = [
+                Candidate(r.id, r.type, r.priority, r.group) for r in ready if r.id not in runs
+            ]
         claims.candidates_found = bool(candidates)
         if not candidates:
             self._holds.step(())
@@ -289,8 +336,11 @@ class Dispatcher:
             )
             for r in runs.values()
         ]
-        decision = decide(candidates, running, limits, now, self._io.admission(ready, types, now))
+        admit = self._io.admission(ready, types, now)
+        decision = decide(candidates, running, limits, now, admit, policy)
         start = decision.start
+        held = claims.held
+        held.update(decision.held)
         if (
             len(ready) >= window
             and window < IO_WINDOW
@@ -299,8 +349,8 @@ class Dispatcher:
             # Slots are free but the window is full of work that limits or a saturated
             # resource hold back: look further down the queue for tasks that may start
             # (they must not wait behind it).
-            seen = {r.id for r in ready}
-            more = self._store.ready(now, types, pauses.groups, pauses.types, IO_WINDOW)
+            seen = {c.id for c in candidates}
+            more = self._store.ready(now, types, paused_groups, pauses.types, IO_WINDOW)
             extra = [
                 Candidate(r.id, r.type, r.priority, r.group)
                 for r in more
@@ -309,16 +359,25 @@ class Dispatcher:
             if extra:
                 running += [RunningTask(c.id, c.type, c.priority, c.group, now) for c in start]
                 admit = self._io.admission(more, types, now)
-                second = decide(extra, running, limits, now, admit)
+                if policy is not None:
+                    if policy.aging is not None:
+                        extra = self._with_due_since(extra)
+                    # the second look sees the tokens the first one took
+                    policy = Policy(
+                        policy.aging, decision.buckets, policy.throttle, policy.fair_share
+                    )
+                second = decide(extra, running, limits, now, admit, policy)
                 start = start + second.start
                 decision.preempt += second.preempt
                 decision.deferred += second.deferred
-                decision.held.update(second.held)
+                decision.buckets = second.buckets
+                held.update(second.held)
                 if second.wake_at is not None:
                     decision.wake_at = min(second.wake_at, decision.wake_at or second.wake_at)
-        self._holds.step(decision.held.items())
+        self._holds.step(held.items())
         claims.preempt = decision.preempt
-        claims.wake_at = decision.wake_at
+        if decision.wake_at is not None:
+            _wake(claims, decision.wake_at)
         claims.io_deferred = decision.deferred
         if decision.deferred:
             retry_at = self._io.governor.next_admission_ms(now)
@@ -333,6 +392,91 @@ class Dispatcher:
         claims.started = self._store.start(tx, [c.id for c in start], now)
         if self._io.admitted and len(claims.started) < len(start):  # not claimed: give back
             self._io.give_back_admissions(now, keep=frozenset(x.id for x in claims.started))
+        if policy is not None and decision.buckets is not None:
+            claims.buckets = decision.buckets
+            if len(claims.started) < len(start):  # charge only the starts the store made
+                before = self._policy.buckets
+                assert before is not None
+                claims.buckets = before.charge(((s.type, s.group) for s in claims.started), now)
+
+    def _unmetered(
+        self,
+        policy: Policy,
+        now: int,
+        types: list[str],
+        paused_groups: list[str],
+        claims: _Claims,
+    ) -> tuple[list[str], list[str]]:
+        """The types and groups whose rate bucket has no token are left out of the read, as a
+        pause would leave them out: however many of their tasks wait, those behind them are
+        read. The dispatcher wakes when the first of those buckets has a token again."""
+        buckets = policy.buckets
+        if buckets is None:
+            return types, paused_groups
+        empty_types = {
+            t for t, b in buckets.types.items() if b.next_token_at(now) > now and t in types
+        }
+        empty_groups = [g for g, b in buckets.groups.items() if b.next_token_at(now) > now]
+        for t in empty_types:
+            _wake(claims, buckets.types[t].next_token_at(now))
+        for g in empty_groups:
+            _wake(claims, buckets.groups[g].next_token_at(now))
+        if empty_types:
+            types = [t for t in types if t not in empty_types]
+        if empty_groups:
+            paused_groups = [*paused_groups, *(g for g in empty_groups if g not in paused_groups)]
+        return types, paused_groups
+
+    def _policy_candidates(
+        self,
+        policy: Policy,
+        ready: list[Ready],
+        now: int,
+        types: list[str],
+        paused_groups: list[str],
+        runs: dict[int, Run],
+        window: int,
+    ) -> list[Candidate]:
+        """The window's candidates plus what aging and fair share need beyond it: the
+        longest-due tasks of each priority level (aging may put them first) and each
+        configured group's most urgent tasks (they compete for slots) — bounded reads, index
+        seeks all."""
+        aging, fair = policy.aging, policy.fair_share
+        extra: list[Ready] = []
+        if len(ready) >= window:  # (else the window holds every due task already)
+            if aging is not None:
+                extra += self._store.aged(now, types, paused_groups, aging.limit, window)
+            if fair is not None:
+                # A group with no task in the window sits behind others' backlog: read its
+                # most urgent. One with some competes already (and again next step).
+                present = {r.group for r in ready}
+                groups = [
+                    g
+                    for g in {**fair.weights, **fair.min_slots}
+                    if g not in present and g not in paused_groups
+                ]
+                if groups:
+                    runnable = set(types).difference(self._settings.pauses.types)
+                    extra += [
+                        r
+                        for r in self._store.group_ready(now, groups, window)
+                        if r.type in runnable
+                    ]
+        if extra:
+            rows: dict[int, Ready] = {r.id: r for r in ready}
+            for r in extra:
+                rows.setdefault(r.id, r)
+            ready = sorted(rows.values(), key=lambda r: (r.priority, r.id))
+        candidates = [
+            Candidate(r.id, r.type, r.priority, r.group) for r in ready if r.id not in runs
+        ]
+        if aging is not None:
+            candidates = self._with_due_since(candidates)
+        return candidates
+
+    def _with_due_since(self, candidates: list[Candidate]) -> list[Candidate]:
+        due = self._store.due_since_of([c.id for c in candidates])
+        return [Candidate(c.id, c.type, c.priority, c.group, due.get(c.id)) for c in candidates]
 
     def _limits(self) -> Limits:
         c = self._settings.config
@@ -348,6 +492,10 @@ class Dispatcher:
         times = [wake_at, self.next_expiry, self._runner.next_deadline()]
         if self._schedules is not None:
             times.append(self._schedules.deadline)
+        if self._settings.pauses.until and self.lift_pauses:
+            times.append(self._settings.pauses.next_end())
+        if self._policy.pressure.sources:
+            times.append(self._policy.next_change(now))
         if not self._settings.pauses.paused:
             times.append(self._store.next_due(now))
         real = [t for t in times if t is not None]

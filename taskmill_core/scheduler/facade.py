@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence, Set
 from contextlib import AsyncExitStack
 from os import PathLike
 from typing import Any
@@ -31,7 +31,7 @@ import anyio.to_thread
 import structlog
 
 from taskmill_core.clock import Clock, SystemClock
-from taskmill_core.errors import ShuttingDown
+from taskmill_core.errors import InvalidParams, ShuttingDown
 from taskmill_core.events import EventBus, Subscription
 from taskmill_core.executors import ExecutorFn, Registration, Registry
 from taskmill_core.executors.builtin import BUILTINS
@@ -43,6 +43,7 @@ from taskmill_core.scheduler.dispatcher import Dispatcher
 from taskmill_core.scheduler.durability import Durability
 from taskmill_core.scheduler.iobridge import IoBridge
 from taskmill_core.scheduler.operations import TaskOperations
+from taskmill_core.scheduler.policystate import PolicyState
 from taskmill_core.scheduler.reports import Reports
 from taskmill_core.scheduler.runner import Runner
 from taskmill_core.scheduler.schedules import Schedules
@@ -53,6 +54,7 @@ from taskmill_core.scheduler.submitting import Submitter
 from taskmill_core.scheduler.upkeep import Upkeep
 from taskmill_core.store import SqliteStore
 from taskmill_core.types import (
+    MAX_DURATION_MS,
     Event,
     HistoryStats,
     MetricsReport,
@@ -128,6 +130,7 @@ class Scheduler:
             settings=io_settings,
             sampler=io_sampler,
         )
+        self._policy = PolicyState(config, publish)
         durations = DurationModel()
         self._upkeep = Upkeep(
             store=self._store,
@@ -192,6 +195,7 @@ class Scheduler:
             upkeep=self._upkeep,
             schedules=self._schedules,
             holds=HoldCounter(self._metrics),
+            policy=self._policy,
         )
         self._ops = TaskOperations(
             store=self._store,
@@ -211,6 +215,8 @@ class Scheduler:
             runner=self._runner,
             io=self._io,
             bus=self._bus,
+            policy=self._policy,
+            clock=self.clock,
         )
         self._stack: AsyncExitStack | None = None
         self._tg: anyio.abc.TaskGroup | None = None
@@ -234,8 +240,14 @@ class Scheduler:
         if self._lifecycle.failure is not None and exc is None:
             raise self._lifecycle.failure
 
-    async def open(self) -> None:
-        """Open the database, recover interrupted work and start dispatching."""
+    async def open(self, *, lift_ended_pauses: bool = True) -> None:
+        """Open the database, recover interrupted work and start dispatching.
+
+        A timed pause whose end passed while the scheduler was closed lifts at the first
+        dispatch step (``scheduler.resumed``); with ``lift_ended_pauses=False`` it holds until
+        :meth:`lift_ended_pauses` is called (the sidecar: after ``sidecar.ready``, so that a
+        client hears of it)."""
+        self._dispatcher.lift_pauses = lift_ended_pauses
         try:
             on_asyncio = asyncio.current_task() is not None
         except RuntimeError:  # not an asyncio loop (trio)
@@ -262,8 +274,15 @@ class Scheduler:
             tg.start_soon(self._io.monitor_loop)
         self._upkeep.start(tg)
 
+    def lift_ended_pauses(self) -> None:
+        """Let timed pauses lift by themselves from now on (see :meth:`open`)."""
+        self._dispatcher.lift_pauses = True
+        self._wake()
+
     def _recover(self) -> None:
         self._settings.load()
+        self._policy.configure(self._settings.config)  # the persisted settings
+        self._submitter.type_defaults = self._policy.type_defaults
         if self._load_entry_points:
             self._registry.load_entry_points()
         with self._store.transaction() as tx:
@@ -356,12 +375,17 @@ class Scheduler:
         """Change settings (snake_case or camelCase names); persisted, effective at once.
 
         Each given setting replaces the old value whole: ``io={"disk_write_bps": 10e6}`` drops
-        any other budget. ``None`` means "leave this setting as it is".
+        any other budget. ``None`` means "leave this setting as it is" — except for the
+        scheduling policy settings (``rate_limits``, ``aging``, ``fair_share``, ``throttle``,
+        ``type_defaults``), where it removes the setting (``throttle``: the default tiers).
         """
         await self._gate.wait_open()
         new = self._settings.change(changes)
         if any(camel(name) == "io" for name in changes):
             self._io.governor.configure(new.io)
+        self._policy.configure(new)
+        self._policy.retier(self.clock.now_ms())
+        self._submitter.type_defaults = self._policy.type_defaults
         self._wake()
         await self._durability.wait()
         return new
@@ -406,12 +430,26 @@ class Scheduler:
 
     # --- submit (the hot path: each returns the submitter's coroutine, no extra frame) -----
 
-    def submit(self, spec: TaskSpec, *, validated: bool = False) -> Awaitable[SubmitResult]:
-        """Submit one task; returns its id and the dedup outcome (PROTOCOL.md)."""
-        return self._submitter.submit(spec, validated=validated)
+    def submit(
+        self, spec: TaskSpec, *, validated: bool = False, given: Set[str] | None = None
+    ) -> Awaitable[SubmitResult]:
+        """Submit one task; returns its id and the dedup outcome (PROTOCOL.md).
+
+        Type defaults (the ``type_defaults`` setting) fill the fields the submit left out.
+        ``given`` names the fields it set (Python names: ``priority``, ``max_retries``,
+        ``backoff``, ``timeout_ms``, ``ttl_ms``, ``group``, ``io_cost``); without it, a
+        field counts as set when it is not at its global default (``priority`` 128,
+        ``max_retries`` 3, None) — pass ``given={"priority"}`` to keep 128 against a type's
+        default.
+        """
+        return self._submitter.submit(spec, validated=validated, given=given)
 
     def submit_many(
-        self, specs: Sequence[TaskSpec], *, validated: bool = False
+        self,
+        specs: Sequence[TaskSpec],
+        *,
+        validated: bool = False,
+        given: Sequence[Set[str] | None] | None = None,
     ) -> Awaitable[list[SubmitResult | Exception]]:
         """Submit each spec on its own, as if by concurrent :meth:`submit` calls.
 
@@ -422,13 +460,17 @@ class Scheduler:
         to hand over many independent requests at once (the sidecar uses it for pipelined
         ``task.submit`` requests).
         """
-        return self._submitter.submit_many(specs, validated=validated)
+        return self._submitter.submit_many(specs, validated=validated, given=given)
 
     def submit_batch(
-        self, specs: Sequence[TaskSpec], *, validated: bool = False
+        self,
+        specs: Sequence[TaskSpec],
+        *,
+        validated: bool = False,
+        given: Sequence[Set[str] | None] | None = None,
     ) -> Awaitable[list[SubmitResult]]:
         """Submit many tasks in one transaction: all are accepted, or none is."""
-        return self._submitter.submit_batch(specs, validated=validated)
+        return self._submitter.submit_batch(specs, validated=validated, given=given)
 
     # --- operations on tasks -----------------------------------------------------------
 
@@ -492,9 +534,21 @@ class Scheduler:
         """Run a failed or dead-lettered task again: same id, attempt 0."""
         return await self._ops.retry(task_id)
 
-    async def pause_all(self, *, group: str | None = None, type: str | None = None) -> None:
-        """Pause dispatching globally, or of one group or task type; persisted."""
-        await self._ops.pause_all(group=group, type=type)
+    async def pause_all(
+        self,
+        *,
+        group: str | None = None,
+        type: str | None = None,
+        until: int | None = None,
+        for_ms: int | None = None,
+    ) -> None:
+        """Pause dispatching globally, or of one group or task type; persisted.
+
+        Timed: ``until`` (epoch ms, in the future) or ``for_ms`` (not both) — the pause
+        lifts by itself then (``scheduler.resumed``), also across a restart. Pausing a
+        paused scope again replaces its end (none: until resumed).
+        """
+        await self._ops.pause_all(group=group, type=type, until_at=until, for_ms=for_ms)
 
     async def resume_all(self, *, group: str | None = None, type: str | None = None) -> None:
         """Lift the pause of exactly that scope."""
@@ -555,6 +609,29 @@ class Scheduler:
         """Remove a schedule; the tasks it submitted stay."""
         await self._schedules.delete(ref)
 
+    # --- host pressure ---------------------------------------------------------------------
+
+    def set_pressure(self, source: str, level: float, ttl_ms: int = 60_000) -> None:
+        """Report the host's pressure from ``source`` (0..1; 0 removes it), live for
+        ``ttl_ms``. The level is the maximum of the live sources; while it reaches a throttle
+        tier's level, tasks of that tier's priority or less urgent do not start (running
+        tasks go on). Not persisted. ``scheduler.pressure`` is published when the tiers in
+        force change."""
+        if not 1 <= len(source) <= 64:
+            raise InvalidParams("source must be 1 to 64 characters", "$.source")
+        if not 0 <= level <= 1:
+            raise InvalidParams("level must be in 0..1", "$.level")
+        if not 1 <= ttl_ms <= MAX_DURATION_MS:
+            raise InvalidParams("ttlMs must be at least 1", "$.ttlMs")
+        self._policy.set_pressure(source, level, ttl_ms, self.clock.now_ms())
+        self._wake()
+
+    @property
+    def held(self) -> dict[int, str]:
+        """Why each candidate the last dispatch step held back waits, by task id
+        (``rateLimited``, ``throttled``, ``ioDeferred``, ``groupLimit``, ``typeLimit``)."""
+        return dict(self._dispatcher.held)
+
     # --- status and history -------------------------------------------------------------
 
     async def status(self) -> SchedulerStatus:
@@ -600,8 +677,8 @@ class Scheduler:
     async def wait_idle(self) -> None:
         """Return when no task is running and none is ready to run now.
 
-        Tasks that cannot run now — delayed, paused, or of a type no executor handles —
-        do not count.
+        Tasks that cannot run now — delayed, paused, of a type no executor handles, or of
+        a type or group whose rate bucket is empty — do not count.
         """
         if self._lifecycle.closed:
             return

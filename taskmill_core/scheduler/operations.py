@@ -19,6 +19,8 @@ from taskmill_core.scheduler.settle import follow_events, stop_cancelled
 from taskmill_core.scheduler.signals import Lifecycle, WriteGate
 from taskmill_core.store import Follow, SqliteStore
 from taskmill_core.types import (
+    MAX_DURATION_MS,
+    MAX_SAFE_INT,
     SchedulerPaused,
     SchedulerResumed,
     SubmitResult,
@@ -132,7 +134,7 @@ class TaskOperations:
     async def resume(self, task_id: int) -> TaskInfo:
         await self._gate.wait_open()
         with self._store.transaction() as tx:
-            info = self._store.resume(tx, task_id)
+            info = self._store.resume(tx, task_id, self._clock.now_ms())
         self._publish(TaskUpdated(task=info))
         self._wake()
         await self._durability.wait()
@@ -143,20 +145,39 @@ class TaskOperations:
         await self._gate.wait_open()
         self._lifecycle.check_open()
         with self._store.transaction() as tx:
-            new_id, outcome, info = self._store.retry(tx, task_id)
+            new_id, outcome, info = self._store.retry(tx, task_id, self._clock.now_ms())
         if info is not None:
             self._publish(TaskUpdated(task=info))
         self._wake()
         await self._durability.wait()
         return SubmitResult(new_id, outcome)
 
-    async def pause_all(self, *, group: str | None, type: str | None) -> None:
+    async def pause_all(
+        self,
+        *,
+        group: str | None,
+        type: str | None,
+        until_at: int | None = None,
+        for_ms: int | None = None,
+    ) -> None:
+        """Pause a scope, until resumed or (timed) until ``until_at`` / for ``for_ms``."""
         await self._gate.wait_open()
         if group is not None and type is not None:
             raise InvalidParams("pause one scope at a time: group or type", "$")
-        self._settings.pauses.add(group=group, type=type)
+        now = self._clock.now_ms()
+        if until_at is not None and for_ms is not None:
+            raise InvalidParams("give untilAt or forMs, not both", "$.forMs")
+        if for_ms is not None:
+            if not 1 <= for_ms <= MAX_DURATION_MS:
+                raise InvalidParams(f"forMs must be in 1..{MAX_DURATION_MS}", "$.forMs")
+            until_at = now + for_ms
+        elif until_at is not None and not now < until_at <= MAX_SAFE_INT:
+            raise InvalidParams("untilAt must be a time in the future (epoch ms)", "$.untilAt")
+        self._settings.pauses.add(group=group, type=type, until_at=until_at)
         self._settings.save_pauses()
-        self._publish(SchedulerPaused(group=group, type=type))
+        self._publish(SchedulerPaused(group=group, type=type, until_at=until_at))
+        if until_at is not None:
+            self._wake()  # the dispatcher's next deadline now includes the pause's end
         await self._durability.wait()
 
     async def resume_all(self, *, group: str | None, type: str | None) -> None:

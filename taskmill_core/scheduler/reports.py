@@ -10,11 +10,14 @@ from collections.abc import Sequence
 from typing import Any
 
 import anyio.lowlevel
+import msgspec
 
+from taskmill_core.clock import Clock
 from taskmill_core.errors import InvalidParams, TaskNotFound
 from taskmill_core.events import EventBus
 from taskmill_core.executors import Registry
 from taskmill_core.scheduler.iobridge import IoBridge
+from taskmill_core.scheduler.policystate import PolicyState
 from taskmill_core.scheduler.runner import Runner
 from taskmill_core.scheduler.settings import Settings
 from taskmill_core.store import SqliteStore
@@ -45,7 +48,11 @@ class Reports:
         runner: Runner,
         io: IoBridge,
         bus: EventBus,
+        policy: PolicyState,
+        clock: Clock,
     ) -> None:
+        self._policy = policy
+        self._clock = clock
         self._store = store
         self._settings = settings
         self._registry = registry
@@ -54,7 +61,32 @@ class Reports:
         self._bus = bus
 
     def get(self, task_id: int) -> TaskInfo:
-        return self._runner.with_progress(self._store.get(task_id))
+        info = self._runner.with_progress(self._store.get(task_id))
+        if self._policy.aging is not None and info.state == "pending":
+            (info,) = self._aged([info])
+        return info
+
+    def _aged(self, tasks: list[TaskInfo]) -> list[TaskInfo]:
+        """``effectivePriority`` on the pending tasks aging orders as more urgent."""
+        aging = self._policy.aging
+        pending = [
+            t.id
+            for t in tasks
+            if t.state == "pending" and t.priority > (aging.limit if aging else 255)
+        ]
+        if aging is None or not pending:
+            return tasks
+        due = self._store.due_since_of(pending)
+        now = self._clock.now_ms()
+        out = []
+        for t in tasks:
+            since = due.get(t.id)
+            if since is not None:
+                p = aging.effective(t.priority, since, now)
+                if p != t.priority:
+                    t = msgspec.structs.replace(t, effective_priority=p)
+            out.append(t)
+        return out
 
     def lookup(self, task_type: str, dedup_key: str) -> TaskInfo:
         return self._runner.with_progress(self._store.lookup(task_type, dedup_key))
@@ -88,8 +120,11 @@ class Reports:
         )  # fmt: skip
         more = len(rows) > limit
         rows = rows[:limit]
+        tasks = [self._runner.with_progress(t) for t in rows]
+        if self._policy.aging is not None:
+            tasks = self._aged(tasks)
         return TaskPage(
-            tasks=[self._runner.with_progress(t) for t in rows],
+            tasks=tasks,
             next_cursor=str(rows[-1].id) if more else None,
         )
 
@@ -102,6 +137,7 @@ class Reports:
             except TaskNotFound:
                 continue
         pauses = self._settings.pauses
+        now = self._clock.now_ms()
         return SchedulerStatus(
             paused=pauses.paused,
             paused_groups=list(pauses.groups),
@@ -111,6 +147,9 @@ class Reports:
             max_concurrency=self._settings.config.max_concurrency,
             io=self._io.governor.status(),
             executors=self._registry.types(),
+            pressure=self._policy.pressure_status(now),
+            rate_buckets=self._policy.buckets_status(now),
+            pauses=pauses.listing(),
         )
 
     async def history_stats(self, task_type: str | None) -> HistoryStats:

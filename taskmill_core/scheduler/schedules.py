@@ -133,6 +133,11 @@ class Schedules:
                 out.events.append((None, ScheduleSkipped(s.id, "stillActive", following)))
                 continue
             spec = msgspec.structs.replace(s.task, tags={**s.task.tags, SCHEDULE_TAG: str(s.id)})
+            if self._submitter.type_defaults:
+                # Each firing takes the type's defaults as they are now. The stored task does
+                # not keep which fields its create named, so one at the global default (e.g.
+                # priority 128) counts as left out (docs/protocol.md, Choices).
+                spec = self._submitter.with_defaults(spec, None)
             qs = QueuedSubmit([prepare(spec, now)], now, done)
             out.submits.append(qs)
             firing.append((s, following, qs))

@@ -147,7 +147,7 @@ class Settlement:
             return  # recorded when the pause was asked for
         if end == "stopped" and (reason == "preempted" or reason == "shutdown"):
             settled.append(run)
-            self._store.interrupt(tx, run.id, "pending")
+            self._store.interrupt(tx, run.id, "pending", now)
             if reason == "preempted":
                 assert run.stop_for is not None
                 events.append(TaskPreempted(id=run.id, type=run.type, by=run.stop_for))

@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence, Set
 from dataclasses import dataclass, field
 
 import anyio
@@ -27,6 +27,7 @@ import anyio.lowlevel
 from taskmill_core.clock import Clock
 from taskmill_core.errors import InvalidParams
 from taskmill_core.metrics import Metrics
+from taskmill_core.policy import TypeDefaults, apply_type_defaults
 from taskmill_core.scheduler.durability import Durability
 from taskmill_core.scheduler.iobridge import IoBridge
 from taskmill_core.scheduler.runner import Runner
@@ -145,6 +146,7 @@ class Submitter:
         self._queued_this_turn = 0  # submits queued in this loop turn (see _turn_slot)
         self._turn_waiters: deque[asyncio.Future[None]] = deque()
         self.announce_batches = False  # see Scheduler.announce_batches
+        self.type_defaults: Mapping[str, TypeDefaults] = {}  # the typeDefaults setting
 
     def start(self, *, on_asyncio: bool) -> None:
         self._on_asyncio = on_asyncio
@@ -157,13 +159,26 @@ class Submitter:
 
     # --- the three roads ---------------------------------------------------------------------
 
-    async def submit(self, spec: TaskSpec, *, validated: bool = False) -> SubmitResult:
+    def with_defaults(self, spec: TaskSpec, given: Set[str] | None) -> TaskSpec:
+        """``spec`` with its type's defaults (``typeDefaults``) in the fields it left out:
+        those not in ``given``, or, without ``given``, those at the global default."""
+        if spec.type not in self.type_defaults:
+            return spec
+        if given is None:
+            given = implied_given(spec)
+        return apply_type_defaults(spec, self.type_defaults, given)
+
+    async def submit(
+        self, spec: TaskSpec, *, validated: bool = False, given: Set[str] | None = None
+    ) -> SubmitResult:
         """Submit one task; returns its id and the dedup outcome (PROTOCOL.md)."""
         if self._turn_waiters or self._queued_this_turn >= QUEUE_PER_TURN:
             await self._turn_slot()
         self._lifecycle.check_open()
         if not validated:
             spec = check_spec(spec)
+        if self.type_defaults:
+            spec = self.with_defaults(spec, given)
         now = self._clock.now_ms()
         p = prepare(spec, now)
         (res,) = await self._commit([p], now)
@@ -171,7 +186,11 @@ class Submitter:
         return SubmitResult(res.id, res.outcome, self._runner.with_progress(info))
 
     async def submit_many(
-        self, specs: Sequence[TaskSpec], *, validated: bool = False
+        self,
+        specs: Sequence[TaskSpec],
+        *,
+        validated: bool = False,
+        given: Sequence[Set[str] | None] | None = None,
     ) -> list[SubmitResult | Exception]:
         """Submit each spec on its own, as if by concurrent :meth:`submit` calls (see
         :meth:`Scheduler.submit_many <taskmill_core.scheduler.Scheduler.submit_many>`)."""
@@ -179,9 +198,14 @@ class Submitter:
         now = self._clock.now_ms()
         outcomes: list[SubmitResult | Exception | None] = [None] * len(specs)
         prepared: list[tuple[int, Prepared]] = []
+        defaults = self.type_defaults
         for i, spec in enumerate(specs):
             try:
-                prepared.append((i, prepare(spec if validated else check_spec(spec), now)))
+                if not validated:
+                    spec = check_spec(spec)
+                if defaults:
+                    spec = self.with_defaults(spec, given[i] if given is not None else None)
+                prepared.append((i, prepare(spec, now)))
             except Exception as exc:
                 outcomes[i] = exc
         done = _Countdown(len(prepared))
@@ -214,7 +238,11 @@ class Submitter:
         return [o for o in outcomes if o is not None]
 
     async def submit_batch(
-        self, specs: Sequence[TaskSpec], *, validated: bool = False
+        self,
+        specs: Sequence[TaskSpec],
+        *,
+        validated: bool = False,
+        given: Sequence[Set[str] | None] | None = None,
     ) -> list[SubmitResult]:
         """Submit many tasks in one transaction: all are accepted, or none is."""
         self._lifecycle.check_open()
@@ -227,7 +255,11 @@ class Submitter:
             if i and i % BATCH_CHUNK == 0:
                 await pause()
             try:
-                prepared.append(prepare(spec if validated else check_spec(spec), now))
+                if not validated:
+                    spec = check_spec(spec)
+                if self.type_defaults:
+                    spec = self.with_defaults(spec, given[i] if given is not None else None)
+                prepared.append(prepare(spec, now))
             except InvalidParams as exc:
                 exc.path = exc.data["path"] = f"$.tasks[{i}]" + exc.path[1:]
                 exc.data["index"] = i
@@ -451,3 +483,17 @@ class Submitter:
     def waiting_for_turn(self) -> int:
         """Submitters waiting in line for a loop turn (see ``QUEUE_PER_TURN``)."""
         return len(self._turn_waiters)
+
+
+def implied_given(spec: TaskSpec) -> frozenset[str]:
+    """The defaultable fields a Python-built spec sets, as far as the spec can tell: those
+    not at the global default (a Python caller names the others with ``given``)."""
+    given = set()
+    if spec.priority_value != 128:
+        given.add("priority")
+    if spec.max_retries != 3:
+        given.add("max_retries")
+    for name in ("backoff", "timeout_ms", "ttl_ms", "group", "io_cost"):
+        if getattr(spec, name) is not None:
+            given.add(name)
+    return frozenset(given)

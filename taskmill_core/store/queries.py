@@ -18,16 +18,19 @@ import aiosqlite
 import msgspec
 
 from taskmill_core.errors import TaskNotFound
-from taskmill_core.store.schema import ACTIVE_SQL, FINAL_SQL
+from taskmill_core.store.schema import ACTIVE_SQL, DUE_SQL, FINAL_SQL
 from taskmill_core.types import ACTIVE_STATES, FINAL_STATES, ErrorInfo, IoBytes, TaskInfo
 
 __all__ = [
     "Ready",
+    "aged",
     "average_io",
     "counts",
+    "due_since_of",
     "find_ids",
     "get",
     "get_setting",
+    "group_ready",
     "history",
     "list_tasks",
     "lookup",
@@ -134,6 +137,8 @@ class Ready:
     group: str | None
     io_cost: bytes | None = None
     """The declared ``ioCost`` as stored (JSON), decoded only by whoever needs it."""
+    due_since: int | None = None
+    """When it last became due (aging); read only by :func:`aged` and :func:`group_ready`."""
 
 
 def _dispatch_order(row: Sequence[Any]) -> tuple[int, int]:
@@ -180,6 +185,78 @@ def ready(
         rows.sort(key=_dispatch_order)
         del rows[limit:]
     return [Ready(r[0], r[1], r[2], r[3], r[4]) for r in rows]
+
+
+def _not_paused(paused_groups: Sequence[str]) -> str:
+    if not paused_groups:
+        return ""
+    return f" AND (grp IS NULL OR grp NOT IN ({','.join('?' * len(paused_groups))}))"
+
+
+def aged(
+    db: sqlite3.Connection,
+    now: int,
+    types: Sequence[str],
+    paused_groups: Sequence[str],
+    above: int,
+    limit: int,
+    max_levels: int = 32,
+) -> list[Ready]:
+    """Per type and stored priority level less urgent than ``above`` (least urgent first, at
+    most ``max_levels``), the first ``limit`` due tasks in id order — the ones aging may have
+    moved ahead of the window by stored priority.
+
+    Within a level, the ready index is in id order, which is submission order: the longest
+    due of a level come first (a task requeued, resumed or retried later is due later but
+    keeps its place; it is then read early, never missed). Each level is one seek for the
+    level (``max(priority) < previous``) and one for its rows, on ``tasks_ready`` — no index
+    of its own, so a write costs nothing more with aging off.
+    """
+    level_sql = (
+        "SELECT max(priority) FROM tasks INDEXED BY tasks_ready "
+        "WHERE state='pending' AND type=? AND priority < ? AND priority > ?"
+    )
+    rows_sql = (
+        f"SELECT id, type, priority, grp, io_cost, {DUE_SQL} FROM tasks INDEXED BY tasks_ready "
+        "WHERE state='pending' AND type=? AND priority=? AND (run_at IS NULL OR run_at <= ?)"
+        f"{_not_paused(paused_groups)} ORDER BY id LIMIT ?"
+    )
+    out: list[Ready] = []
+    for t in types:
+        below = 256
+        for _ in range(max_levels):
+            level = db.execute(level_sql, (t, below, above)).fetchone()[0]
+            if level is None:
+                break
+            for r in db.execute(rows_sql, (t, level, now, *paused_groups, limit)):
+                out.append(Ready(r[0], r[1], r[2], r[3], r[4], r[5]))
+            below = level
+    return out
+
+
+def group_ready(db: sqlite3.Connection, now: int, groups: Sequence[str], limit: int) -> list[Ready]:
+    """Per group, its ``limit`` most urgent due pending tasks (fair share: a group whose
+    tasks sit behind another group's long backlog still competes). One seek per group on
+    ``tasks_group_ready``; the caller drops the types nobody runs or that are paused."""
+    sql = (
+        f"SELECT id, type, priority, grp, io_cost, {DUE_SQL} FROM tasks "
+        "INDEXED BY tasks_group_ready WHERE state='pending' AND grp=? "
+        "AND (run_at IS NULL OR run_at <= ?) ORDER BY priority, id LIMIT ?"
+    )
+    out: list[Ready] = []
+    for g in groups:
+        for r in db.execute(sql, (g, now, limit)):
+            out.append(Ready(r[0], r[1], r[2], r[3], r[4], r[5]))
+    return out
+
+
+def due_since_of(db: sqlite3.Connection, ids: Sequence[int]) -> dict[int, int]:
+    """When each of these tasks became due (aging needs it for the window's candidates)."""
+    if not ids:
+        return {}
+    marks = ",".join("?" * len(ids))
+    rows = db.execute(f"SELECT id, {DUE_SQL} FROM tasks WHERE id IN ({marks})", tuple(ids))
+    return {int(r[0]): int(r[1]) for r in rows}
 
 
 def next_due(db: sqlite3.Connection, now: int) -> int | None:

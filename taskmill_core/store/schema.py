@@ -16,6 +16,7 @@ from taskmill_core.errors import DamagedDatabase, NotATaskmillDatabase, is_damag
 __all__ = [
     "ACTIVE_SQL",
     "APPLICATION_ID",
+    "DUE_SQL",
     "FINAL_SQL",
     "MIGRATIONS",
     "SCHEMA_VERSION",
@@ -30,6 +31,8 @@ SQLITE_HEADER = b"SQLite format 3\x00"
 # The states as SQL lists (types.ACTIVE_STATES and FINAL_STATES).
 ACTIVE_SQL = "('pending','running','paused','waiting','blocked')"
 FINAL_SQL = "('completed','failed','deadLetter','cancelled','superseded','expired')"
+# When a pending task became due (aging; see the due_since migration).
+DUE_SQL = "coalesce(due_since, run_at, created_at)"
 
 _TASK_COLUMNS_V1 = """
         id INTEGER PRIMARY KEY AUTOINCREMENT,  -- AUTOINCREMENT: ids are never reused
@@ -152,6 +155,18 @@ MIGRATIONS: list[str] = [
     ALTER TABLE tasks ADD COLUMN child_failed INTEGER NOT NULL DEFAULT 0;
     CREATE INDEX tasks_lookup ON tasks(type, dedup_key, finished_at)
         WHERE dedup_key IS NOT NULL AND finished_at IS NOT NULL;
+    """,
+    # Scheduling policy: ``due_since`` is when a pending task last became runnable, where that
+    # is not its ``run_at`` (a retry's time) or else its creation: after a resume, a
+    # preemption, a requeue, a rerun, an unblocking (NULL: coalesce(run_at, created_at), so a
+    # submit writes nothing more). It is not indexed: aging reads the heads of each priority
+    # level through tasks_ready (see queries.aged), so a write pays no index for it. Fair
+    # share reads each configured group's most urgent tasks through tasks_group_ready, which
+    # only grouped pending tasks are in.
+    """
+    ALTER TABLE tasks ADD COLUMN due_since INTEGER;
+    CREATE INDEX tasks_group_ready ON tasks(grp, priority, id)
+        WHERE state = 'pending' AND grp IS NOT NULL;
     """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)

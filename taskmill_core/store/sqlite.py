@@ -238,6 +238,26 @@ class SqliteStore:
             self._conn.db, self._ready_sql, now, types, paused_groups, paused_types, limit
         )
 
+    def aged(
+        self,
+        now: int,
+        types: Sequence[str],
+        paused_groups: Sequence[str],
+        above: int,
+        limit: int,
+        max_levels: int = 32,
+    ) -> list[Ready]:
+        """The longest-due pending tasks of each priority level (aging; see
+        :func:`.queries.aged`)."""
+        return queries.aged(self._conn.db, now, types, paused_groups, above, limit, max_levels)
+
+    def group_ready(self, now: int, groups: Sequence[str], limit: int) -> list[Ready]:
+        """Each group's most urgent due tasks (fair share; see :func:`.queries.group_ready`)."""
+        return queries.group_ready(self._conn.db, now, groups, limit)
+
+    def due_since_of(self, ids: Sequence[int]) -> dict[int, int]:
+        return queries.due_since_of(self._conn.db, ids)
+
     def next_due(self, now: int) -> int | None:
         return queries.next_due(self._conn.db, now)
 

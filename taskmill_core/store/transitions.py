@@ -190,14 +190,16 @@ def _take_requeue(tx: Tx, task_id: int) -> int | None:
     return int(row[1])
 
 
-def _back_to_pending(tx: Tx, task_id: int, priority: int, error: ErrorInfo | None) -> None:
-    """A requeued task (its run just ended) starts over: attempt 0, no checkpoint."""
+def _back_to_pending(
+    tx: Tx, task_id: int, priority: int, error: ErrorInfo | None, now: int
+) -> None:
+    """A requeued task starts over: attempt 0, no checkpoint, due from now."""
     tx.counts.move("running", "pending")
     tx.execute(
         "UPDATE tasks SET state='pending', priority=?, attempt=0, run_at=NULL, "
-        "started_at=NULL, checkpoint=NULL, requeue=0, requeue_priority=NULL, error=? "
-        "WHERE id=?",
-        (priority, _encode(error) if error else None, task_id),
+        "started_at=NULL, checkpoint=NULL, requeue=0, requeue_priority=NULL, error=?, "
+        "due_since=? WHERE id=?",
+        (priority, _encode(error) if error else None, now, task_id),
     )
 
 
@@ -261,7 +263,7 @@ def complete(
         return "completed"
     requeue = _take_requeue(tx, task_id)
     if requeue is not None:
-        _back_to_pending(tx, task_id, requeue, None)
+        _back_to_pending(tx, task_id, requeue, None, now)
         return "pending"
     children = tx.execute(
         f"SELECT count(*) FROM tasks WHERE parent_id=? AND state IN {ACTIVE_SQL}",
@@ -290,8 +292,8 @@ def _children_done(tx: Tx, task_id: int, now: int, follow: Follow, *, announce: 
         # The finalize phase, in this very transaction: a crash cannot lose it or run it twice.
         tx.execute(
             "UPDATE tasks SET state='pending', phase='finalize', attempt=0, run_at=NULL, "
-            "started_at=NULL, checkpoint=NULL WHERE id=?",
-            (task_id,),
+            "started_at=NULL, checkpoint=NULL, due_since=? WHERE id=?",
+            (now, task_id),
         )
         tx.counts.move("waiting", "pending")
         if announce:
@@ -338,14 +340,14 @@ def fail(
     """
     requeue = _take_requeue(tx, task_id)
     if requeue is not None:
-        _back_to_pending(tx, task_id, requeue, error)
+        _back_to_pending(tx, task_id, requeue, error, now)
         return "pending"
     io = _encode(io_actual) if io_actual is not None else None
     if retry_at is not None:
         tx.counts.move("running", "pending")
         tx.execute(
             "UPDATE tasks SET state='pending', attempt=attempt+1, run_at=?, "
-            "started_at=NULL, error=? WHERE id=?",
+            "started_at=NULL, error=?, due_since=NULL WHERE id=?",
             (retry_at, _encode(error), task_id),
         )
         return "pending"
@@ -359,12 +361,13 @@ def fail(
     return final_state
 
 
-def interrupt(tx: Tx, task_id: int, to_state: str) -> None:
+def interrupt(tx: Tx, task_id: int, to_state: str, now: int | None = None) -> None:
     """A run was interrupted (preempted, paused, shut down): back to ``to_state`` (pending
-    or paused) with its checkpoint; no retry consumed."""
+    or paused) with its checkpoint; no retry consumed. Back to pending, it is due from
+    ``now`` (aging)."""
     moved = tx.execute(
-        "UPDATE tasks SET state=?, started_at=NULL WHERE id=? AND state='running'",
-        (to_state, task_id),
+        "UPDATE tasks SET state=?, started_at=NULL, due_since=? WHERE id=? AND state='running'",
+        (to_state, now, task_id),
     ).rowcount
     tx.counts.move("running", to_state, moved)
 
@@ -389,11 +392,11 @@ def pause_pending(tx: Tx, task_id: int) -> None:
     tx.counts.move("pending", "paused", moved)
 
 
-def resume(tx: Tx, task_id: int) -> TaskInfo:
+def resume(tx: Tx, task_id: int, now: int | None = None) -> TaskInfo:
     state = queries.state_of(tx, task_id)
     if state != "paused":
         raise InvalidState(f"task {task_id} is {state}, not paused", id=task_id, state=state)
-    tx.execute("UPDATE tasks SET state='pending' WHERE id=?", (task_id,))
+    tx.execute("UPDATE tasks SET state='pending', due_since=? WHERE id=?", (now, task_id))
     tx.counts.move("paused", "pending")
     return queries.get(tx, task_id)
 
@@ -450,7 +453,7 @@ def _finalize(tx: Tx, task_id: int, prev: str, state: str, now: int) -> None:
     )
 
 
-def retry(tx: Tx, task_id: int) -> tuple[int, Outcome, TaskInfo | None]:
+def retry(tx: Tx, task_id: int, now: int | None = None) -> tuple[int, Outcome, TaskInfo | None]:
     """Manual retry of a failed or dead-lettered task (same id, attempt 0). When another
     active task holds its dedup key, that one is the answer (``duplicate``)."""
     row = tx.execute(
@@ -474,8 +477,8 @@ def retry(tx: Tx, task_id: int) -> tuple[int, Outcome, TaskInfo | None]:
             return int(holder[0]), "duplicate", None
     tx.execute(
         "UPDATE tasks SET state='pending', attempt=0, run_at=NULL, started_at=NULL, "
-        "finished_at=NULL, duration_ms=NULL, error=NULL, result=NULL WHERE id=?",
-        (task_id,),
+        "finished_at=NULL, duration_ms=NULL, error=NULL, result=NULL, due_since=? WHERE id=?",
+        (now, task_id),
     )
     tx.counts.move(str(state), "pending")
     tx.counts.left_history([(task_id, str(task_type), str(state), duration, io)])
@@ -620,7 +623,9 @@ def _settle_dependents(tx: Tx, task_id: int, state: str, now: int, follow: Follo
                 (dep_id,),
             ).fetchone()[0]
             if not left:
-                tx.execute("UPDATE tasks SET state='pending' WHERE id=?", (dep_id,))
+                tx.execute(
+                    "UPDATE tasks SET state='pending', due_since=? WHERE id=?", (now, dep_id)
+                )
                 tx.counts.move("blocked", "pending")
                 follow.unblocked.append(int(dep_id))
         elif state == "completed":
@@ -630,7 +635,9 @@ def _settle_dependents(tx: Tx, task_id: int, state: str, now: int, follow: Follo
                 (dep_id,),
             ).fetchone()[0]
             if not left:
-                tx.execute("UPDATE tasks SET state='pending' WHERE id=?", (dep_id,))
+                tx.execute(
+                    "UPDATE tasks SET state='pending', due_since=? WHERE id=?", (now, dep_id)
+                )
                 tx.counts.move("blocked", "pending")
                 follow.unblocked.append(int(dep_id))
         else:

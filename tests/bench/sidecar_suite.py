@@ -255,8 +255,16 @@ class _ThroughputCounter:
 
 
 def sidecar_throughput(
-    workdir: Path, n: int, durability: str, concurrency: int, timeout: float
+    workdir: Path,
+    n: int,
+    durability: str,
+    concurrency: int,
+    timeout: float,
+    configure: dict[str, Any] | None = None,
+    groups: int = 0,
 ) -> dict[str, Any]:
+    """Pipelined ``task.submit`` of ``n`` noop tasks; ``configure``: sent (and answered)
+    first; ``groups``: the tasks spread over that many groups ``g0``, ``g1``... (0: none)."""
     import psutil
 
     sc: SidecarProcess | None = None
@@ -270,8 +278,18 @@ def sidecar_throughput(
         )
         sc.wait_ready()
         ps = psutil.Process(sc.pid)
+        if configure is not None:
+            sc.write(_request("cfg", "scheduler.configure", configure))
+            _, answer = sc.wait_for(lambda m: m.get("id") == "cfg", timeout)
+            if "error" in answer:
+                raise SidecarError(f"scheduler.configure: {answer['error']}")
         payload = b"".join(
-            _request(i, "task.submit", {"type": "noop"}) for i in range(1, n + 1)
+            _request(
+                i,
+                "task.submit",
+                {"type": "noop", **({"group": f"g{i % groups}"} if groups else {})},
+            )
+            for i in range(1, n + 1)
         )  # built before the clock starts, like core's C
         counter = _ThroughputCounter(n)
         sc.handler = counter

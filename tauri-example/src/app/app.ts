@@ -1,6 +1,7 @@
 // The example app's UI: plain DOM, rendered once per animation frame from the Store. Rows are
 // keyed by task id and updated in place, so buttons stay put while progress streams in.
 import type { TaskInfo, TaskmillClient, TaskSpec } from '../taskmill/client.js';
+import { PolicyPanel } from './policy.js';
 import {
   ACTIVE_STATES, FINAL_STATES, STATE_LABELS, basename, etaMs, formatBytes, formatDuration, formatRate,
   isActive, joinPath, priorityBand, raisedPriority, relativeParts, taskTitle, type State,
@@ -116,6 +117,7 @@ export class App {
             </dl>
           </div>
         </section>
+        <section id="policy-card"></section>
       </aside>
       <main class="main">
         <div class="counts" id="counts"></div>
@@ -158,6 +160,8 @@ export class App {
       );
     }
 
+    new PolicyPanel(q('#policy-card'), this.client, (what, err) =>
+      this.store.log(`${what}: ${err instanceof Error ? err.message : String(err)}`, 'error'));
     q('#btn-scan').addEventListener('click', () => void this.guard('Scan', () => this.scan()));
     q('#btn-copy').addEventListener('click', () => void this.guard('Copy', () => this.copy()));
     q('#btn-simulate').addEventListener('click', () => void this.guard('Simulated work', () => this.simulate()));

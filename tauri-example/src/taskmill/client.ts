@@ -84,6 +84,8 @@ export class TaskmillClient {
   private readonly supervisor: Supervisor;
   /** The selection `configureEvents` keeps for every process (null: never called). */
   private eventSelection: EventsConfigureParams | null = null;
+  /** Pressure sources `setPressure` set: level and when each lapses (ms, this clock). */
+  private readonly pressure = new Map<string, { level: number; until: number }>();
   private readonly reportError: ReportError;
 
   constructor(options: ClientOptions) {
@@ -119,7 +121,10 @@ export class TaskmillClient {
       rpc: this.rpc,
       events: this.events,
       executors: this.executors,
-      onReady: () => this.resendEventSelection(),
+      onReady: () => {
+        this.resendEventSelection();
+        this.resendPressure();
+      },
       reportError,
     });
   }
@@ -232,6 +237,19 @@ export class TaskmillClient {
   }
 
   /**
+   * Reports host pressure from `source` (`scheduler.setPressure`): `level` 0..1 (0 removes the
+   * source), live for `ttlMs` (default 60 s) unless set again. While the level reaches a
+   * throttle tier, less urgent work waits. Unlike `invoke('scheduler.setPressure', ...)`, a
+   * source still live is sent again, with the time it has left, to a restarted sidecar (a
+   * sidecar does not persist pressure).
+   */
+  async setPressure(source: string, level: number, ttlMs = 60_000): Promise<void> {
+    await this.request('scheduler.setPressure', { source, level, ttlMs });
+    if (level > 0) this.pressure.set(source, { level, until: Date.now() + ttlMs });
+    else this.pressure.delete(source);
+  }
+
+  /**
    * Runs tasks of `type` in this process (a host executor): sends `executor.register` now and
    * after every restart, and answers the sidecar's `task.execute` with the handler's result.
    * Resolves when registered; the returned function unregisters.
@@ -261,6 +279,23 @@ export class TaskmillClient {
       .catch((err: unknown) =>
         this.reportError(new Error(`re-sending events.configure failed: ${String(err)}`)),
       );
+  }
+
+  /** At `sidecar.ready` of a restarted process: the pressure sources still live. */
+  private resendPressure(): void {
+    if (this.supervisor.generation < 2) return;
+    const now = Date.now();
+    for (const [source, { level, until }] of this.pressure) {
+      if (until <= now) {
+        this.pressure.delete(source);
+        continue;
+      }
+      this.rpc
+        .request('scheduler.setPressure', { source, level, ttlMs: until - now })
+        .catch((err: unknown) =>
+          this.reportError(new Error(`re-sending scheduler.setPressure failed: ${String(err)}`)),
+        );
+    }
   }
 
   /** Every call (`invoke`, host executor registration) goes through here. */

@@ -3,6 +3,15 @@
 // ../schemas/openrpc.json. Do not edit: run `npm run gen` (`npm test` checks it is current).
 
 /**
+ * ``aging``: one level more urgent per whole ``stepMs`` due beyond ``afterMs``, never
+ * beyond ``limit``.
+ */
+export interface AgingConfig {
+  afterMs: number;
+  limit?: number;
+  stepMs: number;
+}
+/**
  * Delay before retry ``n`` (1-based): constant, linear, exponential or with jitter.
  */
 export interface Backoff {
@@ -14,6 +23,13 @@ export interface Backoff {
 export interface BatchEntry {
   id: number;
   outcome: string;
+}
+/**
+ * A rate bucket now: its tokens and, while it holds less than one, when the next comes.
+ */
+export interface BucketStatus {
+  nextTokenAt?: number | null;
+  tokens: number;
 }
 export interface CancelManyParams {
   group?: string | null;
@@ -53,6 +69,8 @@ export interface ClientInfo {
   version?: string | null;
 }
 export interface ConfigureParams {
+  aging?: AgingConfig | null;
+  fairShare?: FairShareConfig | null;
   groupLimits?: {
     [k: string]: number;
   } | null;
@@ -61,7 +79,25 @@ export interface ConfigureParams {
   minRunMs?: number | null;
   preemptPriority?: number | null;
   progressHz?: number | null;
+  rateLimits?: RateLimitsConfig | null;
   retention?: Retention | null;
+  throttle?: ThrottleTierConfig[] | null;
+  typeDefaults?: {
+    [k: string]: TypeDefaultsConfig;
+  } | null;
+}
+/**
+ * ``fairShare``: free slots go to the competing group with the lowest running ÷ weight,
+ * after every group's ``minSlots``.
+ */
+export interface FairShareConfig {
+  defaultWeight?: number;
+  minSlots?: {
+    [k: string]: number;
+  };
+  weights?: {
+    [k: string]: number;
+  };
 }
 export interface IoConfig {
   auto?: boolean;
@@ -71,11 +107,61 @@ export interface IoConfig {
   saturation?: number;
 }
 /**
+ * ``rateLimits``: a bucket per task type and per group (unknown names are fine).
+ */
+export interface RateLimitsConfig {
+  groups?: {
+    [k: string]: RateLimitConfig;
+  };
+  types?: {
+    [k: string]: RateLimitConfig;
+  };
+}
+/**
+ * A token bucket: exactly one of ``perSecond`` and ``perMinute``, ``burst`` tokens.
+ */
+export interface RateLimitConfig {
+  burst?: number;
+  perMinute?: number | null;
+  perSecond?: number | null;
+}
+/**
  * History pruning: keep at most ``max_count`` final tasks, none older than ``max_age_ms``.
  */
 export interface Retention {
   maxAgeMs?: number | null;
   maxCount?: number | null;
+}
+/**
+ * A throttle tier: while the pressure level is ≥ ``level``, tasks whose stored priority is
+ * ≥ ``minPriority`` do not start.
+ */
+export interface ThrottleTierConfig {
+  level: number;
+  minPriority: number;
+}
+/**
+ * One type's submit defaults: each fills the field when a submit leaves it out (a field
+ * given as ``null`` counts as left out; a given value wins, even the global default).
+ * Applied at submit (single, batch, children); ``ioCost`` and ``backoff`` are taken whole.
+ */
+export interface TypeDefaultsConfig {
+  backoff?: Backoff | null;
+  group?: string | null;
+  ioCost?: IoBytes | null;
+  maxRetries?: number | null;
+  priority?: number | ('background' | 'high' | 'idle' | 'normal' | 'realtime') | null;
+  timeoutMs?: number | null;
+  ttlMs?: number | null;
+}
+/**
+ * Bytes of IO per resource: declared (``ioCost``) or measured (``ioActual``).
+ */
+export interface IoBytes {
+  diskRead?: number;
+  diskWrite?: number;
+  netRx?: number;
+  netTx?: number;
 }
 /**
  * No parameters (any given field is an error), or an empty result ``{}``.
@@ -125,6 +211,7 @@ export interface TaskInfo {
   createdAt: number;
   dedupKey?: string | null;
   durationMs?: number | null;
+  effectivePriority?: number | null;
   error?: ErrorInfo | null;
   finalize?: boolean;
   finishedAt?: number | null;
@@ -160,15 +247,6 @@ export interface TaskInfo {
     [k: string]: string;
   };
   type: string;
-}
-/**
- * Bytes of IO per resource: declared (``ioCost``) or measured (``ioActual``).
- */
-export interface IoBytes {
-  diskRead?: number;
-  diskWrite?: number;
-  netRx?: number;
-  netTx?: number;
 }
 export interface Progress {
   bytesDone?: number | null;
@@ -334,8 +412,36 @@ export interface MetricsReport {
   gauges: MetricGauges;
   sinceAt: number;
 }
+/**
+ * A pause in force: of a group, of a type, or (neither) the global pause; ``untilAt``:
+ * it lifts by itself then.
+ */
+export interface PauseInfo {
+  group?: string | null;
+  type?: string | null;
+  untilAt?: number | null;
+}
+/**
+ * ``scheduler.pause``: a scope, and for a timed pause its end (``untilAt``, in the
+ * future) or its length (``forMs``; it becomes ``untilAt`` at the call), not both.
+ */
+export interface PauseParams {
+  forMs?: number | null;
+  group?: string | null;
+  type?: string | null;
+  untilAt?: number | null;
+}
 export interface PingResult {
   now: number;
+}
+/**
+ * The host pressure: the maximum of the live sources' levels.
+ */
+export interface PressureStatus {
+  level?: number;
+  sources?: {
+    [k: string]: number;
+  };
 }
 export interface PruneParams {
   keep?: number | null;
@@ -343,6 +449,14 @@ export interface PruneParams {
 }
 export interface PruneResult {
   removed: number;
+}
+export interface RateBucketsStatus {
+  groups?: {
+    [k: string]: BucketStatus;
+  };
+  types?: {
+    [k: string]: BucketStatus;
+  };
 }
 /**
  * ``task.submitBatch`` before its entries are validated one by one (to name the index).
@@ -464,8 +578,10 @@ export interface ScheduleSpec {
  * Scheduler settings. Values set later with ``configure`` are persisted and win on reopen.
  */
 export interface SchedulerConfig {
+  aging?: AgingConfig | null;
   cancelGraceMs?: number;
   durability?: 'full' | 'normal';
+  fairShare?: FairShareConfig | null;
   groupLimits?: {
     [k: string]: number;
   };
@@ -474,11 +590,31 @@ export interface SchedulerConfig {
   minRunMs?: number;
   preemptPriority?: number;
   progressHz?: number;
+  rateLimits?: RateLimitsConfig | null;
   retention?: Retention;
+  /**
+   * @maxItems 64
+   */
+  throttle?: ThrottleTierConfig[];
+  typeDefaults?: {
+    [k: string]: TypeDefaultsConfig;
+  } | null;
 }
 export interface SchedulerPaused {
   group?: string | null;
   type?: string | null;
+  untilAt?: number | null;
+}
+/**
+ * ``scheduler.pressure``: the set of throttle tiers in force changed (``holding`` lists
+ * their ``minPriority``); ``level`` is the maximum of the live ``sources``.
+ */
+export interface SchedulerPressure {
+  holding: number[];
+  level: number;
+  sources: {
+    [k: string]: number;
+  };
 }
 export interface SchedulerResumed {
   group?: string | null;
@@ -497,6 +633,9 @@ export interface SchedulerStatus {
   paused: boolean;
   pausedGroups: string[];
   pausedTypes: string[];
+  pauses?: PauseInfo[];
+  pressure?: PressureStatus;
+  rateBuckets?: RateBucketsStatus;
   running: TaskInfo[];
 }
 /**
@@ -505,6 +644,14 @@ export interface SchedulerStatus {
 export interface ScopeParams {
   group?: string | null;
   type?: string | null;
+}
+/**
+ * ``scheduler.setPressure``: one source of host pressure, live for ``ttlMs``.
+ */
+export interface SetPressureParams {
+  level: number;
+  source: string;
+  ttlMs?: number;
 }
 export interface SetPriorityParams {
   id: number;
@@ -646,9 +793,10 @@ export interface Methods {
   'task.resume': { params: TaskIdParams; result: TaskInfo };
   'task.retry': { params: TaskIdParams; result: RetryResult };
   'scheduler.status': { params: Empty; result: SchedulerStatus };
-  'scheduler.pause': { params: ScopeParams; result: Empty };
+  'scheduler.pause': { params: PauseParams; result: Empty };
   'scheduler.resume': { params: ScopeParams; result: Empty };
   'scheduler.configure': { params: ConfigureParams; result: SchedulerConfig };
+  'scheduler.setPressure': { params: SetPressureParams; result: Empty };
   'history.stats': { params: HistoryStatsParams; result: HistoryStats };
   'history.prune': { params: PruneParams; result: PruneResult };
   'events.configure': { params: EventsConfigureParams; result: Empty };
@@ -684,6 +832,7 @@ export interface Events {
   'io.pressure': IoStatus;
   'schedule.fired': ScheduleFired;
   'schedule.skipped': ScheduleSkipped;
+  'scheduler.pressure': SchedulerPressure;
   'executor.cancel': ExecutorCancelParams;
 }
 
@@ -723,6 +872,7 @@ export const METHOD_NAMES = [
   'scheduler.pause',
   'scheduler.resume',
   'scheduler.configure',
+  'scheduler.setPressure',
   'history.stats',
   'history.prune',
   'events.configure',
@@ -757,6 +907,7 @@ export const EVENT_NAMES = [
   'io.pressure',
   'schedule.fired',
   'schedule.skipped',
+  'scheduler.pressure',
   'executor.cancel',
 ] as const satisfies readonly EventName[];
 

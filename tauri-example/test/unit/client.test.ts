@@ -294,6 +294,31 @@ describe('restart', () => {
     await expect(queued).resolves.toEqual({ now: 1 });
   });
 
+  it('setPressure re-sends the sources still live, with the time they have left, after a restart', async () => {
+    const { fake, client } = await started({ timeoutMs: 0 });
+    const battery = client.setPressure('battery', 0.5, 10_000);
+    expect(fake.last('scheduler.setPressure').params).toEqual({ source: 'battery', level: 0.5, ttlMs: 10_000 });
+    fake.reply(fake.last('scheduler.setPressure').id, {});
+    await battery;
+    const game = client.setPressure('game', 0.9, 1_000);
+    fake.reply(fake.last('scheduler.setPressure').id, {});
+    await game;
+    const metered = client.setPressure('metered', 0.7);
+    fake.reply(fake.last('scheduler.setPressure').id, {});
+    await metered;
+    const gone = client.setPressure('metered', 0); // removed: not re-sent
+    fake.reply(fake.last('scheduler.setPressure').id, {});
+    await gone;
+
+    await vi.advanceTimersByTimeAsync(2_000); // game lapsed
+    fake.exit({ code: null, signal: 'SIGKILL' });
+    await vi.advanceTimersByTimeAsync(100);
+    const before = fake.requests().length;
+    fake.ready();
+    const resent = fake.requests().slice(before);
+    expect(resent.map((m) => m.params)).toEqual([{ source: 'battery', level: 0.5, ttlMs: 7_900 }]);
+  });
+
   it('rejects in-flight calls clearly, restarts with backoff, resends queued calls', async () => {
     const { fake, client } = await started({ timeoutMs: 0 });
     const exited: unknown[] = [];
