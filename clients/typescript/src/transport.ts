@@ -1,6 +1,7 @@
-// The contract between the client and one way of running the sidecar process (Node's
-// `child_process`, Tauri's shell plugin, a test's fake): start it, write lines to its stdin,
-// kill it. The transport only moves text; the client frames lines and supervises the process.
+// The contract between the client and one way of reaching the sidecar process (Node's
+// `child_process`, Tauri's shell plugin, the Rust side of the Tauri plugin, a test's fake): start
+// it (or attach to it), write lines to its stdin, kill it (or detach). The transport only moves
+// text; the client frames lines and supervises the process.
 
 /** How the sidecar process ended. */
 export interface ExitInfo {
@@ -8,6 +9,12 @@ export interface ExitInfo {
   signal: string | number | null;
   /** Set when the process could not be started or its pipes failed. */
   error?: string;
+  /**
+   * Only from a transport whose process is owned elsewhere (`sharedProcess`): whether its owner
+   * restarts it. The client then re-attaches at once (true) or gives up (false) instead of
+   * applying its own restart policy.
+   */
+  willRestart?: boolean;
 }
 
 /**
@@ -30,6 +37,13 @@ export interface Transport {
   ): void | Promise<void>;
   /** Writes one message line; the transport appends `\n`. */
   write(line: string): void | Promise<void>;
-  /** Kills the process now (no grace). */
+  /** Kills the process now (no grace); a `sharedProcess` transport detaches instead. */
   kill(): void | Promise<void>;
+  /**
+   * True when the process belongs to someone else (the Rust side of the Tauri plugin, serving
+   * every window): `close()` then detaches without sending `shutdown`, `start` attaches (and
+   * delivers `sidecar.ready` itself when the process announced it earlier), and the owner's
+   * restarts are reported through `ExitInfo.willRestart`.
+   */
+  readonly sharedProcess?: boolean;
 }

@@ -7,15 +7,15 @@ import {
 } from '@open-rpc/schema-utils-js';
 import { describe, expect, it } from 'vitest';
 import { generate, OUTPUT, SCHEMAS } from '../../scripts/gen-types.mjs';
-import { EVENT_NAMES, METHOD_NAMES } from '../../src/taskmill/generated.js';
+import { EVENT_NAMES, METHOD_NAMES } from '../../src/generated.js';
 
 const openrpc = () => JSON.parse(readFileSync(resolve(SCHEMAS, 'openrpc.json'), 'utf8'));
 
 describe('generated types', () => {
-  it('src/taskmill/generated.ts is what `npm run gen` makes from ../schemas', async () => {
+  it('src/generated.ts is what `npm run gen` makes from the repository\'s schemas/', async () => {
     const fresh = await generate();
     const committed = readFileSync(OUTPUT, 'utf8');
-    // On failure: run `npm run gen` and commit src/taskmill/generated.ts.
+    // On failure: run `npm run gen` and commit src/generated.ts.
     expect(committed === fresh, 'generated.ts is stale: run `npm run gen`').toBe(true);
   }, 30_000);
 

@@ -51,8 +51,8 @@ vi.mock('@tauri-apps/plugin-shell', () => {
   return { Command };
 });
 
-const { TauriTransport } = await import('../../src/taskmill/transport-tauri.js');
-const { TaskmillClient } = await import('../../src/taskmill/client.js');
+const { TauriTransport } = await import('../../src/tauri-shell.js');
+const { TaskmillClient } = await import('../../src/client.js');
 
 describe('TauriTransport', () => {
   it('spawns the sidecar, reassembles Tauri lines, writes lines, reports errors and exit', async () => {

@@ -1,4 +1,4 @@
-// Event subscription: what `listen` and `waitFor` can subscribe to (the sidecar's
+// Event subscription: what `on` and `waitFor` can subscribe to (the sidecar's
 // notifications, typed by the generated `Events`, plus the client's own `exited` and
 // `restarted`) and the hub that delivers each one to its listeners and to `'*'`.
 
@@ -23,7 +23,7 @@ export interface ExitedEvent extends ExitInfo {
   delayMs?: number;
 }
 
-/** Everything `listen` can subscribe to: the sidecar's events plus the client's own. */
+/** Everything `on` can subscribe to: the sidecar's events plus the client's own. */
 export interface ClientEvents extends Events {
   restarted: RestartedEvent;
   exited: ExitedEvent;
@@ -34,7 +34,8 @@ export type AnyEventHandler = (
   params: ClientEvents[ClientEventName],
   event: ClientEventName,
 ) => void;
-export type Unlisten = () => void;
+/** Removes the handler `on` added (calling it again does nothing). */
+export type Unsubscribe = () => void;
 
 /** Listeners by event name (`'*'` for all); a throwing listener is reported, not propagated. */
 export class EventHub {
@@ -42,7 +43,7 @@ export class EventHub {
 
   constructor(private readonly reportError: ReportError) {}
 
-  listen(event: string, handler: (params: never, event: never) => void): Unlisten {
+  on(event: string, handler: (params: never, event: never) => void): Unsubscribe {
     let set = this.listeners.get(event);
     if (!set) this.listeners.set(event, (set = new Set()));
     set.add(handler);
@@ -80,7 +81,7 @@ export class EventHub {
               reject(clientError('timeout', `no ${event} within ${timeoutMs} ms`));
             }, timeoutMs)
           : undefined;
-      const off = this.listen(event, ((params: ClientEvents[E]) => {
+      const off = this.on(event, ((params: ClientEvents[E]) => {
         if (!predicate(params)) return;
         off();
         if (timer !== undefined) clearTimeout(timer);

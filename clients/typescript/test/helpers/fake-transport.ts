@@ -1,4 +1,4 @@
-import type { ExitInfo, Transport } from '../../src/taskmill/client.js';
+import type { ExitInfo, Transport } from '../../src/client.js';
 
 export type Message = Record<string, any>;
 

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { LineDecoder, TauriLineJoiner } from '../../src/taskmill/framing.js';
+import { LineDecoder, TauriLineJoiner } from '../../src/framing.js';
 
 describe('LineDecoder', () => {
   it('splits several lines in one chunk and skips empty lines', () => {

@@ -1,10 +1,10 @@
 import { readFileSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import * as client from '../../src/taskmill/client.js';
-import * as shim from '../../src/taskmill/index.js';
+import * as client from '../../src/client.js';
+import * as shim from '../../src/index.js';
 
-const src = (f: string) => readFileSync(resolve(import.meta.dirname, '../../src/taskmill', f), 'utf8');
+const src = (f: string) => readFileSync(resolve(import.meta.dirname, '../../src', f), 'utf8');
 const imports = (text: string) => [...text.matchAll(/^\s*(?:import|export)[^'"]*from\s+['"]([^'"]+)['"]/gm)].map((m) => m[1]);
 
 /** The client's modules that must run anywhere (the transports are the only platform code). */
@@ -28,9 +28,13 @@ describe('module boundaries', () => {
     }
   });
 
-  it('only transport-tauri.ts imports @tauri-apps', () => {
-    expect(imports(src('transport-tauri.ts'))).toContain('@tauri-apps/plugin-shell');
-    expect(imports(src('transport-node.ts')).some((s) => s!.startsWith('@tauri-apps'))).toBe(false);
+  it('only the Tauri transports import @tauri-apps, each only its own part', () => {
+    expect(imports(src('tauri-shell.ts'))).toContain('@tauri-apps/plugin-shell');
+    expect(imports(src('tauri.ts')).filter((s) => s!.startsWith('@tauri-apps')).sort()).toEqual([
+      '@tauri-apps/api/core',
+      '@tauri-apps/api/event',
+    ]);
+    expect(imports(src('node.ts')).some((s) => s!.startsWith('@tauri-apps'))).toBe(false);
   });
 
   it('the parts are layered under client.ts, and the JSON-RPC core knows no process', () => {
@@ -38,8 +42,10 @@ describe('module boundaries', () => {
       expect(imports(src(f)), f).not.toContain('./client.js');
     }
     for (const spec of imports(src('jsonrpc.ts'))) expect(['./errors.js']).toContain(spec);
-    expect(imports(src('transport-node.ts'))).toContain('./transport.js');
-    expect(imports(src('transport-tauri.ts'))).toContain('./transport.js');
+    for (const f of ['node.ts', 'tauri.ts', 'tauri-shell.ts']) {
+      expect(imports(src(f)), f).toContain('./transport.js');
+      expect(imports(src(f)), f).not.toContain('./client.js');
+    }
   });
 });
 

@@ -3,13 +3,15 @@
 // core and its stderr for the logger, waits for `sidecar.ready` (killing a process that does
 // not announce it in time), restarts a dead process with exponential backoff (not on a fatal
 // exit code, not past `maxAttempts`) and closes it gracefully: `shutdown {graceMs}`, a bounded
-// wait, then `kill()`. Each process has a generation number; callbacks of an older one are
-// ignored.
+// wait, then `kill()`. It refuses a sidecar of another protocol version (kind
+// `protocolMismatch`). With a transport whose process is owned elsewhere (`sharedProcess`: the
+// Rust side of the Tauri plugin) it attaches and detaches instead, and the owner restarts.
+// Each process has a generation number; callbacks of an older one are ignored.
 
 import { LineDecoder } from './framing.js';
 import { asError, clientError, type ReportError, type TaskmillError } from './errors.js';
 import type { EventHub } from './events.js';
-import type { ReadyParams } from './generated.js';
+import { PROTOCOL_VERSION, type ReadyParams } from './generated.js';
 import type { HostExecutors } from './hostexec.js';
 import type { JsonRpcPeer } from './jsonrpc.js';
 import type { ExitInfo, Transport } from './transport.js';
@@ -27,7 +29,10 @@ export interface RestartOptions {
   maxAttempts?: number;
   /** A process that ran this long after `sidecar.ready` resets the backoff (default 10 000). */
   stableAfterMs?: number;
-  /** Exit codes that are not worth a restart (default [2, 4]: bad command line, bad db). */
+  /**
+   * Exit codes that are not worth a restart (default [2, 3, 4]: bad command line, database
+   * held by another sidecar, database unreadable).
+   */
   fatalExitCodes?: number[];
 }
 
@@ -102,6 +107,10 @@ export class Supervisor {
   private lastStderr = '';
   private closePromise: Promise<void> | null = null;
   private _ready: ReadyParams | null = null;
+  /** Ends the current process once (its guarded `onExit`), for exits the client decides. */
+  private endProcess: ((info: ExitInfo) => void) | null = null;
+  /** Why this sidecar is refused for good (a protocol mismatch), or null. */
+  private refused: TaskmillError | null = null;
 
   constructor(
     private readonly transport: Transport,
@@ -119,7 +128,7 @@ export class Supervisor {
       multiplier: r.multiplier ?? 2,
       maxAttempts: r.maxAttempts ?? Number.POSITIVE_INFINITY,
       stableAfterMs: r.stableAfterMs ?? 10_000,
-      fatalExitCodes: r.fatalExitCodes ?? [2, 4],
+      fatalExitCodes: r.fatalExitCodes ?? [2, 3, 4],
     };
     this.logger = options.logger;
     this.rpc = parts.rpc;
@@ -158,6 +167,7 @@ export class Supervisor {
 
   /** Why no call can be made now (closed, or gave up), or `undefined`. */
   refusal(): TaskmillError | undefined {
+    if (this.refused) return this.refused;
     if (this.state === 'failed') {
       return clientError('sidecarFailed', `the sidecar cannot be started (${this.failedWhy()})`);
     }
@@ -174,6 +184,7 @@ export class Supervisor {
 
   /** `TaskmillClient.start`: starts (or, after giving up, retries) and awaits `sidecar.ready`. */
   start(): Promise<ReadyParams> {
+    if (this.refused) return Promise.reject(this.refused);
     if (this.state === 'failed') {
       // Try again from scratch (the caller decided to).
       this.failures = 0;
@@ -200,6 +211,11 @@ export class Supervisor {
       return;
     }
     if (this.readyTimer !== undefined) clearTimeout(this.readyTimer);
+    if (params.protocolVersion !== PROTOCOL_VERSION) {
+      this.refuseProtocol(params.protocolVersion, 'sidecar.ready');
+      this._ready = params;
+      return;
+    }
     this.state = 'ready';
     this.readyAt = Date.now();
     this._ready = params;
@@ -211,6 +227,44 @@ export class Supervisor {
     if (this._generation > 1 && this.lastExit) {
       this.events.emit('restarted', { restarts: this.restarts, exit: this.lastExit, ready: params });
     }
+  }
+
+  /**
+   * The sidecar speaks protocol `actual` (from `source`: `sidecar.ready` or `initialize`): every
+   * call is refused (kind `protocolMismatch`), the process is stopped (a shared one is detached
+   * from) and never restarted.
+   */
+  refuseProtocol(actual: unknown, source: string): TaskmillError {
+    if (this.refused) return this.refused;
+    const err = clientError(
+      'protocolMismatch',
+      `the sidecar speaks protocol version ${String(actual)} (${source}), this client ` +
+        `${PROTOCOL_VERSION}: install matching versions of the sidecar and @taskmill/client`,
+      { expected: PROTOCOL_VERSION, actual },
+    );
+    this.refused = err;
+    const prev = this.state;
+    this.state = 'failed';
+    if (this.backoffTimer !== undefined) clearTimeout(this.backoffTimer);
+    this.reportError(err);
+    this.rpc.rejectCalls('all', err);
+    this.readyDeferred.reject(err);
+    if (prev === 'starting' || prev === 'ready') {
+      if (this.transport.sharedProcess) {
+        void this.killTransport().then(() =>
+          this.endProcess?.({ code: null, signal: null, error: 'detached' }),
+        );
+      } else {
+        // Stop it the way close() does: it may already run recovered work.
+        this.rpc.requestIgnoringAnswer('shutdown', { graceMs: this.closeGraceMs });
+        const timer = setTimeout(
+          () => void this.killTransport(),
+          this.closeGraceMs + this.closeExtraMs,
+        );
+        void this.exitDeferred?.promise.then(() => clearTimeout(timer));
+      }
+    }
+    return err;
   }
 
   // --- one process ---------------------------------------------------------------------------
@@ -228,8 +282,10 @@ export class Supervisor {
     const onExit = (info: ExitInfo) => {
       if (exited || gen !== this._generation) return;
       exited = true;
+      this.endProcess = null;
       this.handleExit(info);
     };
+    this.endProcess = onExit;
     if (this.readyTimeoutMs > 0) {
       this.readyTimer = setTimeout(() => {
         if (gen !== this._generation || this.state !== 'starting') return;
@@ -297,6 +353,11 @@ export class Supervisor {
     this.executors.abortRuns(this.state === 'closing' ? 'closed' : 'sidecarExited');
 
     const why = describeExit(info);
+    if (this.state === 'failed') {
+      // Refused (protocol mismatch): the calls were failed then; nothing restarts.
+      this.events.emit('exited', { ...info, willRestart: false });
+      return;
+    }
     const closing = this.state === 'closing';
     // In-flight calls cannot be answered any more.
     this.rpc.rejectCalls(
@@ -314,8 +375,12 @@ export class Supervisor {
     if (wasReady && uptime >= this.restartOpts.stableAfterMs) this.failures = 0;
     this.failures += 1;
     const fatal = info.code !== null && this.restartOpts.fatalExitCodes.includes(info.code);
-    const canRestart =
-      this.restartOpts.enabled && !fatal && this.failures <= this.restartOpts.maxAttempts;
+    // A shared process is restarted by its owner, which says whether it will (then the client
+    // re-attaches at once); otherwise the client's own policy decides.
+    const owned = info.willRestart !== undefined;
+    const canRestart = owned
+      ? info.willRestart === true
+      : this.restartOpts.enabled && !fatal && this.failures <= this.restartOpts.maxAttempts;
     if (!canRestart) {
       this.state = 'failed';
       const err = clientError('sidecarFailed', `the sidecar is gone (${this.failedWhy()})`);
@@ -324,10 +389,12 @@ export class Supervisor {
       this.events.emit('exited', { ...info, willRestart: false });
       return;
     }
-    const delayMs = Math.min(
-      this.restartOpts.maxDelayMs,
-      this.restartOpts.initialDelayMs * this.restartOpts.multiplier ** (this.failures - 1),
-    );
+    const delayMs = owned
+      ? 0
+      : Math.min(
+          this.restartOpts.maxDelayMs,
+          this.restartOpts.initialDelayMs * this.restartOpts.multiplier ** (this.failures - 1),
+        );
     this.state = 'backoff';
     if (wasReady) this.readyDeferred = deferred<ReadyParams>();
     this.events.emit('exited', { ...info, willRestart: true, delayMs });
@@ -366,6 +433,13 @@ export class Supervisor {
       return;
     }
     const exit = this.exitDeferred!.promise;
+    if (this.transport.sharedProcess) {
+      // Not ours to stop (other windows use it): detach.
+      await this.killTransport();
+      this.endProcess?.({ code: null, signal: null, error: 'detached' });
+      if (prev === 'starting') this.readyDeferred.reject(closedErr);
+      return;
+    }
     this.rpc.requestIgnoringAnswer('shutdown', { graceMs });
     const timedOut = Symbol('timeout');
     let timer: ReturnType<typeof setTimeout> | undefined;
@@ -384,7 +458,7 @@ export class Supervisor {
     }
     if (this.state === 'closing') {
       // The transport never reported the exit: finish anyway.
-      this.handleExit({ code: null, signal: null, error: 'no exit reported after kill()' });
+      this.endProcess?.({ code: null, signal: null, error: 'no exit reported after kill()' });
     }
     if (prev === 'starting') this.readyDeferred.reject(closedErr);
   }

@@ -14,6 +14,8 @@ export const CLIENT_ERROR_CODES = {
   sidecarFailed: -32093,
   /** The caller's AbortSignal fired. */
   aborted: -32094,
+  /** The sidecar speaks another protocol version than this client (`data.expected`, `data.actual`). */
+  protocolMismatch: -32095,
 } as const;
 
 export type ClientErrorKind = keyof typeof CLIENT_ERROR_CODES;
@@ -43,8 +45,12 @@ function clientKind(code: number): string | undefined {
 }
 
 /** A client-side failure of `kind` (its code from `CLIENT_ERROR_CODES`, `data.kind` set). */
-export function clientError(kind: ClientErrorKind, message: string): TaskmillError {
-  return new TaskmillError(CLIENT_ERROR_CODES[kind], message, { kind });
+export function clientError(
+  kind: ClientErrorKind,
+  message: string,
+  extra: Record<string, unknown> = {},
+): TaskmillError {
+  return new TaskmillError(CLIENT_ERROR_CODES[kind], message, { ...extra, kind });
 }
 
 /** The same error, its message prefixed with the method it failed. */

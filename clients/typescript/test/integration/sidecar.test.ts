@@ -7,7 +7,7 @@ import {
   type ClientEventName,
   type Progress,
   type RestartedEvent,
-} from '../../src/taskmill/client.js';
+} from '../../src/client.js';
 import { startSidecar, type Harness } from '../helpers/sidecar.js';
 
 const harnesses: Harness[] = [];
@@ -26,7 +26,7 @@ afterEach(async () => {
 /** Records every event; `about(id)` gives the names of those about one task, in order. */
 function recordEvents(h: Harness) {
   const all: { event: string; params: any }[] = [];
-  h.client.listen('*', (params, event) => all.push({ event, params }));
+  h.client.on('*', (params, event) => all.push({ event, params }));
   return {
     about: (id: number) =>
       all
@@ -57,7 +57,7 @@ describe('the real sidecar', { timeout: 30_000 }, () => {
     const events = recordEvents(h);
     let id: number | undefined;
     const progress: Progress[] = [];
-    h.client.listen('task.progress', (p) => {
+    h.client.on('task.progress', (p) => {
       if (p.id === id) progress.push(p.progress);
     });
     const done = h.client.waitFor('task.completed', (e) => e.id === id, 20_000);
@@ -209,10 +209,10 @@ describe('the real sidecar', { timeout: 30_000 }, () => {
     const job = await h.client.invoke('task.submit', { type: 'host.job', payload: { n: 1 } });
 
     const completed = new Set<number>();
-    h.client.listen('task.completed', (e) => completed.add(e.id));
+    h.client.on('task.completed', (e) => completed.add(e.id));
     const restarted = h.client.waitFor('restarted', () => true, 20_000);
     const exits: ClientEventName[] = [];
-    h.client.listen('exited', () => exits.push('exited'));
+    h.client.on('exited', () => exits.push('exited'));
     const inflight = h.client.invoke('task.list', {}).catch((e: unknown) => e);
     process.kill(ready.pid, 'SIGKILL');
     const settled = await inflight;

@@ -1,8 +1,8 @@
-// The JSON-RPC core alone (src/taskmill/jsonrpc.ts), over a stub link: no process, no
+// The JSON-RPC core alone (src/jsonrpc.ts), over a stub link: no process, no
 // supervisor; the test decides when calls may go out.
 import { describe, expect, it } from 'vitest';
-import { TaskmillError, clientError } from '../../src/taskmill/errors.js';
-import { JsonRpcPeer, type PeerLink } from '../../src/taskmill/jsonrpc.js';
+import { TaskmillError, clientError } from '../../src/errors.js';
+import { JsonRpcPeer, type PeerLink } from '../../src/jsonrpc.js';
 
 function peer(handlers: PeerLink['requestHandlers'] = new Map()) {
   const written: Record<string, any>[] = [];

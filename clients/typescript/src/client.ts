@@ -12,15 +12,16 @@ import {
   type ClientEventName,
   type ClientEvents,
   type EventHandler,
-  type Unlisten,
+  type Unsubscribe,
 } from './events.js';
-import type {
-  EventsConfigureParams,
-  ExecutorCancelParams,
-  Method,
-  MethodParams,
-  MethodResult,
-  ReadyParams,
+import {
+  PROTOCOL_VERSION,
+  type EventsConfigureParams,
+  type ExecutorCancelParams,
+  type Method,
+  type MethodParams,
+  type MethodResult,
+  type ReadyParams,
 } from './generated.js';
 import { HostExecutors, type TaskHandler } from './hostexec.js';
 import { JsonRpcPeer, type InvokeOptions } from './jsonrpc.js';
@@ -38,7 +39,7 @@ export type {
   EventHandler,
   ExitedEvent,
   RestartedEvent,
-  Unlisten,
+  Unsubscribe,
 } from './events.js';
 export {
   TaskCancelledError,
@@ -151,12 +152,14 @@ export class TaskmillClient {
 
   /**
    * Subscribes to an event (`task.progress`, ..., the client's own `restarted` and `exited`,
-   * or `'*'` for all of them). Returns the unlisten function.
+   * or `'*'` for all of them). The handler gets the event's params (typed by the event's name)
+   * and the name; it is called synchronously as the message is read, and an exception out of it
+   * goes to `onError`. Returns the unsubscribe function (no promise, unlike Tauri's `listen`).
    */
-  listen<E extends ClientEventName>(event: E, handler: EventHandler<E>): Unlisten;
-  listen(event: '*', handler: AnyEventHandler): Unlisten;
-  listen(event: string, handler: (params: never, event: never) => void): Unlisten {
-    return this.events.listen(event, handler);
+  on<E extends ClientEventName>(event: E, handler: EventHandler<E>): Unsubscribe;
+  on(event: '*', handler: AnyEventHandler): Unsubscribe;
+  on(event: string, handler: (params: never, event: never) => void): Unsubscribe {
+    return this.events.on(event, handler);
   }
 
   /** Resolves with the next `event` whose params satisfy `predicate` (rejects on timeout). */
@@ -218,7 +221,15 @@ export class TaskmillClient {
     const refused = this.supervisor.refusal();
     if (refused) return Promise.reject(forMethod(refused, method));
     this.supervisor.startIfIdle();
-    return this.rpc.request(method, params, options);
+    const answer = this.rpc.request(method, params, options);
+    if (method !== 'initialize') return answer;
+    return answer.then((result) => {
+      const version = (result as { protocolVersion?: unknown }).protocolVersion;
+      if (version !== PROTOCOL_VERSION) {
+        throw forMethod(this.supervisor.refuseProtocol(version, 'initialize'), method);
+      }
+      return result;
+    });
   }
 
   /** A notification concerns the supervisor or host executors first, then the listeners. */

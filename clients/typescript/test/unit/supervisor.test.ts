@@ -1,7 +1,7 @@
-// The supervisor alone (src/taskmill/supervisor.ts): a fake transport and stub parts that
+// The supervisor alone (src/supervisor.ts): a fake transport and stub parts that
 // record what it asks of the JSON-RPC core, the events and the host executors, in order.
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
-import { Supervisor, type SupervisedParts } from '../../src/taskmill/supervisor.js';
+import { Supervisor, type SupervisedParts } from '../../src/supervisor.js';
 import { FakeTransport, READY_PARAMS } from '../helpers/fake-transport.js';
 
 function supervised() {

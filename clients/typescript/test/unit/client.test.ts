@@ -11,7 +11,7 @@ import {
   type TaskContext,
   type TaskInfo,
   type TaskProgress,
-} from '../../src/taskmill/client.js';
+} from '../../src/client.js';
 import { FakeTransport, READY_PARAMS, flush } from '../helpers/fake-transport.js';
 
 const TASK: TaskInfo = {
@@ -214,11 +214,11 @@ describe('events', () => {
     const { fake, client } = await started();
     const progress: TaskProgress[] = [];
     const all: string[] = [];
-    const off = client.listen('task.progress', (p) => {
+    const off = client.on('task.progress', (p) => {
       expectTypeOf(p).toEqualTypeOf<TaskProgress>();
       progress.push(p);
     });
-    client.listen('*', (_p, name) => all.push(name));
+    client.on('*', (_p, name) => all.push(name));
     const params = { id: 1, type: 'sleep', progress: { fraction: 0.5, estimated: false } };
     fake.event('task.progress', params);
     off();
@@ -231,10 +231,10 @@ describe('events', () => {
   it('isolates a throwing listener', async () => {
     const { fake, client, errors } = await started();
     const seen: number[] = [];
-    client.listen('task.cancelled', () => {
+    client.on('task.cancelled', () => {
       throw new Error('boom');
     });
-    client.listen('task.cancelled', (p) => seen.push(p.id));
+    client.on('task.cancelled', (p) => seen.push(p.id));
     fake.event('task.cancelled', { id: 4, type: 'noop' });
     expect(seen).toEqual([4]);
     expect(errors.map((e) => e.error.message)).toEqual(['boom']);
@@ -264,7 +264,7 @@ describe('restart', () => {
       .parameter(1)
       .toEqualTypeOf<{ exclude?: string[]; batchSubmitted?: boolean } | undefined>();
     const batches: { ids: number[]; count: number }[] = [];
-    client.listen('task.batchSubmitted', (e) => batches.push(e));
+    client.on('task.batchSubmitted', (e) => batches.push(e));
 
     const selection = { exclude: ['task.progress'], batchSubmitted: true };
     const configured = client.configureEvents(selection);
@@ -298,8 +298,8 @@ describe('restart', () => {
     const { fake, client } = await started({ timeoutMs: 0 });
     const exited: unknown[] = [];
     const restarted: RestartedEvent[] = [];
-    client.listen('exited', (e) => exited.push(e));
-    client.listen('restarted', (e) => restarted.push(e));
+    client.on('exited', (e) => exited.push(e));
+    client.on('restarted', (e) => restarted.push(e));
 
     const inflight = client.invoke('task.get', { id: 1 }).catch((e: unknown) => e);
     fake.exit({ code: null, signal: 'SIGKILL' });
@@ -340,7 +340,7 @@ describe('restart', () => {
       restart: { initialDelayMs: 100, maxDelayMs: 300, multiplier: 2, stableAfterMs: 5000 },
     });
     const delays: (number | undefined)[] = [];
-    client.listen('exited', (e) => delays.push(e.delayMs));
+    client.on('exited', (e) => delays.push(e.delayMs));
     for (let i = 0; i < 4; i++) {
       fake.exit({ code: 1, signal: null });
       await vi.advanceTimersByTimeAsync(1000);
@@ -402,7 +402,7 @@ describe('restart', () => {
     };
     const client = new TaskmillClient({ transport, restart: { initialDelayMs: 50 } });
     const exits: unknown[] = [];
-    client.listen('exited', (e) => exits.push(e));
+    client.on('exited', (e) => exits.push(e));
     const p = client.invoke('ping');
     await vi.advanceTimersByTimeAsync(50);
     expect(exits).toMatchObject([{ error: 'cannot start the sidecar: Error: spawn ENOENT' }]);

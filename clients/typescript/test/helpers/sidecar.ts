@@ -4,10 +4,10 @@
 import { existsSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
-import { TaskmillClient, type ClientOptions } from '../../src/taskmill/client.js';
-import { NodeTransport } from '../../src/taskmill/transport-node.js';
+import { TaskmillClient, type ClientOptions } from '../../src/client.js';
+import { NodeTransport } from '../../src/node.js';
 
-export const REPO_ROOT = resolve(import.meta.dirname, '..', '..', '..');
+export const REPO_ROOT = resolve(import.meta.dirname, '..', '..', '..', '..');
 
 /** Splits a shell-style command line (quotes and backslash escapes; no expansions). */
 export function splitCommand(line: string): string[] {

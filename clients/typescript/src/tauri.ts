@@ -1,0 +1,184 @@
+// `@taskmill/client/tauri`: the transport of a Tauri v2 app whose Rust side owns the sidecar
+// (the `taskmill` plugin, crate `tauri-plugin-taskmill`). The page never spawns, signals or names
+// a process; it reaches the one sidecar of the app through two plugin commands and two events:
+//
+//   plugin:taskmill|send  {message}  one JSON-RPC message to the sidecar's stdin (resolves null)
+//   plugin:taskmill|state            {state, restarts, lastExitCode, ready}
+//   taskmill://message               one JSON-RPC message from the sidecar (a string)
+//   taskmill://state                 the `state` answer, on every change
+//
+// Several windows share the sidecar: the Rust side gives each window the answers to its own
+// requests and every window the notifications, so this transport is "shared": `close()` detaches
+// (no `shutdown`), and restarts are the Rust side's (the client re-attaches).
+
+import { invoke as tauriInvoke } from '@tauri-apps/api/core';
+import { listen as tauriListen } from '@tauri-apps/api/event';
+import type { ReadyParams } from './generated.js';
+import type { ExitInfo, Transport } from './transport.js';
+
+/** The plugin's command names (the `taskmill:default` permission grants exactly these). */
+export const PLUGIN_COMMANDS = {
+  send: 'plugin:taskmill|send',
+  state: 'plugin:taskmill|state',
+} as const;
+
+/** The events the plugin emits to every window. */
+export const PLUGIN_EVENTS = {
+  message: 'taskmill://message',
+  state: 'taskmill://state',
+} as const;
+
+/** What the Rust side says of its sidecar (`plugin:taskmill|state`, `taskmill://state`). */
+export interface PluginState {
+  state: 'starting' | 'running' | 'restarting' | 'stopped';
+  /** Restarts so far. */
+  restarts: number;
+  /** Exit code of the last process that ended, if any. */
+  lastExitCode: number | null;
+  /** Params of the last `sidecar.ready` (so a window that loads late still learns them). */
+  ready: ReadyParams | null;
+}
+
+/** Tauri's `invoke`, or a stand-in (tests). */
+export type InvokeFn = (command: string, args?: Record<string, unknown>) => Promise<unknown>;
+/** Tauri's `listen` (it hands an `Event` and resolves with the unlisten function), or a stand-in. */
+export type ListenFn = (
+  event: string,
+  handler: (event: { payload: unknown }) => void,
+) => Promise<() => void>;
+
+export interface TauriPluginTransportOptions {
+  /** Default: `invoke` from `@tauri-apps/api/core`. */
+  invoke?: InvokeFn;
+  /** Default: `listen` from `@tauri-apps/api/event`. */
+  listen?: ListenFn;
+  /** Called with every state the Rust side reports (e.g. to show "restarting..."). */
+  onState?: (state: PluginState) => void;
+}
+
+const DETACHED: ExitInfo = {
+  code: null,
+  signal: null,
+  error: 'detached from the sidecar',
+  willRestart: false,
+};
+
+export class TauriPluginTransport implements Transport {
+  readonly sharedProcess = true;
+  private readonly invokeFn: InvokeFn;
+  private readonly listenFn: ListenFn;
+  private readonly onState: ((state: PluginState) => void) | undefined;
+  private detachCurrent: (() => void) | null = null;
+  private _state: PluginState | null = null;
+
+  constructor(options: TauriPluginTransportOptions = {}) {
+    this.invokeFn = options.invoke ?? ((cmd, args) => tauriInvoke(cmd, args));
+    this.listenFn = options.listen ?? ((event, handler) => tauriListen(event, handler));
+    this.onState = options.onState;
+  }
+
+  /** The last state the Rust side reported, or null before the first. */
+  get state(): PluginState | null {
+    return this._state;
+  }
+
+  /** Attaches to the app's sidecar (the Rust side started it; it may be starting still). */
+  async start(
+    onLine: (text: string) => void,
+    _onStderr: (text: string) => void,
+    onExit: (info: ExitInfo) => void,
+    onError?: (error: Error) => void,
+  ): Promise<void> {
+    this.detachCurrent?.();
+    let attached = true;
+    /** The pid of the `sidecar.ready` delivered to this attachment (no second one for it). */
+    let readyPid: number | null = null;
+    const unlisteners: (() => void)[] = [];
+    const detach = (info: ExitInfo | null) => {
+      if (!attached) return;
+      attached = false;
+      if (this.detachCurrent === detachSelf) this.detachCurrent = null;
+      for (const off of unlisteners.splice(0)) off();
+      if (info) onExit(info);
+    };
+    const detachSelf = () => detach(DETACHED);
+    this.detachCurrent = detachSelf;
+
+    const deliverReady = (ready: ReadyParams) => {
+      if (readyPid === ready.pid) return;
+      readyPid = ready.pid;
+      onLine(JSON.stringify({ jsonrpc: '2.0', method: 'sidecar.ready', params: ready }) + '\n');
+    };
+    const onMessage = (payload: unknown) => {
+      if (!attached) return;
+      if (typeof payload !== 'string') {
+        onError?.(new Error(`${PLUGIN_EVENTS.message}: payload is not a string`));
+        return;
+      }
+      const ready = readyIn(payload);
+      if (ready) deliverReady(ready);
+      else onLine(payload + '\n');
+    };
+    const onStateChange = (payload: unknown) => {
+      if (!attached) return;
+      const st = payload as PluginState;
+      this._state = st;
+      try {
+        this.onState?.(st);
+      } catch (err) {
+        onError?.(err instanceof Error ? err : new Error(String(err)));
+      }
+      if (st.state === 'running') {
+        if (st.ready) deliverReady(st.ready);
+      } else if (st.state === 'stopped') {
+        detach({ code: st.lastExitCode, signal: null, willRestart: false });
+      } else if (readyPid !== null) {
+        // The process this window used is gone and the Rust side starts another.
+        detach({ code: st.lastExitCode, signal: null, willRestart: true });
+      }
+    };
+
+    try {
+      const offMessage = await this.listenFn(PLUGIN_EVENTS.message, (e) => onMessage(e.payload));
+      if (!attached) return offMessage();
+      unlisteners.push(offMessage);
+      const offState = await this.listenFn(PLUGIN_EVENTS.state, (e) => onStateChange(e.payload));
+      if (!attached) return offState();
+      unlisteners.push(offState);
+      onStateChange(await this.invokeFn(PLUGIN_COMMANDS.state));
+    } catch (err) {
+      detach(null);
+      throw err;
+    }
+  }
+
+  /** Sends one message (no newline: the Rust side writes the line). */
+  async write(line: string): Promise<void> {
+    if (this.detachCurrent === null) throw new Error('not attached to the sidecar');
+    try {
+      await this.invokeFn(PLUGIN_COMMANDS.send, { message: line });
+    } catch (err) {
+      // Tauri rejects a command with the Rust side's error string.
+      throw err instanceof Error ? err : new Error(String(err));
+    }
+  }
+
+  /** Detaches this window (the sidecar goes on serving the others; the Rust side stops it). */
+  kill(): void {
+    this.detachCurrent?.();
+  }
+}
+
+/** The params of a `sidecar.ready` notification, or null for any other message. */
+function readyIn(line: string): ReadyParams | null {
+  if (!line.includes('"sidecar.ready"')) return null;
+  try {
+    const msg = JSON.parse(line) as { method?: unknown; params?: unknown };
+    if (msg.method === 'sidecar.ready' && typeof msg.params === 'object' && msg.params !== null) {
+      return msg.params as ReadyParams;
+    }
+  } catch {
+    // not JSON: the client's framing reports it
+  }
+  return null;
+}
