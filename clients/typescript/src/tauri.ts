@@ -63,12 +63,28 @@ const DETACHED: ExitInfo = {
   willRestart: false,
 };
 
+/** Messages kept between a restart and the client's re-attachment (more are dropped). */
+const MAX_HELD = 10_000;
+
+/** One attachment: the client's callbacks for one sidecar process. */
+interface Sink {
+  onLine: (text: string) => void;
+  onExit: (info: ExitInfo) => void;
+  onError: ((error: Error) => void) | undefined;
+  /** The pid of the `sidecar.ready` delivered to it (no second one for the same process). */
+  readyPid: number | null;
+}
+
 export class TauriPluginTransport implements Transport {
   readonly sharedProcess = true;
   private readonly invokeFn: InvokeFn;
   private readonly listenFn: ListenFn;
   private readonly onState: ((state: PluginState) => void) | undefined;
-  private detachCurrent: (() => void) | null = null;
+  /** The two event subscriptions, from the first `start` to `kill` (kept across restarts). */
+  private unlisteners: (() => void)[] | null = null;
+  private sink: Sink | null = null;
+  /** Messages that came while no attachment was current (during a restart). */
+  private held: string[] = [];
   private _state: PluginState | null = null;
 
   constructor(options: TauriPluginTransportOptions = {}) {
@@ -82,79 +98,42 @@ export class TauriPluginTransport implements Transport {
     return this._state;
   }
 
-  /** Attaches to the app's sidecar (the Rust side started it; it may be starting still). */
+  /**
+   * Attaches to the app's sidecar (the Rust side started it; it may be starting still). After
+   * a restart the client attaches again; the messages of the gap are delivered then.
+   */
   async start(
     onLine: (text: string) => void,
     _onStderr: (text: string) => void,
     onExit: (info: ExitInfo) => void,
     onError?: (error: Error) => void,
   ): Promise<void> {
-    this.detachCurrent?.();
-    let attached = true;
-    /** The pid of the `sidecar.ready` delivered to this attachment (no second one for it). */
-    let readyPid: number | null = null;
-    const unlisteners: (() => void)[] = [];
-    const detach = (info: ExitInfo | null) => {
-      if (!attached) return;
-      attached = false;
-      if (this.detachCurrent === detachSelf) this.detachCurrent = null;
-      for (const off of unlisteners.splice(0)) off();
-      if (info) onExit(info);
-    };
-    const detachSelf = () => detach(DETACHED);
-    this.detachCurrent = detachSelf;
-
-    const deliverReady = (ready: ReadyParams) => {
-      if (readyPid === ready.pid) return;
-      readyPid = ready.pid;
-      onLine(JSON.stringify({ jsonrpc: '2.0', method: 'sidecar.ready', params: ready }) + '\n');
-    };
-    const onMessage = (payload: unknown) => {
-      if (!attached) return;
-      if (typeof payload !== 'string') {
-        onError?.(new Error(`${PLUGIN_EVENTS.message}: payload is not a string`));
-        return;
-      }
-      const ready = readyIn(payload);
-      if (ready) deliverReady(ready);
-      else onLine(payload + '\n');
-    };
-    const onStateChange = (payload: unknown) => {
-      if (!attached) return;
-      const st = payload as PluginState;
-      this._state = st;
-      try {
-        this.onState?.(st);
-      } catch (err) {
-        onError?.(err instanceof Error ? err : new Error(String(err)));
-      }
-      if (st.state === 'running') {
-        if (st.ready) deliverReady(st.ready);
-      } else if (st.state === 'stopped') {
-        detach({ code: st.lastExitCode, signal: null, willRestart: false });
-      } else if (readyPid !== null) {
-        // The process this window used is gone and the Rust side starts another.
-        detach({ code: st.lastExitCode, signal: null, willRestart: true });
-      }
-    };
-
+    const sink: Sink = { onLine, onExit, onError, readyPid: null };
+    this.sink = sink;
     try {
-      const offMessage = await this.listenFn(PLUGIN_EVENTS.message, (e) => onMessage(e.payload));
-      if (!attached) return offMessage();
-      unlisteners.push(offMessage);
-      const offState = await this.listenFn(PLUGIN_EVENTS.state, (e) => onStateChange(e.payload));
-      if (!attached) return offState();
-      unlisteners.push(offState);
-      onStateChange(await this.invokeFn(PLUGIN_COMMANDS.state));
+      if (this.unlisteners === null) {
+        const offs: (() => void)[] = [];
+        this.unlisteners = offs;
+        offs.push(await this.listenFn(PLUGIN_EVENTS.message, (e) => this.onMessage(e.payload)));
+        offs.push(await this.listenFn(PLUGIN_EVENTS.state, (e) => this.onStateChange(e.payload)));
+        if (this.unlisteners !== offs) {
+          // kill() came while subscribing
+          for (const off of offs) off();
+          return;
+        }
+      }
+      for (const line of this.held.splice(0)) this.onMessage(line);
+      const state = await this.invokeFn(PLUGIN_COMMANDS.state);
+      if (this.sink === sink) this.onStateChange(state);
     } catch (err) {
-      detach(null);
+      if (this.sink === sink) this.sink = null;
       throw err;
     }
   }
 
   /** Sends one message (no newline: the Rust side writes the line). */
   async write(line: string): Promise<void> {
-    if (this.detachCurrent === null) throw new Error('not attached to the sidecar');
+    if (this.sink === null) throw new Error('not attached to the sidecar');
     try {
       await this.invokeFn(PLUGIN_COMMANDS.send, { message: line });
     } catch (err) {
@@ -165,7 +144,62 @@ export class TauriPluginTransport implements Transport {
 
   /** Detaches this window (the sidecar goes on serving the others; the Rust side stops it). */
   kill(): void {
-    this.detachCurrent?.();
+    const offs = this.unlisteners ?? [];
+    this.unlisteners = null;
+    this.held = [];
+    for (const off of offs) off();
+    this.end(DETACHED);
+  }
+
+  /** Ends the current attachment (the client sees the process's exit). */
+  private end(info: ExitInfo): void {
+    const sink = this.sink;
+    if (sink === null) return;
+    this.sink = null;
+    sink.onExit(info);
+  }
+
+  private onMessage(payload: unknown): void {
+    if (this.unlisteners === null) return;
+    const sink = this.sink;
+    if (typeof payload !== 'string') {
+      sink?.onError?.(new Error(`${PLUGIN_EVENTS.message}: payload is not a string`));
+      return;
+    }
+    if (sink === null) {
+      if (this.held.length < MAX_HELD) this.held.push(payload);
+      return;
+    }
+    const ready = readyIn(payload);
+    if (ready) this.deliverReady(sink, ready);
+    else sink.onLine(payload + '\n');
+  }
+
+  private deliverReady(sink: Sink, ready: ReadyParams): void {
+    if (sink.readyPid === ready.pid) return;
+    sink.readyPid = ready.pid;
+    sink.onLine(JSON.stringify({ jsonrpc: '2.0', method: 'sidecar.ready', params: ready }) + '\n');
+  }
+
+  private onStateChange(payload: unknown): void {
+    if (this.unlisteners === null) return;
+    const st = payload as PluginState;
+    this._state = st;
+    const sink = this.sink;
+    try {
+      this.onState?.(st);
+    } catch (err) {
+      sink?.onError?.(err instanceof Error ? err : new Error(String(err)));
+    }
+    if (sink === null) return;
+    if (st.state === 'running') {
+      if (st.ready) this.deliverReady(sink, st.ready);
+    } else if (st.state === 'stopped') {
+      this.end({ code: st.lastExitCode, signal: null, willRestart: false });
+    } else if (sink.readyPid !== null) {
+      // The process this window used is gone and the Rust side starts another.
+      this.end({ code: st.lastExitCode, signal: null, willRestart: true });
+    }
   }
 }
 
