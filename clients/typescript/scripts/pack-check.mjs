@@ -2,7 +2,8 @@
 // The package as a user gets it: `npm pack` makes the tarball, a scratch Vite + TypeScript
 // project (in a temp dir) installs it, imports `@taskmill/client`, `@taskmill/client/tauri` and
 // `@taskmill/client/tauri-shell`, type-checks with `tsc --noEmit` (including lines that must NOT
-// type-check) and bundles with `vite build`.
+// type-check) and bundles with `vite build`. Every ```ts block of README.md is type-checked
+// there too (each its own module, with the few names it leaves to the reader declared).
 //
 //   node scripts/pack-check.mjs          (npm run pack:check; uses the npm cache when it can)
 //   KEEP=1 node scripts/pack-check.mjs   keeps the scratch project and prints its path
@@ -59,6 +60,17 @@ client.on('task.progres', () => {});
 client.listen('task.progress', () => {});
 `;
 
+/** The names README.md's snippets use without defining them. */
+const README_PRELUDE = `declare function render(id: number, fraction?: number): void;
+declare const path: string;
+declare const bad: boolean;
+`;
+
+function readmeBlocks() {
+  const text = readFileSync(join(PKG, 'README.md'), 'utf8');
+  return [...text.matchAll(/```ts\n([\s\S]*?)```/g)].map((m) => m[1]);
+}
+
 const dir = mkdtempSync(join(tmpdir(), 'taskmill-pack-check-'));
 try {
   const started = Date.now();
@@ -85,7 +97,7 @@ try {
           '@tauri-apps/api': devVersion('@tauri-apps/api'),
           '@tauri-apps/plugin-shell': devVersion('@tauri-apps/plugin-shell'),
         },
-        devDependencies: { typescript: devVersion('typescript'), vite: '^8.3.8' },
+        devDependencies: { typescript: devVersion('typescript'), vite: '^8.3.8', '@types/node': devVersion('@types/node') },
       },
       null,
       2,
@@ -121,12 +133,22 @@ try {
   );
   writeFileSync(join(app, 'index.html'), '<!doctype html><script type="module" src="/src/main.ts"></script>\n');
   writeFileSync(join(app, 'src', 'main.ts'), MAIN_TS);
+  const blocks = readmeBlocks();
+  if (blocks.length < 3) throw new Error(`README.md has ${blocks.length} ts blocks; expected the usage and transport examples`);
+  mkdirSync(join(app, 'readme'));
+  blocks.forEach((code, i) => writeFileSync(join(app, 'readme', `block-${i + 1}.ts`), `${README_PRELUDE}\n${code}\nexport {};\n`));
+  writeFileSync(
+    join(app, 'readme', 'tsconfig.json'),
+    JSON.stringify({ extends: '../tsconfig.json', compilerOptions: { noUnusedLocals: false, noUnusedParameters: false, types: ['node'] }, include: ['.'] }),
+  );
 
   run(npm, ['install', '--prefer-offline', '--no-audit', '--no-fund', '--loglevel=error'], app);
-  run(process.execPath, [join(app, 'node_modules', 'typescript', 'bin', 'tsc'), '--noEmit', '-p', app], app);
+  const tsc = join(app, 'node_modules', 'typescript', 'bin', 'tsc');
+  run(process.execPath, [tsc, '--noEmit', '-p', app], app);
+  run(process.execPath, [tsc, '--noEmit', '-p', join(app, 'readme')], app);
   run(process.execPath, [join(app, 'node_modules', 'vite', 'bin', 'vite.js'), 'build', '--logLevel', 'error'], app);
   const seconds = ((Date.now() - started) / 1000).toFixed(1);
-  console.log(`pack-check: ${filename} (${names.length} files) installs, type-checks and bundles in a scratch Vite + TS project (${seconds} s)`);
+  console.log(`pack-check: ${filename} (${names.length} files) installs, type-checks (with README.md's ${blocks.length} ts blocks) and bundles in a scratch Vite + TS project (${seconds} s)`);
 } catch (err) {
   const out = [err.stdout, err.stderr].filter(Boolean).join('\n');
   console.error(`pack-check failed: ${err.message}${out ? `\n${out}` : ''}`);
