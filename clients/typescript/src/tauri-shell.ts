@@ -1,6 +1,8 @@
-// A Transport over the Tauri v2 shell plugin (`Command.sidecar`). Only this module imports
-// @tauri-apps/*; the app's capabilities must allow `shell:allow-spawn` for the sidecar (with
-// its arguments), `shell:allow-stdin-write` and `shell:allow-kill`.
+// `@taskmill/client/tauri-shell`: a Transport over the Tauri v2 shell plugin (`Command.sidecar`),
+// for apps whose page spawns the sidecar itself (most apps want `@taskmill/client/tauri`, where
+// the Rust side owns it). The app's capability must allow `shell:allow-spawn` for the sidecar,
+// best with every argument pinned as a fixed string (README.md shows one),
+// `shell:allow-stdin-write` and `shell:allow-kill`.
 
 import { Command, type Child, type SpawnOptions } from '@tauri-apps/plugin-shell';
 import type { ExitInfo, Transport } from './transport.js';
