@@ -286,7 +286,8 @@ export class Supervisor {
       this.handleExit(info);
     };
     this.endProcess = onExit;
-    if (this.readyTimeoutMs > 0) {
+    // A shared process is supervised by its owner: waiting for it is not a reason to give up.
+    if (this.readyTimeoutMs > 0 && !this.transport.sharedProcess) {
       this.readyTimer = setTimeout(() => {
         if (gen !== this._generation || this.state !== 'starting') return;
         this.reportError(new Error(`no sidecar.ready within ${this.readyTimeoutMs} ms; killing it`));

@@ -242,4 +242,56 @@ describe('TauriPluginTransport', () => {
     await c.close();
     expect(handlers.size).toBe(0); // unlistened
   });
+
+  it('keeps what the Rust side sends between a restart and the re-attachment', async () => {
+    const handlers = new Map<string, (e: { payload: unknown }) => void>();
+    let state: PluginState = { state: 'running', restarts: 0, lastExitCode: null, ready: { ...READY_PARAMS, pid: 1 } };
+    const transport = new TauriPluginTransport({
+      invoke: async (cmd) => (cmd === PLUGIN_COMMANDS.state ? state : null),
+      listen: async (event, handler) => {
+        handlers.set(event, handler);
+        return () => handlers.delete(event);
+      },
+    });
+    const c = new TaskmillClient({ transport });
+    await c.start();
+    const progress: number[] = [];
+    c.on('task.progress', (p) => progress.push(p.id));
+    const setState = (s: PluginState) => handlers.get(PLUGIN_EVENTS.state)!({ payload: (state = s) });
+    const message = (m: unknown) => handlers.get(PLUGIN_EVENTS.message)!({ payload: JSON.stringify(m) });
+    // All in one go, before the client's re-attachment (a timer) can run:
+    setState({ state: 'restarting', restarts: 1, lastExitCode: 1, ready: null });
+    const ready2 = { ...READY_PARAMS, pid: 2 };
+    message({ jsonrpc: '2.0', method: 'sidecar.ready', params: ready2 });
+    setState({ state: 'running', restarts: 1, lastExitCode: 1, ready: ready2 });
+    message({ jsonrpc: '2.0', method: 'task.progress', params: { id: 8, type: 't', progress: {} } });
+    expect(c.isReady).toBe(false);
+    await vi.waitFor(() => expect(c.isReady).toBe(true));
+    expect(c.readyInfo?.pid).toBe(2);
+    expect(progress).toEqual([8]);
+    expect(c.restartCount).toBe(1);
+  });
+
+  it('waits for a slow start of the Rust side without giving up (no ready timeout)', async () => {
+    vi.useFakeTimers({ toFake: ['setTimeout', 'clearTimeout'] });
+    try {
+      const handlers = new Map<string, (e: { payload: unknown }) => void>();
+      const transport = new TauriPluginTransport({
+        invoke: async () => ({ state: 'starting', restarts: 0, lastExitCode: null, ready: null }),
+        listen: async (event, handler) => {
+          handlers.set(event, handler);
+          return () => handlers.delete(event);
+        },
+      });
+      const c = new TaskmillClient({ transport, readyTimeoutMs: 1000, timeoutMs: 0 });
+      const started = c.start();
+      await vi.advanceTimersByTimeAsync(60_000);
+      handlers.get(PLUGIN_EVENTS.state)!({
+        payload: { state: 'running', restarts: 0, lastExitCode: null, ready: READY_PARAMS },
+      });
+      await expect(started).resolves.toMatchObject({ pid: READY_PARAMS.pid });
+    } finally {
+      vi.useRealTimers();
+    }
+  });
 });
