@@ -431,6 +431,8 @@ export class Supervisor {
     if (prev !== 'starting' && prev !== 'ready') {
       this.state = 'closed';
       this.readyDeferred.reject(closedErr);
+      // Between two processes of a shared sidecar the transport still listens: detach.
+      if (this.transport.sharedProcess && prev !== 'idle') await this.killTransport();
       return;
     }
     const exit = this.exitDeferred!.promise;

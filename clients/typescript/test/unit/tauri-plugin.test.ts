@@ -294,4 +294,22 @@ describe('TauriPluginTransport', () => {
       vi.useRealTimers();
     }
   });
+
+  it('close() while the Rust side restarts the sidecar stops listening too', async () => {
+    const handlers = new Map<string, (e: { payload: unknown }) => void>();
+    const transport = new TauriPluginTransport({
+      invoke: async () => ({ state: 'running', restarts: 0, lastExitCode: null, ready: READY_PARAMS }),
+      listen: async (event, handler) => {
+        handlers.set(event, handler);
+        return () => handlers.delete(event);
+      },
+    });
+    const c = new TaskmillClient({ transport });
+    await c.start();
+    handlers.get(PLUGIN_EVENTS.state)!({
+      payload: { state: 'restarting', restarts: 1, lastExitCode: 1, ready: null },
+    });
+    await c.close(); // before the client re-attached
+    expect(handlers.size).toBe(0);
+  });
 });
