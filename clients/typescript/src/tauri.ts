@@ -8,11 +8,15 @@
 //   taskmill://state                 the `state` answer, on every change
 //
 // Several windows share the sidecar: the Rust side gives each window the answers to its own
-// requests and every window the notifications, so this transport is "shared": `close()` detaches
-// (no `shutdown`), and restarts are the Rust side's (the client re-attaches).
+// requests (`emit_to` that window) and every window the notifications, so this transport is
+// "shared": `close()` detaches (no `shutdown`), and restarts are the Rust side's (the client
+// re-attaches). It listens on its own window only (`getCurrentWebviewWindow().listen`): Tauri
+// hands an event sent to one window to every listener registered for any target, which is what
+// `listen` from `@tauri-apps/api/event` registers, so that one would also hear the answers meant
+// for the other windows.
 
 import { invoke as tauriInvoke } from '@tauri-apps/api/core';
-import { listen as tauriListen } from '@tauri-apps/api/event';
+import { getCurrentWebviewWindow } from '@tauri-apps/api/webviewWindow';
 import type { ReadyParams } from './generated.js';
 import type { ExitInfo, Transport } from './transport.js';
 
@@ -41,7 +45,10 @@ export interface PluginState {
 
 /** Tauri's `invoke`, or a stand-in (tests). */
 export type InvokeFn = (command: string, args?: Record<string, unknown>) => Promise<unknown>;
-/** Tauri's `listen` (it hands an `Event` and resolves with the unlisten function), or a stand-in. */
+/**
+ * Tauri's `listen` of the current window (it hands an `Event` and resolves with the unlisten
+ * function), or a stand-in.
+ */
 export type ListenFn = (
   event: string,
   handler: (event: { payload: unknown }) => void,
@@ -50,7 +57,7 @@ export type ListenFn = (
 export interface TauriPluginTransportOptions {
   /** Default: `invoke` from `@tauri-apps/api/core`. */
   invoke?: InvokeFn;
-  /** Default: `listen` from `@tauri-apps/api/event`. */
+  /** Default: `getCurrentWebviewWindow().listen` (this window's events and the app-wide ones). */
   listen?: ListenFn;
   /** Called with every state the Rust side reports (e.g. to show "restarting..."). */
   onState?: (state: PluginState) => void;
@@ -89,7 +96,8 @@ export class TauriPluginTransport implements Transport {
 
   constructor(options: TauriPluginTransportOptions = {}) {
     this.invokeFn = options.invoke ?? ((cmd, args) => tauriInvoke(cmd, args));
-    this.listenFn = options.listen ?? ((event, handler) => tauriListen(event, handler));
+    this.listenFn =
+      options.listen ?? ((event, handler) => getCurrentWebviewWindow().listen(event, handler));
     this.onState = options.onState;
   }
 

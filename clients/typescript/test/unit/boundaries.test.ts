@@ -32,7 +32,7 @@ describe('module boundaries', () => {
     expect(imports(src('tauri-shell.ts'))).toContain('@tauri-apps/plugin-shell');
     expect(imports(src('tauri.ts')).filter((s) => s!.startsWith('@tauri-apps')).sort()).toEqual([
       '@tauri-apps/api/core',
-      '@tauri-apps/api/event',
+      '@tauri-apps/api/webviewWindow',
     ]);
     expect(imports(src('node.ts')).some((s) => s!.startsWith('@tauri-apps'))).toBe(false);
   });

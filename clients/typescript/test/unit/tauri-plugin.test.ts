@@ -9,7 +9,7 @@ import { READY_PARAMS, flush } from '../helpers/fake-transport.js';
 // @tauri-apps/api talks to `window.__TAURI_INTERNALS__`; Node has no window.
 (globalThis as { window?: unknown }).window ??= globalThis;
 
-const { mockIPC, clearMocks } = await import('@tauri-apps/api/mocks');
+const { mockIPC, mockWindows, clearMocks } = await import('@tauri-apps/api/mocks');
 const { emit } = await import('@tauri-apps/api/event');
 const { TauriPluginTransport, PLUGIN_COMMANDS, PLUGIN_EVENTS } = await import('../../src/tauri.js');
 const { TaskmillClient } = await import('../../src/client.js');
@@ -69,6 +69,7 @@ beforeAll(() => {
   expect(typeof globalThis.crypto.getRandomValues).toBe('function');
 });
 beforeEach(() => {
+  mockWindows('main');
   plugin = new FakePlugin();
   plugin.install();
 });
@@ -311,5 +312,27 @@ describe('TauriPluginTransport', () => {
     });
     await c.close(); // before the client re-attached
     expect(handlers.size).toBe(0);
+  });
+
+  it('listens with its own window as the target (Tauri then withholds the answers meant for other windows)', async () => {
+    clearMocks();
+    mockWindows('second', 'main');
+    const targets: unknown[] = [];
+    mockIPC((cmd, args) => {
+      if (cmd === 'plugin:event|listen') {
+        const a = args as { event: string; target: unknown };
+        targets.push([a.event, a.target]);
+        return targets.length;
+      }
+      if (cmd === PLUGIN_COMMANDS.state) return { state: 'starting', restarts: 0, lastExitCode: null, ready: null };
+      return null;
+    });
+    const transport = new TauriPluginTransport();
+    await transport.start(() => {}, () => {}, () => {});
+    const own = { kind: 'WebviewWindow', label: 'second' };
+    expect(targets).toEqual([
+      [PLUGIN_EVENTS.message, own],
+      [PLUGIN_EVENTS.state, own],
+    ]);
   });
 });
