@@ -2,7 +2,7 @@
 // started the sidecar with the arguments it computed; the page reaches it through the plugin
 // transport (Tauri's invoke/listen, no shell permission) and shows its tasks. Every window of
 // the app talks to the same sidecar this way.
-import { homeDir, pictureDir } from '@tauri-apps/api/path';
+import { invoke } from '@tauri-apps/api/core';
 import { TaskmillClient } from '@taskmill/client';
 import { TauriPluginTransport } from '@taskmill/client/tauri';
 import { App } from './app/app.js';
@@ -10,9 +10,9 @@ import { Store } from './app/store.js';
 
 async function main(): Promise<void> {
   const root = document.getElementById('app')!;
-  // The folder offered for scanning: the one the Rust side allows (`--allow-path`, Pictures or
-  // else the home folder); the page only proposes it, the sidecar enforces the roots.
-  const folder = await pictureDir().catch(() => homeDir());
+  // The folder offered for scanning: the one the Rust side allows the sidecar to touch (its
+  // `--allow-path`; the app's own command, which takes nothing). The sidecar enforces it.
+  const folder = await invoke<string>('example_folder');
 
   const client = new TaskmillClient({
     transport: new TauriPluginTransport(),

@@ -20,7 +20,7 @@ import { randomBytes } from 'node:crypto';
 import { chromium, type BrowserContext, type Page } from 'playwright-core';
 import { build } from 'vite';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { REPO_ROOT, sidecarArgv } from '../../../clients/typescript/test/helpers/sidecar.js';
+import { REPO_ROOT, sidecarArgv } from '../helpers/sidecar.js';
 import type { Delivery } from './plugin-bridge.js';
 
 const PKG = resolve(import.meta.dirname, '..', '..');
@@ -371,9 +371,9 @@ describe('the example app in Chromium, over a real sidecar', () => {
     await page.screenshot({ path: SCREENSHOT });
 
     expect(bridge.spawned).toHaveLength(1); // no restart happened
-    // The page used the plugin's two commands and the path API, nothing else (no shell, no pid).
+    // The page used the plugin's two commands and the app's example_folder, nothing else (no shell, no pid).
     const commands = new Set(await page.evaluate(() => window.__tmIpcLog));
-    expect([...commands].sort()).toEqual(['plugin:path|resolve_directory', 'plugin:taskmill|send', 'plugin:taskmill|state']);
+    expect([...commands].sort()).toEqual(['example_folder', 'plugin:taskmill|send', 'plugin:taskmill|state']);
     expect(pageErrors).toEqual([]);
   }, 110_000);
 });

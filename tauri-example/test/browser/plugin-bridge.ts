@@ -5,7 +5,8 @@
 //
 //   plugin:taskmill|send   {message}   → one line to the sidecar's stdin
 //   plugin:taskmill|state              → {state, restarts, lastExitCode, ready}
-//   plugin:path|resolve_directory      → the sample library (as Pictures)
+//   example_folder                     → the sample library (the app's own command: the folder
+//                                        the Rust side allows the sidecar to touch)
 //
 // The sidecar's stdout lines and its state changes come back through `__tmDeliver(items)`,
 // each emitted as the `taskmill://message` or `taskmill://state` event. Any other command (the
@@ -53,7 +54,7 @@ mockIPC(
         return null;
       case 'plugin:taskmill|state':
         return w.__tmState();
-      case 'plugin:path|resolve_directory':
+      case 'example_folder':
         return w.__tmFolder();
       default:
         throw `${cmd} not allowed. Command not found`;

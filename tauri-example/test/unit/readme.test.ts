@@ -31,8 +31,9 @@ describe('README.md, Install the client', () => {
     const code = block(section('Install the client'), 'ts');
     const taken = code
       .split('\n')
-      .filter((l) => /^import |TaskmillClient\(|TauriPluginTransport\(|onError:/.test(l.trim()));
-    expect(taken.length).toBeGreaterThanOrEqual(5);
-    for (const line of taken) expect(main, line).toContain(line.trim());
+      .filter((l) => /^import |TaskmillClient\(|TauriPluginTransport\(|onError:|example_folder/.test(l.trim()))
+      .map((l) => l.replace(/\s*\/\/.*$/, '').trim());
+    expect(taken.length).toBeGreaterThanOrEqual(6);
+    for (const line of taken) expect(main, line).toContain(line);
   });
 });
