@@ -175,7 +175,10 @@ export class TauriPluginTransport implements Transport {
       return;
     }
     if (sink === null) {
-      if (this.held.length < MAX_HELD) this.held.push(payload);
+      // Between two processes: keep the notifications (and requests) of the next one. Answers
+      // can only be the Rust side failing the previous process's calls, which the client
+      // already failed when that process ended.
+      if (this.held.length < MAX_HELD && !isResponse(payload)) this.held.push(payload);
       return;
     }
     const ready = readyIn(payload);
@@ -223,4 +226,14 @@ function readyIn(line: string): ReadyParams | null {
     // not JSON: the client's framing reports it
   }
   return null;
+}
+
+/** True for a JSON-RPC response (an object with `id` and no `method`). */
+function isResponse(line: string): boolean {
+  try {
+    const msg = JSON.parse(line) as unknown;
+    return typeof msg === 'object' && msg !== null && !('method' in msg) && 'id' in msg;
+  } catch {
+    return false;
+  }
 }

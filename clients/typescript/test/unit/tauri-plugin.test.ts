@@ -254,7 +254,8 @@ describe('TauriPluginTransport', () => {
         return () => handlers.delete(event);
       },
     });
-    const c = new TaskmillClient({ transport });
+    const errors: Error[] = [];
+    const c = new TaskmillClient({ transport, onError: (e) => errors.push(e) });
     await c.start();
     const progress: number[] = [];
     c.on('task.progress', (p) => progress.push(p.id));
@@ -262,6 +263,8 @@ describe('TauriPluginTransport', () => {
     const message = (m: unknown) => handlers.get(PLUGIN_EVENTS.message)!({ payload: JSON.stringify(m) });
     // All in one go, before the client's re-attachment (a timer) can run:
     setState({ state: 'restarting', restarts: 1, lastExitCode: 1, ready: null });
+    // the Rust side fails the calls the previous process left (the client failed them already)
+    message({ jsonrpc: '2.0', id: 1, error: { code: -32603, message: 'the sidecar ended' } });
     const ready2 = { ...READY_PARAMS, pid: 2 };
     message({ jsonrpc: '2.0', method: 'sidecar.ready', params: ready2 });
     setState({ state: 'running', restarts: 1, lastExitCode: 1, ready: ready2 });
@@ -271,6 +274,7 @@ describe('TauriPluginTransport', () => {
     expect(c.readyInfo?.pid).toBe(2);
     expect(progress).toEqual([8]);
     expect(c.restartCount).toBe(1);
+    expect(errors).toEqual([]); // the stale answer was dropped, not reported as unexpected
   });
 
   it('waits for a slow start of the Rust side without giving up (no ready timeout)', async () => {
