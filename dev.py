@@ -72,14 +72,22 @@ def cmd_test(args: list[str]) -> None:
     py = ensure_venv()
     lint(py)
     run([str(py), "-m", "pytest", *args])
-    ts = ROOT / "tauri-example" / "package.json"
-    if ts.exists():
-        npm = "npm.cmd" if os.name == "nt" else "npm"
-        cwd = str(ts.parent)
-        if not (ts.parent / "node_modules").exists():
-            subprocess.run([npm, "ci", "--no-audit", "--no-fund"], cwd=cwd, check=True)
-        env = dict(os.environ, TASKMILL_PYTHON=str(py))
-        subprocess.run([npm, "test"], cwd=cwd, env=env, check=True)
+    npm = "npm.cmd" if os.name == "nt" else "npm"
+    env = dict(os.environ, TASKMILL_PYTHON=str(py))
+    # The client package first (its tests, its dist/ that the example imports, then the packed
+    # tarball in a scratch Vite + TS project), then the example that depends on it.
+    client = ROOT / "clients" / "typescript"
+    example = ROOT / "tauri-example"
+    for folder in (client, example):
+        if not (folder / "package.json").exists():
+            continue
+        if not (folder / "node_modules").exists():
+            subprocess.run(
+                [npm, "ci", "--prefer-offline", "--no-audit", "--no-fund"], cwd=folder, check=True
+            )
+        subprocess.run([npm, "test"], cwd=folder, env=env, check=True)
+        if folder == client:
+            subprocess.run([npm, "run", "pack:check"], cwd=folder, check=True)
 
 
 def cmd_bench(args: list[str]) -> None:

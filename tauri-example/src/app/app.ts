@@ -1,6 +1,6 @@
 // The example app's UI: plain DOM, rendered once per animation frame from the Store. Rows are
 // keyed by task id and updated in place, so buttons stay put while progress streams in.
-import type { TaskInfo, TaskmillClient, TaskSpec } from '../taskmill/client.js';
+import type { TaskInfo, TaskmillClient, TaskSpec } from '@taskmill/client';
 import { PolicyPanel } from './policy.js';
 import {
   ACTIVE_STATES, FINAL_STATES, STATE_LABELS, basename, etaMs, formatBytes, formatDuration, formatRate,

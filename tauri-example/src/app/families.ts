@@ -2,7 +2,7 @@
 // multipart upload and its parts) can be hundreds of tasks; the table shows the parent once,
 // with one progress bar combining its own run and every descendant's, and a line counting the
 // children by how they ended. Pure functions of the store's tasks, tested without a DOM.
-import type { TaskInfo } from '../taskmill/client.js';
+import type { TaskInfo } from '@taskmill/client';
 import { isActive } from './format.js';
 
 export interface Family {

@@ -1,5 +1,5 @@
 // Small pure helpers for the task view: names, numbers, durations, paths.
-import type { TaskInfo } from '../taskmill/client.js';
+import type { TaskInfo } from '@taskmill/client';
 
 export type State = TaskInfo['state'];
 

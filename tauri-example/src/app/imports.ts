@@ -6,7 +6,7 @@
 // not rows of the task table (the running ones are: `scheduler.status` lists them), and the
 // store does not fetch them one by one when their events arrive; a small batch (up to
 // SHOW_TASKS_UP_TO) is fetched and shown task by task as well.
-import type { TaskmillClient, TaskSpec } from '../taskmill/client.js';
+import type { TaskmillClient, TaskSpec } from '@taskmill/client';
 
 /** The largest `task.submitBatch` (PROTOCOL: at most 10,000 entries). */
 export const BATCH_LIMIT = 10_000;

@@ -1,6 +1,6 @@
 // The policy panel: a pretend "battery saver" (host pressure through scheduler.setPressure)
 // and a rate limit on the simulated work, with its token bucket shown live.
-import type { TaskmillClient } from '../taskmill/client.js';
+import type { TaskmillClient } from '@taskmill/client';
 
 /** The task type the panel rate-limits (the "Simulated work" button submits it). */
 export const LIMITED_TYPE = 'sleep';
@@ -48,8 +48,8 @@ export class PolicyPanel {
     this.slider.addEventListener('change', () => void this.setLevel(Number(this.slider.value) / 100));
     this.slider.addEventListener('input', () => this.showLevel(Number(this.slider.value) / 100));
     this.limitBox.addEventListener('change', () => void this.setLimit(this.limitBox.checked));
-    client.listen('scheduler.pressure', (p) => this.showLevel(p.sources[PRESSURE_SOURCE] ?? 0));
-    client.listen('sidecar.ready', () => void this.readLimit());
+    client.on('scheduler.pressure', (p) => this.showLevel(p.sources[PRESSURE_SOURCE] ?? 0));
+    client.on('sidecar.ready', () => void this.readLimit());
   }
 
   private showLevel(level: number): void {

@@ -3,7 +3,7 @@
 // read with `schedule.list` at start and after each restart of the sidecar, and patched from
 // `schedule.fired` / `schedule.skipped` (which carry the next time); relative times are redrawn
 // once a second. A sidecar without the "schedules" feature shows a note instead.
-import type { Schedule, TaskmillClient } from '../taskmill/client.js';
+import type { Schedule, TaskmillClient } from '@taskmill/client';
 import { formatDuration } from './format.js';
 
 export type Log = (text: string, tone?: 'info' | 'ok' | 'error') => void;
@@ -53,9 +53,9 @@ export class SchedulesView {
       const b = (ev.target as HTMLElement).closest<HTMLButtonElement>('button[data-schedule-id]');
       if (b) void this.toggle(Number(b.dataset.scheduleId));
     });
-    client.listen('sidecar.ready', () => void this.refresh());
-    client.listen('schedule.fired', (e) => this.patch(e.id, e.nextAt));
-    client.listen('schedule.skipped', (e) => this.patch(e.id, e.nextAt));
+    client.on('sidecar.ready', () => void this.refresh());
+    client.on('schedule.fired', (e) => this.patch(e.id, e.nextAt));
+    client.on('schedule.skipped', (e) => this.patch(e.id, e.nextAt));
     setInterval(() => this.render(), 1000);
   }
 

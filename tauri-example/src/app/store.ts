@@ -1,7 +1,7 @@
 // The app's model of the scheduler: tasks kept current from the sidecar's events (with
 // `task.get` for ids first seen in an event), and `scheduler.status` (counts, pauses, IO)
 // refreshed after lifecycle events and once a second.
-import type { IoStatus, SchedulerStatus, TaskInfo, TaskmillClient } from '../taskmill/client.js';
+import type { IoStatus, SchedulerStatus, TaskInfo, TaskmillClient } from '@taskmill/client';
 import { isActive } from './format.js';
 import { Imports, SHOW_TASKS_UP_TO } from './imports.js';
 
@@ -54,60 +54,60 @@ export class Store {
   /** Wires the events, loads the current tasks and starts the status refresh. */
   async start(): Promise<void> {
     const c = this.client;
-    c.listen('sidecar.ready', (r) => {
+    c.on('sidecar.ready', (r) => {
       this.sidecar = { kind: 'ready', version: r.serverInfo.version, pid: r.pid, restarts: c.restartCount };
       this.log(`Sidecar ready (pid ${r.pid}${r.recovered.requeued ? `, ${r.recovered.requeued} tasks recovered` : ''})`, 'ok');
       void this.reload();
     });
-    c.listen('exited', (e) => {
+    c.on('exited', (e) => {
       const why = e.error ?? (e.signal !== null ? `signal ${e.signal}` : `exit code ${e.code}`);
       this.sidecar = { kind: 'down', why, willRestart: e.willRestart };
       this.log(`Sidecar exited (${why})${e.willRestart ? ', restarting' : ''}`, 'error');
     });
-    c.listen('task.submitted', ({ task }) => this.put(task));
-    c.listen('task.batchSubmitted', ({ ids }) => {
+    c.on('task.submitted', ({ task }) => this.put(task));
+    c.on('task.batchSubmitted', ({ ids }) => {
       this.imports.announced(ids);
       if (ids.length <= SHOW_TASKS_UP_TO) for (const id of ids) this.fetch(id);
       this.refreshStatusSoon();
       this.changed();
     });
-    c.listen('task.updated', ({ task }) => this.put(task));
-    c.listen('task.started', (e) =>
+    c.on('task.updated', ({ task }) => this.put(task));
+    c.on('task.started', (e) =>
       this.patch(e.id, { state: 'running', startedAt: e.startedAt, attempt: e.attempt, priority: e.priority, progress: null }),
     );
-    c.listen('task.progress', (e) => this.patch(e.id, { progress: e.progress }, false));
+    c.on('task.progress', (e) => this.patch(e.id, { progress: e.progress }, false));
     // (A task an import line counts is counted after its patch: patch() fetches only tasks that
     // are neither rows nor counted.)
-    c.listen('task.completed', (e) => {
+    c.on('task.completed', (e) => {
       const t = this.tasks.get(e.id);
       const progress = { ...(t?.progress ?? { estimated: false }), fraction: 1, etaMs: null };
       this.patch(e.id, { state: 'completed', durationMs: e.durationMs, result: e.result, progress, finishedAt: Date.now() });
       this.imports.finished(e.id, true);
     });
-    c.listen('task.failed', (e) => {
+    c.on('task.failed', (e) => {
       this.patch(e.id, { state: e.state as TaskInfo['state'], error: e.error, attempt: e.attempt });
       if (!e.willRetry) this.imports.finished(e.id, false);
       if (!e.willRetry) this.log(`#${e.id} ${e.type} failed: ${e.error.message}`, 'error');
     });
     for (const state of ['cancelled', 'superseded', 'expired'] as const) {
-      c.listen(`task.${state}`, (e) => {
+      c.on(`task.${state}`, (e) => {
         this.patch(e.id, { state, finishedAt: Date.now() });
         this.imports.finished(e.id, false);
       });
     }
-    c.listen('task.preempted', (e) => {
+    c.on('task.preempted', (e) => {
       this.patch(e.id, { state: 'pending' });
       this.log(`#${e.id} preempted by #${e.by}`, 'warn');
     });
-    c.listen('scheduler.paused', (e) => {
+    c.on('scheduler.paused', (e) => {
       this.log(e.group ? `Group “${e.group}” paused` : e.type ? `Type ${e.type} paused` : 'All work paused', 'warn');
       this.refreshStatusSoon();
     });
-    c.listen('scheduler.resumed', (e) => {
+    c.on('scheduler.resumed', (e) => {
       this.log(e.group ? `Group “${e.group}” resumed` : e.type ? `Type ${e.type} resumed` : 'All work resumed', 'ok');
       this.refreshStatusSoon();
     });
-    c.listen('io.pressure', (io) => {
+    c.on('io.pressure', (io) => {
       this.io = io;
       this.changed();
     });

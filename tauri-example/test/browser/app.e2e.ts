@@ -1,25 +1,27 @@
-// The built frontend in headless Chromium, its shell plugin bridged to a REAL sidecar.
+// The built frontend in headless Chromium, the `taskmill` plugin's Rust side played by the test
+// over a REAL sidecar.
 //
 //   npm run test:browser     (needs /usr/bin/chromium, or CHROMIUM_PATH; no browser download)
 //
 // Vite builds dist/, a small HTTP server serves it on 127.0.0.1, playwright-core drives
-// Debian's chromium. Before the app's script runs, shell-bridge.ts installs Tauri's `mockIPC`;
-// `plugin:shell|spawn` checks the arguments against capabilities/default.json and starts
-// `TASKMILL_SIDECAR_CMD` or `TASKMILL_PYTHON -m sidecar` (default ../.venv/bin/python) with
-// them; stdout/stderr lines and the exit travel back as the plugin's Channel events.
+// Debian's chromium. Before the app's script runs, plugin-bridge.ts installs Tauri's `mockIPC`:
+// like the Rust side, the test starts the sidecar itself (`TASKMILL_SIDECAR_CMD` or
+// `TASKMILL_PYTHON -m sidecar`, default ../.venv/bin/python) with arguments it computed, relays
+// `plugin:taskmill|send` to its stdin and its stdout lines back as `taskmill://message` events.
+// The real Tauri app (compiled, under Xvfb with tauri-driver) has its own test; this one is
+// the fast check of the page over the plugin transport.
 import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
 import { createReadStream, existsSync, mkdirSync, mkdtempSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { constants, tmpdir } from 'node:os';
+import { tmpdir } from 'node:os';
 import { dirname, extname, join, resolve, sep } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { chromium, type BrowserContext, type Page } from 'playwright-core';
 import { build } from 'vite';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { checkSidecarArgs } from '../helpers/shell-scope.js';
 import { REPO_ROOT, sidecarArgv } from '../helpers/sidecar.js';
-import type { ShellEvent } from './shell-bridge.js';
+import type { Delivery } from './plugin-bridge.js';
 
 const PKG = resolve(import.meta.dirname, '..', '..');
 const DIST = join(PKG, 'dist');
@@ -29,97 +31,94 @@ const CHROMIUM = process.env.CHROMIUM_PATH ?? '/usr/bin/chromium';
 const SAMPLE_FILES = 18;
 const SIM_SECONDS = 12;
 
-/** The sidecar command without its arguments (the app supplies those, as in Tauri). */
+/** The sidecar command without its arguments (the Rust side supplies those). */
 function sidecarCommand(): string[] {
-  // sidecarArgv appends `--db <db>`; drop it, the page passes its own `--db`.
+  // sidecarArgv appends `--db <db>`; drop it, the args below carry their own `--db`.
   return sidecarArgv('').slice(0, -2);
 }
 
-class SidecarBridge {
+/** The plugin's Rust side: one sidecar, started before the page loads, relayed both ways. */
+class PluginBridge {
   readonly children = new Map<number, ChildProcessWithoutNullStreams>();
   readonly spawned: { pid: number; args: string[] }[] = [];
-  readonly registered: (number | null)[] = [];
   readonly stderr: string[] = [];
   readonly deliveryFailures: string[] = [];
   /** The sidecar's stdout lines as they left the process (the last 20,000). */
   readonly stdout: string[] = [];
+  state: { state: string; restarts: number; lastExitCode: number | null; ready: unknown } = {
+    state: 'starting', restarts: 0, lastExitCode: null, ready: null,
+  };
+  private child: ChildProcessWithoutNullStreams | null = null;
   private chain: Promise<unknown> = Promise.resolve();
-  private readonly queue = new Map<number, ShellEvent[]>();
+  private queue: Delivery[] = [];
   private flushing = false;
 
-  constructor(private readonly page: Page, private readonly args: string[]) {}
+  constructor(private readonly page: Page, private readonly args: string[], private readonly folder: string) {}
 
   async install(): Promise<void> {
     const p = this.page;
-    await p.exposeFunction('__tmSidecarArgs', () => this.args);
-    await p.exposeFunction('__tmRegisterPid', (pid: number | null) => void this.registered.push(pid));
-    await p.exposeFunction('__tmSpawn', (program: string, args: string[], options: { sidecar?: boolean }) =>
-      this.spawn(program, args, options));
-    await p.exposeFunction('__tmWrite', (pid: number, data: string | number[]) => this.write(pid, data));
-    await p.exposeFunction('__tmKill', (pid: number) => void this.children.get(pid)?.kill('SIGKILL'));
+    await p.exposeFunction('__tmSend', (message: string) => this.write(message));
+    await p.exposeFunction('__tmState', () => this.state);
+    await p.exposeFunction('__tmFolder', () => this.folder);
+    this.spawn();
   }
 
-  private spawn(program: string, args: string[], options: { sidecar?: boolean }): number {
-    if (!options?.sidecar) throw new Error(`${program}: only sidecars are allowed`);
-    const refused = checkSidecarArgs(program, args);
-    if (refused) throw new Error(`Scoped command refused: ${refused}`);
+  private spawn(): void {
     const [command, ...prefix] = sidecarCommand();
-    const child = spawn(command!, [...prefix, ...args], { cwd: REPO_ROOT, stdio: 'pipe' });
+    const child = spawn(command!, [...prefix, ...this.args], { cwd: REPO_ROOT, stdio: 'pipe' });
     const pid = child.pid;
     if (pid === undefined) throw new Error(`cannot start ${command}`);
+    this.child = child;
     this.children.set(pid, child);
-    this.spawned.push({ pid, args });
-    // Like the plugin (non-raw mode): one event per line, without its '\n'.
-    const lines = (stream: NodeJS.ReadableStream, event: 'Stdout' | 'Stderr') => {
+    this.spawned.push({ pid, args: this.args });
+    const lines = (stream: NodeJS.ReadableStream, onLine: (line: string) => void) => {
       let rest = '';
       stream.setEncoding('utf8');
       stream.on('data', (chunk: string) => {
         const parts = (rest + chunk).split('\n');
         rest = parts.pop()!;
-        for (const line of parts) {
-          if (event === 'Stderr') this.stderr.push(line);
-          else if (this.stdout.push(line) > 20_000) this.stdout.splice(0, 10_000);
-          this.send(pid, { event, payload: line });
-        }
+        for (const line of parts) onLine(line.replace(/\r$/, ''));
       });
       stream.on('end', () => {
-        if (rest) this.send(pid, { event, payload: rest });
+        if (rest) onLine(rest);
         rest = '';
       });
     };
-    lines(child.stdout, 'Stdout');
-    lines(child.stderr, 'Stderr');
-    child.on('error', (err) => this.send(pid, { event: 'Error', payload: String(err) }));
-    child.on('close', (code, signal) => {
-      this.children.delete(pid);
-      const signo = signal ? (constants.signals as Record<string, number>)[signal] ?? null : null;
-      this.send(pid, { event: 'Terminated', payload: { code, signal: signo } });
+    lines(child.stdout, (line) => {
+      if (this.stdout.push(line) > 20_000) this.stdout.splice(0, 10_000);
+      this.send({ event: 'taskmill://message', payload: line });
+      if (line.includes('"sidecar.ready"')) {
+        this.state = { ...this.state, state: 'running', ready: JSON.parse(line).params };
+        this.send({ event: 'taskmill://state', payload: this.state });
+      }
     });
-    return pid;
+    lines(child.stderr, (line) => void this.stderr.push(line));
+    child.on('close', (code) => {
+      this.children.delete(pid);
+      if (this.child === child) this.child = null;
+      this.state = { ...this.state, state: 'stopped', lastExitCode: code, ready: null };
+      this.send({ event: 'taskmill://state', payload: this.state });
+    });
   }
 
-  private write(pid: number, data: string | number[]): Promise<void> {
-    const child = this.children.get(pid);
-    if (!child) return Promise.reject(new Error(`no child process ${pid}`));
-    return new Promise((res, rej) =>
-      child.stdin.write(typeof data === 'string' ? data : Buffer.from(data), (err) => (err ? rej(err) : res())),
-    );
+  private write(message: string): Promise<void> {
+    const child = this.child;
+    if (!child) return Promise.reject('no sidecar is running');
+    return new Promise((res, rej) => child.stdin.write(message + '\n', (err) => (err ? rej(String(err)) : res())));
   }
 
-  /** Queues events and hands them to the page in order, a batch per evaluate. */
-  private send(pid: number, event: ShellEvent): void {
-    this.queue.set(pid, [...(this.queue.get(pid) ?? []), event]);
+  /** Queues deliveries and hands them to the page in order, a batch per evaluate. */
+  private send(item: Delivery): void {
+    this.queue.push(item);
     if (this.flushing) return;
     this.flushing = true;
     setImmediate(() => {
       this.flushing = false;
-      const batches = [...this.queue];
-      this.queue.clear();
-      for (const [p, events] of batches) {
-        this.chain = this.chain
-          .then(() => this.page.evaluate(([p, e]) => window.__tmDeliver(p, e), [p, events] as const))
-          .catch((err: unknown) => void this.deliveryFailures.push(String(err))); // e.g. the page is gone
-      }
+      const batch = this.queue;
+      this.queue = [];
+      this.chain = this.chain
+        .then(() => this.page.evaluate((items) => window.__tmDeliver(items), batch))
+        .catch((err: unknown) => void this.deliveryFailures.push(String(err))); // e.g. the page is gone
     });
   }
 
@@ -175,7 +174,7 @@ async function bundleBridge(): Promise<string> {
     build: {
       write: false,
       minify: false,
-      lib: { entry: join(import.meta.dirname, 'shell-bridge.ts'), formats: ['iife'], name: 'TaskmillShellBridge' },
+      lib: { entry: join(import.meta.dirname, 'plugin-bridge.ts'), formats: ['iife'], name: 'TaskmillPluginBridge' },
     },
   });
   const outputs = (Array.isArray(out) ? out : [out]) as { output: { type: string; code?: string }[] }[];
@@ -202,7 +201,7 @@ describe('the example app in Chromium, over a real sidecar', () => {
   let server: Server;
   let context: BrowserContext;
   let page: Page;
-  let bridge: SidecarBridge;
+  let bridge: PluginBridge;
   const pageErrors: string[] = [];
 
   beforeAll(async () => {
@@ -227,7 +226,7 @@ describe('the example app in Chromium, over a real sidecar', () => {
     page.on('console', (msg) => {
       if (msg.type() === 'error') pageErrors.push(msg.text());
     });
-    bridge = new SidecarBridge(page, args);
+    bridge = new PluginBridge(page, args, library);
     await bridge.install();
     await page.addInitScript({ content: await bundleBridge() });
     const { port } = server.address() as AddressInfo;
@@ -253,11 +252,9 @@ describe('the example app in Chromium, over a real sidecar', () => {
     page.$$eval(selector, (trs) => trs.map((tr) => Number((tr as HTMLElement).dataset.taskId)));
 
   it('drives real work: submit → progress → pause → resume → cancel, scan + hash + copy', async () => {
-    // The app asked Rust for its args and spawned the sidecar with them; the scope allowed it.
+    // The page reached the sidecar the Rust side started, through the plugin transport only.
     await page.waitForSelector('[data-testid="sidecar-status"][data-state="ready"]', { timeout: 30_000 });
     expect(bridge.spawned).toHaveLength(1);
-    const sidecarPid = bridge.spawned[0]!.pid;
-    await expect.poll(() => bridge.registered.at(-1)).toBe(sidecarPid);
     expect(await page.locator('#folder').inputValue()).toBe(library);
 
     // Simulated work: three sleep tasks (normal, background, high) start and move.
@@ -303,7 +300,7 @@ describe('the example app in Chromium, over a real sidecar', () => {
         [...document.querySelectorAll('tr[data-task-id]')].map((r) =>
           `${r.getAttribute('data-task-id')} ${r.getAttribute('data-state')} ${r.querySelector('.c-task .sub')?.textContent} ${r.querySelector('.meta')?.textContent}`).join('\n')));
       console.log('page text tail:\n' + await page.evaluate(() => document.body.innerText.slice(-1500)));
-      console.log('delivery failures: ' + JSON.stringify(bridge.deliveryFailures) + '\nchannel handler errors: '
+      console.log('delivery failures: ' + JSON.stringify(bridge.deliveryFailures) + '\nevent delivery errors: '
         + JSON.stringify(await page.evaluate(() => window.__tmDeliverErrors)));
       // What the sidecar wrote about each task the page still shows as running: did its
       // task.completed leave the process?
@@ -378,6 +375,9 @@ describe('the example app in Chromium, over a real sidecar', () => {
     await page.screenshot({ path: SCREENSHOT });
 
     expect(bridge.spawned).toHaveLength(1); // no restart happened
+    // The page used the plugin's two commands and the app's example_folder, nothing else (no shell, no pid).
+    const commands = new Set(await page.evaluate(() => window.__tmIpcLog));
+    expect([...commands].sort()).toEqual(['example_folder', 'plugin:taskmill|send', 'plugin:taskmill|state']);
     expect(pageErrors).toEqual([]);
   }, 110_000);
 });

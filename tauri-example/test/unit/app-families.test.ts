@@ -1,7 +1,7 @@
 // A parent and its children collapse into one row with a combined progress (src/app/families.ts).
 import { describe, expect, it } from 'vitest';
 import { collapseFamilies, familyText } from '../../src/app/families.js';
-import type { TaskInfo } from '../../src/taskmill/client.js';
+import type { TaskInfo } from '@taskmill/client';
 
 function task(id: number, fields: Partial<TaskInfo> = {}): TaskInfo {
   return {

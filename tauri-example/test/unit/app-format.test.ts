@@ -2,7 +2,7 @@ import { describe, expect, it } from 'vitest';
 import {
   etaMs, formatBytes, formatDuration, joinPath, priorityBand, raisedPriority, relativeParts, taskTitle,
 } from '../../src/app/format.js';
-import type { TaskInfo } from '../../src/taskmill/client.js';
+import type { TaskInfo } from '@taskmill/client';
 
 const task = (fields: Partial<TaskInfo>): TaskInfo => ({
   id: 1, type: 'sleep', state: 'running', priority: 128, payload: {}, tags: {}, ioCost: {},

@@ -3,8 +3,8 @@
 import { afterEach, describe, expect, it } from 'vitest';
 import { Imports, submitInBatches } from '../../src/app/imports.js';
 import { Store } from '../../src/app/store.js';
-import { TaskmillClient, type TaskSpec } from '../../src/taskmill/client.js';
-import { FakeTransport, flush } from '../helpers/fake-transport.js';
+import { TaskmillClient, type TaskSpec } from '@taskmill/client';
+import { FakeTransport, flush } from '../../../clients/typescript/test/helpers/fake-transport.js';
 
 let store: Store | undefined;
 afterEach(() => store?.stop());

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { cadence, lastText, nextText, scheduleTitle } from '../../src/app/schedules.js';
-import type { Schedule } from '../../src/taskmill/client.js';
+import type { Schedule } from '@taskmill/client';
 
 const schedule = (fields: Partial<Schedule>): Schedule => ({
   id: 3, task: { type: 'fs.scan' }, runs: 0, paused: false, ...fields,

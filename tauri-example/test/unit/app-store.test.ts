@@ -1,9 +1,11 @@
-// The example app's model of the scheduler (src/app/store.ts), over the real client and a
-// fake transport: snapshots from answers must never undo newer events.
+// The example app's model of the scheduler (src/app/store.ts), over the real client, its Tauri
+// plugin transport and a stand-in for the plugin's Rust side: snapshots from answers must never
+// undo newer events.
 import { afterEach, describe, expect, it } from 'vitest';
 import { Store } from '../../src/app/store.js';
-import { TaskmillClient, type TaskInfo } from '../../src/taskmill/client.js';
-import { FakeTransport, flush } from '../helpers/fake-transport.js';
+import { TaskmillClient, type TaskInfo } from '@taskmill/client';
+import { TauriPluginTransport } from '@taskmill/client/tauri';
+import { FakePlugin, flush } from '../helpers/fake-plugin.js';
 
 const COPY: TaskInfo = {
   id: 35,
@@ -32,8 +34,9 @@ let store: Store | undefined;
 afterEach(() => store?.stop());
 
 async function started() {
-  const fake = new FakeTransport();
-  const client = new TaskmillClient({ transport: fake });
+  const fake = new FakePlugin();
+  const transport = new TauriPluginTransport({ invoke: fake.invoke, listen: fake.listen });
+  const client = new TaskmillClient({ transport });
   store = new Store(client);
   const starting = store.start();
   fake.ready();
@@ -56,11 +59,11 @@ describe('the app store', () => {
     const refresh = store.refreshStatus();
     await flush();
     const request = fake.last('scheduler.status');
-    // The answer (made while the copy ran) and the copy's task.completed arrive in one read:
+    // The answer (made while the copy ran) and the copy's task.completed arrive back to back:
     // the event is handled at once, the answer's continuation only afterwards.
-    fake.stdout(
-      JSON.stringify({ jsonrpc: '2.0', id: request.id, result: { ...STATUS, running: [COPY] } }) + '\n' +
-        JSON.stringify({ jsonrpc: '2.0', method: 'task.completed', params: { id: 35, type: 'fs.copy', attempt: 0, durationMs: 12, result: {} } }) + '\n',
+    fake.deliver(
+      { jsonrpc: '2.0', id: request.id, result: { ...STATUS, running: [COPY] } },
+      { jsonrpc: '2.0', method: 'task.completed', params: { id: 35, type: 'fs.copy', attempt: 0, durationMs: 12, result: {} } },
     );
     await refresh;
     expect(store.tasks.get(35)?.state).toBe('completed');
