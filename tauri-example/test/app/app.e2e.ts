@@ -1,0 +1,258 @@
+// The real app, end to end: the compiled example (src-tauri, with the frontend embedded) under
+// Xvfb, driven by tauri-driver + WebKitWebDriver over plain W3C WebDriver. The app's Rust side
+// spawns the real frozen sidecar through the shell plugin; the page has no shell permission.
+//
+//   TASKMILL_APP_BIN   the built app (cargo build --features custom-protocol)
+//   TAURI_DRIVER       tauri-driver (default ~/.cargo/bin/tauri-driver)
+//   TASKMILL_ADMIN     the admin CLI, to read the database after the app exited
+//                      (default <repo>/.venv/bin/taskmill)
+//   TASKMILL_SCREENSHOT where the window's screenshot goes (default screenshots/app.png)
+//
+// Run by .ci/tauri.sh (`npm run test:app` inside xvfb-run); needs a DISPLAY.
+import { spawn, execFileSync, type ChildProcessWithoutNullStreams } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, realpathSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { createServer } from 'node:net';
+import { homedir, tmpdir } from 'node:os';
+import { dirname, join, resolve } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { Session, sleep, waitReady } from './webdriver.js';
+
+const PKG = resolve(import.meta.dirname, '..', '..');
+const REPO = resolve(PKG, '..');
+const APP = process.env.TASKMILL_APP_BIN ?? '';
+const DRIVER = process.env.TAURI_DRIVER ?? join(homedir(), '.cargo', 'bin', 'tauri-driver');
+const ADMIN = process.env.TASKMILL_ADMIN ?? join(REPO, '.venv', 'bin', 'taskmill');
+const SCREENSHOT = process.env.TASKMILL_SCREENSHOT ?? join(PKG, 'screenshots', 'app.png');
+const IDENTIFIER = 'dev.taskmill.example';
+const SAMPLE_FILES = 12;
+
+function freePort(): Promise<number> {
+  return new Promise((res, rej) => {
+    const s = createServer();
+    s.once('error', rej);
+    s.listen(0, '127.0.0.1', () => {
+      const { port } = s.address() as { port: number };
+      s.close(() => res(port));
+    });
+  });
+}
+
+/** A process that exists and is not a zombie. */
+function running(pid: number): boolean {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    return stat.slice(stat.lastIndexOf(')') + 2)[0] !== 'Z';
+  } catch {
+    return false;
+  }
+}
+
+function ppid(pid: number): number {
+  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+  return Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]);
+}
+
+function cmdline(pid: number): string[] {
+  return readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0').filter(Boolean);
+}
+
+function argAfter(args: string[], flag: string): string | undefined {
+  const i = args.indexOf(flag);
+  return i >= 0 ? args[i + 1] : undefined;
+}
+
+async function until(what: string, check: () => boolean, timeoutMs: number): Promise<number> {
+  const start = Date.now();
+  while (!check()) {
+    if (Date.now() - start > timeoutMs) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
+    await sleep(50);
+  }
+  return Date.now() - start;
+}
+
+function sampleLibrary(root: string): string[] {
+  const files: string[] = [];
+  for (let i = 0; i < SAMPLE_FILES; i++) {
+    const dir = join(root, i % 2 === 0 ? '' : '2025');
+    mkdirSync(dir, { recursive: true });
+    const file = join(dir, `photo-${String(i).padStart(3, '0')}.jpg`);
+    writeFileSync(file, randomBytes(64 * 1024 + i * 32 * 1024));
+    files.push(file);
+  }
+  return files;
+}
+
+interface PluginState {
+  state: string;
+  restarts: number;
+  lastExitCode: number | null;
+  ready: { pid: number; protocolVersion: number; db: string } | null;
+}
+
+/** Calls a Tauri command from the page, as any page script could. */
+const INVOKE = `
+  const done = arguments[arguments.length - 1];
+  window.__TAURI_INTERNALS__.invoke(arguments[0], arguments[1]).then(
+    (value) => done({ ok: true, value }),
+    (error) => done({ ok: false, error: String(error && error.message ? error.message : error) }));`;
+
+type Invoked = { ok: true; value: unknown } | { ok: false; error: string };
+
+describe('the real Tauri app under Xvfb (tauri-driver + WebKitWebDriver)', () => {
+  let home: string;
+  let library: string;
+  let files: string[];
+  let driver: ChildProcessWithoutNullStreams;
+  let base: string;
+  let log = '';
+  const sessions: Session[] = [];
+
+  const dataDir = () => join(home, '.local', 'share', IDENTIFIER);
+  const db = () => join(dataDir(), 'tasks.db');
+
+  beforeAll(async () => {
+    if (!APP || !existsSync(APP)) throw new Error(`set TASKMILL_APP_BIN to the built app (got ${JSON.stringify(APP)})`);
+    if (!existsSync(DRIVER)) throw new Error(`no tauri-driver at ${DRIVER}: cargo install tauri-driver --locked`);
+    if (!process.env.DISPLAY) throw new Error('no DISPLAY: run under xvfb-run');
+    home = mkdtempSync(join(tmpdir(), 'taskmill-app-'));
+    library = join(home, 'library');
+    files = sampleLibrary(library);
+    const port = await freePort();
+    const nativePort = await freePort();
+    base = `http://127.0.0.1:${port}`;
+    // A fresh home: the app's data, logs and the folder it allows (no XDG Pictures folder
+    // there, so the scan root is this home).
+    driver = spawn(DRIVER, ['--port', String(port), '--native-port', String(nativePort)], {
+      env: {
+        ...process.env,
+        HOME: home,
+        XDG_DATA_HOME: join(home, '.local', 'share'),
+        XDG_CONFIG_HOME: join(home, '.config'),
+        XDG_CACHE_HOME: join(home, '.cache'),
+      },
+      stdio: 'pipe',
+    });
+    const keep = (chunk: Buffer) => {
+      log += chunk.toString('utf8');
+      if (log.length > 2_000_000) log = log.slice(-1_000_000);
+    };
+    driver.stdout.on('data', keep);
+    driver.stderr.on('data', keep);
+    await waitReady(base);
+  }, 60_000);
+
+  afterAll(async () => {
+    for (const s of sessions) await s.delete();
+    if (driver && driver.exitCode === null) {
+      driver.kill('SIGTERM');
+      await new Promise((r) => driver.once('close', r));
+    }
+    if (home) rmSync(home, { recursive: true, force: true });
+  }, 30_000);
+
+  /** Starts the app (a WebDriver session) and waits for its page to have a ready sidecar. */
+  async function launch(): Promise<{ s: Session; state: PluginState; app: number; sidecar: number[] }> {
+    const s = await Session.create(base, APP);
+    sessions.push(s);
+    await s.waitFor('the sidecar ready in the page', `return !!document.querySelector('[data-testid="sidecar-status"][data-state="ready"]')`, [], 60_000);
+    const answer = await s.executeAsync<Invoked>(INVOKE, ['plugin:taskmill|state', {}]);
+    if (!answer.ok) throw new Error(answer.error);
+    const state = answer.value as PluginState;
+    expect(state.state).toBe('running');
+    const pid = state.ready!.pid;
+    const args = cmdline(pid);
+    const app = Number(argAfter(args, '--parent-pid'));
+    // The onefile sidecar is a bootloader and the Python process it started.
+    const sidecar = ppid(pid) === app ? [pid] : [pid, ppid(pid)];
+    expect(ppid(sidecar.at(-1)!)).toBe(app);
+    return { s, state, app, sidecar };
+  }
+
+  it('runs, refuses the shell from the page, shuts the sidecar down gracefully, resumes, leaves no orphan', async () => {
+    const t0 = Date.now();
+    // 1. The app starts and its Rust side spawns the real frozen sidecar with arguments it
+    // computed: --parent-pid is the app, --db in its data dir, --allow-path the chosen root.
+    const first = await launch();
+    const { s } = first;
+    expect(realpathSync(`/proc/${first.app}/exe`)).toBe(realpathSync(APP));
+    const args = cmdline(first.state.ready!.pid);
+    expect(argAfter(args, '--db')).toBe(db());
+    expect(argAfter(args, '--allow-path')).toBe(home);
+    expect(argAfter(args, '--log-file')).toBe(join(dataDir(), 'logs', 'sidecar.log'));
+    expect(first.state.ready!.protocolVersion).toBe(1);
+    expect(await s.execute<string>(`return document.getElementById('folder').value`)).toBe(home);
+
+    // 2. A page script cannot reach the shell plugin or name a pid: Tauri refuses it.
+    const sidecarPid = first.state.ready!.pid;
+    const spawnTry = await s.executeAsync<Invoked>(INVOKE, ['plugin:shell|spawn', {
+      program: 'binaries/taskmill-sidecar', args: ['--db', '/tmp/x.db'], options: { sidecar: true }, onEvent: '__CHANNEL__:1',
+    }]);
+    expect(spawnTry.ok).toBe(false);
+    expect((spawnTry as { error: string }).error).toMatch(/not allowed/i);
+    const killTry = await s.executeAsync<Invoked>(INVOKE, ['plugin:shell|kill', { cmd: 'killChild', pid: sidecarPid }]);
+    expect(killTry.ok).toBe(false);
+    expect((killTry as { error: string }).error).toMatch(/not allowed/i);
+    const writeTry = await s.executeAsync<Invoked>(INVOKE, ['plugin:shell|stdin_write', { pid: sidecarPid, buffer: 'x' }]);
+    expect(writeTry.ok).toBe(false);
+    const oldCommand = await s.executeAsync<Invoked>(INVOKE, ['register_sidecar_pid', { pid: 1 }]);
+    expect(oldCommand.ok).toBe(false);
+    // `send` takes one JSON-RPC message and nothing else.
+    const junk = await s.executeAsync<Invoked>(INVOKE, ['plugin:taskmill|send', { message: 'rm -rf /' }]);
+    expect(junk.ok).toBe(false);
+    expect(running(sidecarPid)).toBe(true);
+
+    // 3. The page submits a scan and a copy and sees progress and completion.
+    await s.execute(`const f = document.getElementById('folder'); f.value = arguments[0]; f.dispatchEvent(new Event('input'));
+      const b = document.getElementById('backup'); b.value = arguments[1]; b.dispatchEvent(new Event('input'));`,
+      [library, join(library, 'taskmill-backup')]);
+    await s.execute(`document.getElementById('btn-scan').click()`);
+    const doneOf = (type: string) => `return [...document.querySelectorAll('tr[data-state="completed"] .c-task .sub')]
+      .filter((e) => e.textContent.startsWith('${type}')).length >= arguments[0]`;
+    await s.waitFor('every file hashed', doneOf('fs.hash'), [SAMPLE_FILES], 60_000);
+    await s.execute(`document.getElementById('btn-copy').click()`);
+    await s.waitFor('every file copied', doneOf('fs.copy'), [SAMPLE_FILES], 90_000);
+    for (const f of files) {
+      const copy = join(library, 'taskmill-backup', f.slice(library.length + 1));
+      expect(existsSync(copy), copy).toBe(true);
+      expect(statSync(copy).size).toBe(statSync(f).size);
+    }
+    // Long work in flight: its progress moves.
+    await s.execute(`document.getElementById('sim-count').value = '3'; document.getElementById('sim-seconds').value = '120';
+      document.getElementById('btn-simulate').click()`);
+    await s.waitFor('three simulated tasks running with progress', `return document.querySelectorAll(
+      'tr[data-state="running"] .fill[data-progress]:not([data-progress="0.0000"])').length >= 3`, [], 30_000);
+    const runningIds = await s.execute<number[]>(`return [...document.querySelectorAll('tr[data-state="running"]')]
+      .map((tr) => Number(tr.dataset.taskId))`);
+    expect(runningIds.length).toBeGreaterThanOrEqual(3);
+    await sleep(600); // let the bars' width transition settle
+    mkdirSync(dirname(SCREENSHOT), { recursive: true });
+    writeFileSync(SCREENSHOT, await s.screenshot());
+
+    // 4. The window closes: the Rust side sends `shutdown`, the sidecar exits 0, the app exits
+    // after it; running work is back to pending.
+    const closedAt = Date.now();
+    await s.closeWindow().catch(() => undefined); // the session may end with the app
+    await until('the app to exit', () => !running(first.app), 30_000);
+    for (const pid of first.sidecar) expect(running(pid), `sidecar ${pid}`).toBe(false);
+    console.log(`app closed in ${Date.now() - closedAt} ms`);
+    expect(log).toMatch(/taskmill: asked the sidecar to shut down/);
+    expect(log).toMatch(/taskmill: the sidecar exited \(code Some\(0\)/);
+    expect(log).not.toMatch(/did not exit in time/);
+    const listed = JSON.parse(execFileSync(ADMIN, ['list', '--db', db(), '--json', '--type', 'sleep', '--limit', '100'], { encoding: 'utf8' }));
+    const tasks: { id: number; state: string }[] = listed.tasks ?? listed;
+    const states = new Map(tasks.map((t) => [Number(t.id), t.state]));
+    for (const id of runningIds) expect(states.get(id), `task ${id}`).toBe('pending');
+
+    // 5. The next launch resumes that work.
+    const second = await launch();
+    await second.s.waitFor('the interrupted tasks running again', `return arguments[0].every((id) =>
+      document.querySelector('tr[data-task-id="' + id + '"][data-state="running"]'))`, [runningIds], 30_000);
+
+    // 6. The app killed outright: no sidecar left within 2 s (its --parent-pid watch).
+    process.kill(second.app, 'SIGKILL');
+    const gone = await until('the sidecar to exit after the app was killed',
+      () => second.sidecar.every((pid) => !running(pid)), 2000);
+    console.log(`sidecar gone ${gone} ms after SIGKILL of the app; whole test ${Date.now() - t0} ms`);
+  }, 300_000);
+});
