@@ -1,25 +1,24 @@
-// The built frontend in headless Chromium, its shell plugin bridged to a REAL sidecar.
+// The built frontend in headless Chromium, over a REAL sidecar, with Tauri's IPC mocked.
 //
 //   npm run test:browser     (needs /usr/bin/chromium, or CHROMIUM_PATH; no browser download)
 //
 // Vite builds dist/, a small HTTP server serves it on 127.0.0.1, playwright-core drives
-// Debian's chromium. Before the app's script runs, shell-bridge.ts installs Tauri's `mockIPC`;
-// `plugin:shell|spawn` checks the arguments against capabilities/default.json and starts
-// `TASKMILL_SIDECAR_CMD` or `TASKMILL_PYTHON -m sidecar` (default ../.venv/bin/python) with
-// them; stdout/stderr lines and the exit travel back as the plugin's Channel events.
+// Debian's chromium. Before the app's script runs, shell-bridge.ts installs Tauri's `mockIPC`
+// in place of tauri-plugin-taskmill's Rust side: the Node side starts `TASKMILL_SIDECAR_CMD` or
+// `TASKMILL_PYTHON -m sidecar` (default ../.venv/bin/python) with the arguments the Rust side
+// would compute, `plugin:taskmill|send` writes to its stdin and its stdout lines come back as
+// `taskmill://message` events. The compiled app itself is tested by test/app/app.e2e.ts.
 import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
 import { createReadStream, existsSync, mkdirSync, mkdtempSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { constants, tmpdir } from 'node:os';
+import { tmpdir } from 'node:os';
 import { dirname, extname, join, resolve, sep } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { chromium, type BrowserContext, type Page } from 'playwright-core';
 import { build } from 'vite';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { checkSidecarArgs } from '../helpers/shell-scope.js';
 import { REPO_ROOT, sidecarArgv } from '../helpers/sidecar.js';
-import type { ShellEvent } from './shell-bridge.js';
 
 const PKG = resolve(import.meta.dirname, '..', '..');
 const DIST = join(PKG, 'dist');
@@ -35,110 +34,100 @@ function sidecarCommand(): string[] {
   return sidecarArgv('').slice(0, -2);
 }
 
-class SidecarBridge {
-  readonly children = new Map<number, ChildProcessWithoutNullStreams>();
-  readonly spawned: { pid: number; args: string[] }[] = [];
-  readonly registered: (number | null)[] = [];
+/** What tauri-plugin-taskmill's Rust side does, for one window: one sidecar, its lines as events. */
+class PluginBridge {
+  child: ChildProcessWithoutNullStreams | null = null;
+  /** How many times a sidecar was started. */
+  starts = 0;
   readonly stderr: string[] = [];
   readonly deliveryFailures: string[] = [];
   /** The sidecar's stdout lines as they left the process (the last 20,000). */
   readonly stdout: string[] = [];
+  private state: { state: string; restarts: number; lastExitCode: number | null; ready: unknown } = {
+    state: 'starting', restarts: 0, lastExitCode: null, ready: null,
+  };
   private chain: Promise<unknown> = Promise.resolve();
-  private readonly queue = new Map<number, ShellEvent[]>();
+  private queue: string[] = [];
   private flushing = false;
 
-  constructor(private readonly page: Page, private readonly args: string[]) {}
+  constructor(private readonly page: Page, private readonly args: string[], private readonly folder: string) {}
 
   async install(): Promise<void> {
     const p = this.page;
-    await p.exposeFunction('__tmSidecarArgs', () => this.args);
-    await p.exposeFunction('__tmRegisterPid', (pid: number | null) => void this.registered.push(pid));
-    await p.exposeFunction('__tmSpawn', (program: string, args: string[], options: { sidecar?: boolean }) =>
-      this.spawn(program, args, options));
-    await p.exposeFunction('__tmWrite', (pid: number, data: string | number[]) => this.write(pid, data));
-    await p.exposeFunction('__tmKill', (pid: number) => void this.children.get(pid)?.kill('SIGKILL'));
+    await p.exposeFunction('__tmSend', (message: string) => this.send(message));
+    await p.exposeFunction('__tmState', () => this.state);
+    await p.exposeFunction('__tmFolder', () => this.folder);
   }
 
-  private spawn(program: string, args: string[], options: { sidecar?: boolean }): number {
-    if (!options?.sidecar) throw new Error(`${program}: only sidecars are allowed`);
-    const refused = checkSidecarArgs(program, args);
-    if (refused) throw new Error(`Scoped command refused: ${refused}`);
+  /** Starts the sidecar, as the plugin does at the app's setup (before the page loads). */
+  start(): void {
     const [command, ...prefix] = sidecarCommand();
-    const child = spawn(command!, [...prefix, ...args], { cwd: REPO_ROOT, stdio: 'pipe' });
-    const pid = child.pid;
-    if (pid === undefined) throw new Error(`cannot start ${command}`);
-    this.children.set(pid, child);
-    this.spawned.push({ pid, args });
-    // Like the plugin (non-raw mode): one event per line, without its '\n'.
-    const lines = (stream: NodeJS.ReadableStream, event: 'Stdout' | 'Stderr') => {
+    const child = spawn(command!, [...prefix, ...this.args], { cwd: REPO_ROOT, stdio: 'pipe' });
+    this.child = child;
+    this.starts += 1;
+    const lines = (stream: NodeJS.ReadableStream, onLine: (line: string) => void) => {
       let rest = '';
       stream.setEncoding('utf8');
       stream.on('data', (chunk: string) => {
         const parts = (rest + chunk).split('\n');
         rest = parts.pop()!;
-        for (const line of parts) {
-          if (event === 'Stderr') this.stderr.push(line);
-          else if (this.stdout.push(line) > 20_000) this.stdout.splice(0, 10_000);
-          this.send(pid, { event, payload: line });
-        }
-      });
-      stream.on('end', () => {
-        if (rest) this.send(pid, { event, payload: rest });
-        rest = '';
+        for (const line of parts) if (line.trim()) onLine(line);
       });
     };
-    lines(child.stdout, 'Stdout');
-    lines(child.stderr, 'Stderr');
-    child.on('error', (err) => this.send(pid, { event: 'Error', payload: String(err) }));
-    child.on('close', (code, signal) => {
-      this.children.delete(pid);
-      const signo = signal ? (constants.signals as Record<string, number>)[signal] ?? null : null;
-      this.send(pid, { event: 'Terminated', payload: { code, signal: signo } });
+    lines(child.stdout, (line) => {
+      if (this.stdout.push(line) > 20_000) this.stdout.splice(0, 10_000);
+      if (line.includes('"method":"sidecar.ready"')) {
+        this.setState({ state: 'running', ready: JSON.parse(line).params });
+      }
+      this.deliver(line);
     });
-    return pid;
+    lines(child.stderr, (line) => void this.stderr.push(line));
+    child.on('close', (code) => this.setState({ state: 'stopped', lastExitCode: code, ready: null }));
   }
 
-  private write(pid: number, data: string | number[]): Promise<void> {
-    const child = this.children.get(pid);
-    if (!child) return Promise.reject(new Error(`no child process ${pid}`));
-    return new Promise((res, rej) =>
-      child.stdin.write(typeof data === 'string' ? data : Buffer.from(data), (err) => (err ? rej(err) : res())),
-    );
+  private send(message: string): Promise<void> {
+    const value: unknown = JSON.parse(message); // the plugin refuses anything but JSON
+    if (typeof value !== 'object' || value === null) return Promise.reject(new Error('not a JSON-RPC message'));
+    const child = this.child;
+    if (!child || child.exitCode !== null) return Promise.reject(new Error('the Taskmill sidecar is not running'));
+    return new Promise((res, rej) => child.stdin.write(message + '\n', (err) => (err ? rej(err) : res())));
   }
 
-  /** Queues events and hands them to the page in order, a batch per evaluate. */
-  private send(pid: number, event: ShellEvent): void {
-    this.queue.set(pid, [...(this.queue.get(pid) ?? []), event]);
+  private setState(change: Partial<PluginBridge['state']>): void {
+    this.state = { ...this.state, ...change };
+    const state = this.state;
+    this.chain = this.chain
+      .then(() => this.page.evaluate((s) => window.__tmEmitState(s), state))
+      .catch((err: unknown) => void this.deliveryFailures.push(String(err)));
+  }
+
+  /** Queues lines and hands them to the page in order, a batch per evaluate. */
+  private deliver(line: string): void {
+    this.queue.push(line);
     if (this.flushing) return;
     this.flushing = true;
     setImmediate(() => {
       this.flushing = false;
-      const batches = [...this.queue];
-      this.queue.clear();
-      for (const [p, events] of batches) {
-        this.chain = this.chain
-          .then(() => this.page.evaluate(([p, e]) => window.__tmDeliver(p, e), [p, events] as const))
-          .catch((err: unknown) => void this.deliveryFailures.push(String(err))); // e.g. the page is gone
-      }
+      const batch = this.queue;
+      this.queue = [];
+      this.chain = this.chain
+        .then(() => this.page.evaluate((l) => window.__tmDeliver(l), batch))
+        .catch((err: unknown) => void this.deliveryFailures.push(String(err))); // e.g. no page yet
     });
   }
 
-  /** Ends every sidecar: stdin EOF (its graceful shutdown), then SIGKILL after 8 s. */
-  async stopAll(): Promise<void> {
-    await Promise.all(
-      [...this.children.values()].map(
-        (child) =>
-          new Promise<void>((res) => {
-            if (child.exitCode !== null || child.signalCode !== null) return res();
-            const timer = setTimeout(() => child.kill('SIGKILL'), 8000);
-            child.once('close', () => {
-              clearTimeout(timer);
-              res();
-            });
-            child.stdin.end();
-          }),
-      ),
-    );
+  /** Ends the sidecar: stdin EOF (its graceful shutdown), then SIGKILL after 8 s. */
+  async stop(): Promise<void> {
+    const child = this.child;
+    if (!child || child.exitCode !== null || child.signalCode !== null) return;
+    await new Promise<void>((res) => {
+      const timer = setTimeout(() => child.kill('SIGKILL'), 8000);
+      child.once('close', () => {
+        clearTimeout(timer);
+        res();
+      });
+      child.stdin.end();
+    });
   }
 }
 
@@ -202,7 +191,7 @@ describe('the example app in Chromium, over a real sidecar', () => {
   let server: Server;
   let context: BrowserContext;
   let page: Page;
-  let bridge: SidecarBridge;
+  let bridge: PluginBridge;
   const pageErrors: string[] = [];
 
   beforeAll(async () => {
@@ -227,8 +216,9 @@ describe('the example app in Chromium, over a real sidecar', () => {
     page.on('console', (msg) => {
       if (msg.type() === 'error') pageErrors.push(msg.text());
     });
-    bridge = new SidecarBridge(page, args);
+    bridge = new PluginBridge(page, args, library);
     await bridge.install();
+    bridge.start();
     await page.addInitScript({ content: await bundleBridge() });
     const { port } = server.address() as AddressInfo;
     await page.goto(`http://127.0.0.1:${port}/`);
@@ -236,10 +226,11 @@ describe('the example app in Chromium, over a real sidecar', () => {
 
   afterAll(async () => {
     await context?.close().catch(() => undefined);
-    await bridge?.stopAll();
+    await bridge?.stop();
     server?.close();
     if (bridge) {
-      for (const { pid } of bridge.spawned) expect(alive(pid), `sidecar ${pid} still running`).toBe(false);
+      const pid = bridge.child?.pid;
+      if (pid !== undefined) expect(alive(pid), `sidecar ${pid} still running`).toBe(false);
     }
     if (base) rmSync(base, { recursive: true, force: true });
   }, 30_000);
@@ -255,9 +246,7 @@ describe('the example app in Chromium, over a real sidecar', () => {
   it('drives real work: submit → progress → pause → resume → cancel, scan + hash + copy', async () => {
     // The app asked Rust for its args and spawned the sidecar with them; the scope allowed it.
     await page.waitForSelector('[data-testid="sidecar-status"][data-state="ready"]', { timeout: 30_000 });
-    expect(bridge.spawned).toHaveLength(1);
-    const sidecarPid = bridge.spawned[0]!.pid;
-    await expect.poll(() => bridge.registered.at(-1)).toBe(sidecarPid);
+    expect(bridge.starts).toBe(1);
     expect(await page.locator('#folder').inputValue()).toBe(library);
 
     // Simulated work: three sleep tasks (normal, background, high) start and move.
@@ -299,7 +288,7 @@ describe('the example app in Chromium, over a real sidecar', () => {
         [...document.querySelectorAll('tr[data-task-id]')].map((r) =>
           `${r.getAttribute('data-task-id')} ${r.getAttribute('data-state')} ${r.querySelector('.c-task .sub')?.textContent} ${r.querySelector('.meta')?.textContent}`).join('\n')));
       console.log('page text tail:\n' + await page.evaluate(() => document.body.innerText.slice(-1500)));
-      console.log('delivery failures: ' + JSON.stringify(bridge.deliveryFailures) + '\nchannel handler errors: '
+      console.log('delivery failures: ' + JSON.stringify(bridge.deliveryFailures) + '\nevent handler errors: '
         + JSON.stringify(await page.evaluate(() => window.__tmDeliverErrors)));
       // What the sidecar wrote about each task the page still shows as running: did its
       // task.completed leave the process?
@@ -312,7 +301,7 @@ describe('the example app in Chromium, over a real sidecar', () => {
       // Ask the sidecar where its tasks wait (SIGUSR1: a state dump and every task's await
       // chain on stderr), then show that.
       const seen = bridge.stderr.length;
-      for (const child of bridge.children.values()) child.kill('SIGUSR1');
+      bridge.child?.kill('SIGUSR1');
       await new Promise((r) => setTimeout(r, 1000));
       console.log('sidecar state dump:\n' + bridge.stderr.slice(seen)
         .filter((l) => l.includes('state dump') || (l.includes('task stack') && !l.includes('_run_coro"]')))
@@ -373,7 +362,7 @@ describe('the example app in Chromium, over a real sidecar', () => {
     mkdirSync(dirname(SCREENSHOT), { recursive: true });
     await page.screenshot({ path: SCREENSHOT });
 
-    expect(bridge.spawned).toHaveLength(1); // no restart happened
+    expect(bridge.starts).toBe(1); // no restart happened
     expect(pageErrors).toEqual([]);
   }, 110_000);
 });
