@@ -95,9 +95,9 @@ const INVOKE = `
   const done = arguments[arguments.length - 1];
   window.__TAURI_INTERNALS__.invoke(arguments[0], arguments[1]).then(
     (value) => done({ ok: true, value }),
-    (error) => done({ ok: false, error: String(error && error.message ? error.message : error) }));`;
+    (error) => done({ ok: false, why: String(error && error.message ? error.message : error) }));`;
 
-type Invoked = { ok: true; value: unknown } | { ok: false; error: string };
+type Invoked = { ok: true; value: unknown } | { ok: false; why: string };
 
 describe('the real Tauri app under Xvfb (tauri-driver + WebKitWebDriver)', () => {
   let home: string;
@@ -144,6 +144,8 @@ describe('the real Tauri app under Xvfb (tauri-driver + WebKitWebDriver)', () =>
 
   afterAll(async () => {
     for (const s of sessions) await s.delete();
+    // The app's and the drivers' output (the plugin's lifecycle lines, the sidecar's logs).
+    writeFileSync(join(tmpdir(), 'taskmill-app-e2e.log'), log);
     if (driver && driver.exitCode === null) {
       driver.kill('SIGTERM');
       await new Promise((r) => driver.once('close', r));
@@ -157,7 +159,7 @@ describe('the real Tauri app under Xvfb (tauri-driver + WebKitWebDriver)', () =>
     sessions.push(s);
     await s.waitFor('the sidecar ready in the page', `return !!document.querySelector('[data-testid="sidecar-status"][data-state="ready"]')`, [], 60_000);
     const answer = await s.executeAsync<Invoked>(INVOKE, ['plugin:taskmill|state', {}]);
-    if (!answer.ok) throw new Error(answer.error);
+    if (!answer.ok) throw new Error(answer.why);
     const state = answer.value as PluginState;
     expect(state.state).toBe('running');
     const pid = state.ready!.pid;
@@ -189,10 +191,10 @@ describe('the real Tauri app under Xvfb (tauri-driver + WebKitWebDriver)', () =>
       program: 'binaries/taskmill-sidecar', args: ['--db', '/tmp/x.db'], options: { sidecar: true }, onEvent: '__CHANNEL__:1',
     }]);
     expect(spawnTry.ok).toBe(false);
-    expect((spawnTry as { error: string }).error).toMatch(/not allowed/i);
+    expect((spawnTry as { why: string }).why).toMatch(/not allowed/i);
     const killTry = await s.executeAsync<Invoked>(INVOKE, ['plugin:shell|kill', { cmd: 'killChild', pid: sidecarPid }]);
     expect(killTry.ok).toBe(false);
-    expect((killTry as { error: string }).error).toMatch(/not allowed/i);
+    expect((killTry as { why: string }).why).toMatch(/not allowed/i);
     const writeTry = await s.executeAsync<Invoked>(INVOKE, ['plugin:shell|stdin_write', { pid: sidecarPid, buffer: 'x' }]);
     expect(writeTry.ok).toBe(false);
     const oldCommand = await s.executeAsync<Invoked>(INVOKE, ['register_sidecar_pid', { pid: 1 }]);
@@ -232,7 +234,9 @@ describe('the real Tauri app under Xvfb (tauri-driver + WebKitWebDriver)', () =>
     // 4. The window closes: the Rust side sends `shutdown`, the sidecar exits 0, the app exits
     // after it; running work is back to pending.
     const closedAt = Date.now();
-    await s.closeWindow().catch(() => undefined); // the session may end with the app
+    // As a user's click on the close button does (WebDriver's "close window" would make
+    // WebKitWebDriver end the app's process itself).
+    execFileSync('python3', [join(import.meta.dirname, 'close-window.py'), String(first.app)], { stdio: 'inherit' });
     await until('the app to exit', () => !running(first.app), 30_000);
     for (const pid of first.sidecar) expect(running(pid), `sidecar ${pid}`).toBe(false);
     console.log(`app closed in ${Date.now() - closedAt} ms`);
@@ -245,6 +249,7 @@ describe('the real Tauri app under Xvfb (tauri-driver + WebKitWebDriver)', () =>
     for (const id of runningIds) expect(states.get(id), `task ${id}`).toBe('pending');
 
     // 5. The next launch resumes that work.
+    await s.delete(); // WebKitWebDriver serves one session at a time
     const second = await launch();
     await second.s.waitFor('the interrupted tasks running again', `return arguments[0].every((id) =>
       document.querySelector('tr[data-task-id="' + id + '"][data-state="running"]'))`, [runningIds], 30_000);

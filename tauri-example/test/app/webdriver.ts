@@ -76,7 +76,7 @@ export async function call(base: string, method: string, path: string, body?: un
     throw new WebDriverError(`${method} ${path}: HTTP ${res.status}: ${text.slice(0, 500)}`);
   }
   const value = parsed?.value;
-  if (!res.ok || (value && typeof value === 'object' && 'error' in value && typeof value.error === 'string')) {
+  if (!res.ok) {
     throw new WebDriverError(`${method} ${path}: ${value?.error}: ${value?.message ?? text.slice(0, 500)}`);
   }
   return value;
