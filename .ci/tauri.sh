@@ -56,8 +56,9 @@ t=$SECONDS
 cargo test "${features[@]}"
 stage "cargo test"
 t=$SECONDS
+cargo fmt --all --check
 cargo clippy "${features[@]}" --all-targets -- -D warnings
-stage "cargo clippy"
+stage "cargo fmt + clippy"
 
 t=$SECONDS
 TASKMILL_APP_BIN="$CARGO_TARGET_DIR/debug/taskmill-example" \

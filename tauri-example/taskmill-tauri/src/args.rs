@@ -46,7 +46,10 @@ pub fn sidecar_args(parent_pid: u32, options: &SidecarOptions) -> Result<Vec<Str
     ];
     for root in &options.allow_paths {
         if !root.is_absolute() {
-            return Err(format!("an allowed path must be absolute: {}", root.display()));
+            return Err(format!(
+                "an allowed path must be absolute: {}",
+                root.display()
+            ));
         }
         if is_root(root) {
             return Err(format!(
@@ -88,7 +91,10 @@ mod tests {
 
     fn abs(p: &str) -> PathBuf {
         if cfg!(windows) {
-            PathBuf::from(format!("C:\\{}", p.trim_start_matches('/').replace('/', "\\")))
+            PathBuf::from(format!(
+                "C:\\{}",
+                p.trim_start_matches('/').replace('/', "\\")
+            ))
         } else {
             PathBuf::from(p)
         }
@@ -152,7 +158,9 @@ mod tests {
             db: PathBuf::from("tasks.db"),
             ..Default::default()
         };
-        assert!(sidecar_args(7, &relative_db).unwrap_err().contains("database"));
+        assert!(sidecar_args(7, &relative_db)
+            .unwrap_err()
+            .contains("database"));
 
         let relative_root = SidecarOptions {
             db: abs("/d/tasks.db"),

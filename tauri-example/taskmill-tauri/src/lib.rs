@@ -156,7 +156,9 @@ impl<R: Runtime> Builder<R> {
             })
             .on_event(|app, event| match event {
                 RunEvent::ExitRequested { code, api, .. } => {
-                    if exit_requested(app, *code) {
+                    // Held while the sidecar shuts down; the plugin calls `app.exit` after.
+                    let hold = exit_requested(app, *code);
+                    if hold {
                         api.prevent_exit();
                     }
                 }
@@ -363,7 +365,10 @@ fn supervise<R: Runtime>(app: AppHandle<R>) {
         let Some(delay) = delay else {
             break;
         };
-        eprintln!("taskmill: restarting the sidecar in {} ms", delay.as_millis());
+        eprintln!(
+            "taskmill: restarting the sidecar in {} ms",
+            delay.as_millis()
+        );
         let deadline = Instant::now() + delay;
         let mut shared = supervisor.lock();
         while !shared.shutting_down {

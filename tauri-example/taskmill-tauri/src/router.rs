@@ -130,7 +130,10 @@ impl Router {
         mut message: Map<String, Value>,
         routed: &mut Routed,
     ) -> Result<Option<Value>, String> {
-        let method = message.get("method").and_then(Value::as_str).map(str::to_owned);
+        let method = message
+            .get("method")
+            .and_then(Value::as_str)
+            .map(str::to_owned);
         let Some(method) = method else {
             // The page's answer to a request from the sidecar: unchanged.
             return Ok(Some(Value::Object(message)));
@@ -363,7 +366,12 @@ mod tests {
 
     /// The request as the sidecar sees it, and its rewritten id.
     fn forwarded(routed: &Routed) -> (Value, u64) {
-        let value = parse(routed.to_sidecar.as_deref().expect("forwarded to the sidecar"));
+        let value = parse(
+            routed
+                .to_sidecar
+                .as_deref()
+                .expect("forwarded to the sidecar"),
+        );
         let id = value["id"].as_u64().expect("a numeric id");
         (value, id)
     }
@@ -372,10 +380,16 @@ mod tests {
     fn two_windows_with_the_same_id_each_get_their_own_answer() {
         let mut r = Router::new();
         let a = r
-            .from_page("a", r#"{"jsonrpc":"2.0","id":1,"method":"task.get","params":{"id":"x"}}"#)
+            .from_page(
+                "a",
+                r#"{"jsonrpc":"2.0","id":1,"method":"task.get","params":{"id":"x"}}"#,
+            )
             .unwrap();
         let b = r
-            .from_page("b", r#"{"jsonrpc":"2.0","id":1,"method":"task.get","params":{"id":"y"}}"#)
+            .from_page(
+                "b",
+                r#"{"jsonrpc":"2.0","id":1,"method":"task.get","params":{"id":"y"}}"#,
+            )
             .unwrap();
         let (sent_a, id_a) = forwarded(&a);
         let (sent_b, id_b) = forwarded(&b);
@@ -401,7 +415,10 @@ mod tests {
     fn string_ids_are_restored_exactly() {
         let mut r = Router::new();
         let a = r
-            .from_page("a", r#"{"jsonrpc":"2.0","id":"req-7","method":"task.list"}"#)
+            .from_page(
+                "a",
+                r#"{"jsonrpc":"2.0","id":"req-7","method":"task.list"}"#,
+            )
             .unwrap();
         let (_, own) = forwarded(&a);
         let answer = r.from_sidecar(&format!(
@@ -415,7 +432,8 @@ mod tests {
     #[test]
     fn notifications_go_to_every_window_and_ready_is_noticed() {
         let mut r = Router::new();
-        let line = r#"{"jsonrpc":"2.0","method":"sidecar.ready","params":{"protocolVersion":1,"pid":9}}"#;
+        let line =
+            r#"{"jsonrpc":"2.0","method":"sidecar.ready","params":{"protocolVersion":1,"pid":9}}"#;
         let routed = r.from_sidecar(line);
         assert_eq!(routed.to_pages.len(), 1);
         assert_eq!(routed.to_pages[0].target, Target::All);
@@ -429,7 +447,8 @@ mod tests {
     #[test]
     fn page_notifications_and_answers_pass_through_unchanged() {
         let mut r = Router::new();
-        let note = r#"{"jsonrpc":"2.0","method":"executor.progress","params":{"id":"t","fraction":0.5}}"#;
+        let note =
+            r#"{"jsonrpc":"2.0","method":"executor.progress","params":{"id":"t","fraction":0.5}}"#;
         let routed = r.from_page("a", note).unwrap();
         assert_eq!(parse(routed.to_sidecar.as_deref().unwrap()), parse(note));
         let answer = r#"{"jsonrpc":"2.0","id":"s-3","result":{"ok":true}}"#;
@@ -442,7 +461,10 @@ mod tests {
     fn initialize_reaches_the_sidecar_once_and_later_windows_get_the_cached_result() {
         let mut r = Router::new();
         let first = r
-            .from_page("a", r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{}}"#)
+            .from_page(
+                "a",
+                r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{}}"#,
+            )
             .unwrap();
         let (_, own) = forwarded(&first);
         // A second window asks while the first answer is on its way: it waits for it.
@@ -460,7 +482,10 @@ mod tests {
         assert_eq!(parse(&answer.to_pages[0].message)["id"], 1);
         assert_eq!(answer.to_pages[1].target, Target::Window("b".into()));
         assert_eq!(parse(&answer.to_pages[1].message)["id"], "i");
-        assert_eq!(parse(&answer.to_pages[1].message)["result"]["protocolVersion"], 1);
+        assert_eq!(
+            parse(&answer.to_pages[1].message)["result"]["protocolVersion"],
+            1
+        );
 
         // A third window (or a reload) later: answered here, never forwarded.
         let late = r
@@ -541,7 +566,10 @@ mod tests {
         let sent = parse(routed.to_sidecar.as_deref().unwrap());
         let batch = sent.as_array().unwrap();
         assert_eq!(batch.len(), 3);
-        let (one, two) = (batch[0]["id"].as_u64().unwrap(), batch[2]["id"].as_u64().unwrap());
+        let (one, two) = (
+            batch[0]["id"].as_u64().unwrap(),
+            batch[2]["id"].as_u64().unwrap(),
+        );
         let answer = r.from_sidecar(&format!(
             r#"[{{"jsonrpc":"2.0","id":{one},"result":1}},{{"jsonrpc":"2.0","id":{two},"result":2}}]"#
         ));
@@ -561,7 +589,9 @@ mod tests {
             .from_sidecar(&format!(r#"{{"jsonrpc":"2.0","id":{own},"result":{{}}}}"#))
             .to_pages
             .is_empty());
-        let null = r.from_sidecar(r#"{"jsonrpc":"2.0","id":null,"error":{"code":-32700,"message":"parse"}}"#);
+        let null = r.from_sidecar(
+            r#"{"jsonrpc":"2.0","id":null,"error":{"code":-32700,"message":"parse"}}"#,
+        );
         assert_eq!(null.to_pages[0].target, Target::All);
     }
 
@@ -593,8 +623,11 @@ mod tests {
     fn requests_in_flight_are_bounded() {
         let mut r = Router::new();
         for i in 0..MAX_PENDING {
-            r.from_page("a", &format!(r#"{{"jsonrpc":"2.0","id":{i},"method":"task.list"}}"#))
-                .unwrap();
+            r.from_page(
+                "a",
+                &format!(r#"{{"jsonrpc":"2.0","id":{i},"method":"task.list"}}"#),
+            )
+            .unwrap();
         }
         let err = r
             .from_page("a", r#"{"jsonrpc":"2.0","id":"more","method":"task.list"}"#)
@@ -602,7 +635,10 @@ mod tests {
         assert!(err.contains("too many"), "{err}");
         // Notifications still pass.
         assert!(r
-            .from_page("a", r#"{"jsonrpc":"2.0","method":"executor.progress","params":{}}"#)
+            .from_page(
+                "a",
+                r#"{"jsonrpc":"2.0","method":"executor.progress","params":{}}"#
+            )
             .is_ok());
     }
 }
