@@ -303,12 +303,16 @@ fn supervise<R: Runtime>(app: AppHandle<R>) {
                     shared.child = Some(child);
                     shared.status.state = SidecarState::Starting;
                     shared.status.ready = None;
-                    emit_status(&app, shared.status.clone());
-                    Ok(events)
+                    Ok((events, shared.status.clone()))
                 }
                 Err(err) => Err(err),
             }
         };
+        // (Events are sent without holding the lock: an emit may wait for the main thread.)
+        let spawned = spawned.map(|(events, status)| {
+            emit_status(&app, status);
+            events
+        });
         let started_at = Instant::now();
         let code = match spawned {
             Ok(mut events) => {
@@ -341,7 +345,7 @@ fn supervise<R: Runtime>(app: AppHandle<R>) {
             }
         };
 
-        let (failed, delay) = {
+        let (failed, delay, status) = {
             let mut shared = supervisor.lock();
             shared.child = None;
             let failed = shared.router.sidecar_ended();
@@ -357,10 +361,10 @@ fn supervise<R: Runtime>(app: AppHandle<R>) {
                 shared.status.restarts = shared.status.restarts.saturating_add(1);
                 Some(config.backoff.delay(next))
             };
-            emit_status(&app, shared.status.clone());
             supervisor.changed.notify_all();
-            (failed, delay)
+            (failed, delay, shared.status.clone())
         };
+        emit_status(&app, status);
         deliver(&app, failed);
         let Some(delay) = delay else {
             break;
@@ -383,10 +387,13 @@ fn supervise<R: Runtime>(app: AppHandle<R>) {
                 .0;
         }
     }
-    let mut shared = supervisor.lock();
-    shared.status.state = SidecarState::Stopped;
-    emit_status(&app, shared.status.clone());
-    supervisor.changed.notify_all();
+    let status = {
+        let mut shared = supervisor.lock();
+        shared.status.state = SidecarState::Stopped;
+        supervisor.changed.notify_all();
+        shared.status.clone()
+    };
+    emit_status(&app, status);
 }
 
 fn on_stdout<R: Runtime>(app: &AppHandle<R>, supervisor: &Supervisor<R>, bytes: &[u8]) {
