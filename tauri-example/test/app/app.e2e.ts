@@ -241,6 +241,8 @@ describe('the real Tauri app under Xvfb (tauri-driver + WebKitWebDriver)', () =>
     for (const pid of first.sidecar) expect(running(pid), `sidecar ${pid}`).toBe(false);
     console.log(`app closed in ${Date.now() - closedAt} ms`);
     expect(log).toMatch(/taskmill: asked the sidecar to shut down/);
+    // The sidecar's own log line (its stderr, relayed by the plugin): the request reached it.
+    expect(log).toMatch(/\[taskmill-sidecar\] \{[^\n]*"reason": "shutdown"[^\n]*"event": "shutting down"/);
     expect(log).toMatch(/taskmill: the sidecar exited \(code Some\(0\)/);
     expect(log).not.toMatch(/did not exit in time/);
     const listed = JSON.parse(execFileSync(ADMIN, ['list', '--db', db(), '--json', '--type', 'sleep', '--limit', '100'], { encoding: 'utf8' }));
