@@ -83,6 +83,16 @@ function sampleLibrary(root: string): string[] {
   return files;
 }
 
+/** A fresh home for the app: its data, its logs and the folder it allows. */
+function appEnv(home: string): Record<string, string> {
+  return {
+    HOME: home,
+    XDG_DATA_HOME: join(home, '.local', 'share'),
+    XDG_CONFIG_HOME: join(home, '.config'),
+    XDG_CACHE_HOME: join(home, '.cache'),
+  };
+}
+
 interface PluginState {
   state: string;
   restarts: number;
@@ -124,13 +134,7 @@ describe('the real Tauri app under Xvfb (tauri-driver + WebKitWebDriver)', () =>
     // A fresh home: the app's data, logs and the folder it allows (no XDG Pictures folder
     // there, so the scan root is this home).
     driver = spawn(DRIVER, ['--port', String(port), '--native-port', String(nativePort)], {
-      env: {
-        ...process.env,
-        HOME: home,
-        XDG_DATA_HOME: join(home, '.local', 'share'),
-        XDG_CONFIG_HOME: join(home, '.config'),
-        XDG_CACHE_HOME: join(home, '.cache'),
-      },
+      env: { ...process.env, ...appEnv(home) },
       stdio: 'pipe',
     });
     const keep = (chunk: Buffer) => {
@@ -256,10 +260,38 @@ describe('the real Tauri app under Xvfb (tauri-driver + WebKitWebDriver)', () =>
     await second.s.waitFor('the interrupted tasks running again', `return arguments[0].every((id) =>
       document.querySelector('tr[data-task-id="' + id + '"][data-state="running"]'))`, [runningIds], 30_000);
 
-    // 6. The app killed outright: no sidecar left within 2 s (its --parent-pid watch).
+    // 6. The sidecar dies (SIGKILL to its process group): the Rust side starts a new one and
+    // the page carries on with it.
+    process.kill(-second.sidecar.at(-1)!, 'SIGKILL');
+    await until('the killed sidecar to be gone', () => second.sidecar.every((pid) => !running(pid)), 5000);
+    const restarted = await second.s.waitFor<PluginState>('a restarted sidecar', `
+      return window.__TAURI_INTERNALS__.invoke('plugin:taskmill|state').then((s) =>
+        s.state === 'running' && s.restarts === 1 ? s : null)`, [], 30_000);
+    expect(restarted.lastExitCode).toBeNull(); // killed by a signal
+    expect(restarted.ready!.pid).not.toBe(second.state.ready!.pid);
+    const third = restarted.ready!.pid;
+    const thirdGroup = ppid(third) === second.app ? [third] : [third, ppid(third)];
+    await second.s.waitFor('the page ready on the new sidecar', `return document.querySelector(
+      '[data-testid="sidecar-status"][data-state="ready"]')?.textContent.includes(String(arguments[0]))`, [third], 30_000);
+
+    // 7. A second instance of the app finds the database held: its sidecar exits 3, which a
+    // restart cannot cure, so it is not restarted.
+    const other = spawn(APP, [], { env: { ...process.env, ...appEnv(home) }, stdio: ['ignore', 'ignore', 'pipe'] });
+    let otherLog = '';
+    other.stderr.on('data', (chunk: Buffer) => (otherLog += chunk.toString('utf8')));
+    try {
+      await until('the second instance\'s sidecar to exit 3', () => /the sidecar exited \(code Some\(3\)/.test(otherLog), 30_000);
+      await sleep(1500);
+      expect(otherLog).not.toMatch(/restarting the sidecar/);
+      expect(otherLog.match(/taskmill: started the sidecar/g)).toHaveLength(1);
+    } finally {
+      other.kill('SIGKILL');
+    }
+
+    // 8. The app killed outright: no sidecar left within 2 s (its --parent-pid watch).
     process.kill(second.app, 'SIGKILL');
     const gone = await until('the sidecar to exit after the app was killed',
-      () => second.sidecar.every((pid) => !running(pid)), 2000);
+      () => thirdGroup.every((pid) => !running(pid)), 2000);
     console.log(`sidecar gone ${gone} ms after SIGKILL of the app; whole test ${Date.now() - t0} ms`);
   }, 300_000);
 });
