@@ -8,7 +8,18 @@ Tauri into CloseRequested). Used by app.e2e.ts under Xvfb, where no window manag
 import ctypes
 import ctypes.util
 import sys
-from ctypes import POINTER, Structure, Union, byref, c_int, c_long, c_ubyte, c_uint, c_ulong, c_void_p
+from ctypes import (
+    POINTER,
+    Structure,
+    Union,
+    byref,
+    c_int,
+    c_long,
+    c_ubyte,
+    c_uint,
+    c_ulong,
+    c_void_p,
+)
 
 
 class XClientMessageEvent(Structure):
@@ -39,11 +50,28 @@ def main(pid: int) -> int:
     x.XDefaultRootWindow.argtypes = [c_void_p]
     x.XInternAtom.restype = c_ulong
     x.XInternAtom.argtypes = [c_void_p, ctypes.c_char_p, c_int]
-    x.XQueryTree.argtypes = [c_void_p, c_ulong, POINTER(c_ulong), POINTER(c_ulong),
-                             POINTER(POINTER(c_ulong)), POINTER(c_uint)]
-    x.XGetWindowProperty.argtypes = [c_void_p, c_ulong, c_ulong, c_long, c_long, c_int, c_ulong,
-                                     POINTER(c_ulong), POINTER(c_int), POINTER(c_ulong),
-                                     POINTER(c_ulong), POINTER(POINTER(c_ubyte))]
+    x.XQueryTree.argtypes = [
+        c_void_p,
+        c_ulong,
+        POINTER(c_ulong),
+        POINTER(c_ulong),
+        POINTER(POINTER(c_ulong)),
+        POINTER(c_uint),
+    ]
+    x.XGetWindowProperty.argtypes = [
+        c_void_p,
+        c_ulong,
+        c_ulong,
+        c_long,
+        c_long,
+        c_int,
+        c_ulong,
+        POINTER(c_ulong),
+        POINTER(c_int),
+        POINTER(c_ulong),
+        POINTER(c_ulong),
+        POINTER(POINTER(c_ubyte)),
+    ]
     x.XGetWMProtocols.argtypes = [c_void_p, c_ulong, POINTER(POINTER(c_ulong)), POINTER(c_int)]
     x.XSendEvent.argtypes = [c_void_p, c_ulong, c_int, c_long, POINTER(XEvent)]
     x.XFlush.argtypes = [c_void_p]
@@ -61,8 +89,20 @@ def main(pid: int) -> int:
     def window_pid(w: int) -> int | None:
         kind, fmt, n, after = c_ulong(), c_int(), c_ulong(), c_ulong()
         data = POINTER(c_ubyte)()
-        ok = x.XGetWindowProperty(display, w, net_wm_pid, 0, 1, 0, 0, byref(kind), byref(fmt),
-                                  byref(n), byref(after), byref(data))
+        ok = x.XGetWindowProperty(
+            display,
+            w,
+            net_wm_pid,
+            0,
+            1,
+            0,
+            0,
+            byref(kind),
+            byref(fmt),
+            byref(n),
+            byref(after),
+            byref(data),
+        )
         if ok != 0 or not data or n.value < 1:
             return None
         value = ctypes.cast(data, POINTER(c_ulong))[0]
