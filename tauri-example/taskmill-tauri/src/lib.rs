@@ -284,19 +284,29 @@ fn supervise<R: Runtime>(app: AppHandle<R>) {
             if shared.shutting_down {
                 break;
             }
-            let started = (config.options)(&app)
+            // Options the app computed wrongly (a relative path, a filesystem root) are like
+            // a bad command line (exit code 2): a restart cannot cure them.
+            let args = match (config.options)(&app)
                 .and_then(|options| sidecar_args(std::process::id(), &options))
-                .and_then(|args| {
-                    app.shell()
-                        .sidecar(&config.program)
-                        .map_err(|e| e.to_string())?
+            {
+                Ok(args) => args,
+                Err(err) => {
+                    eprintln!("taskmill: the sidecar's options are refused: {err}");
+                    break;
+                }
+            };
+            let started = app
+                .shell()
+                .sidecar(&config.program)
+                .and_then(|command| {
+                    command
                         .args(args)
                         // One group: a onefile build is a bootloader plus the Python process,
                         // and a kill must reach both.
                         .set_process_group(true)
                         .spawn()
-                        .map_err(|e| e.to_string())
-                });
+                })
+                .map_err(|e| e.to_string());
             match started {
                 Ok((events, child)) => {
                     eprintln!("taskmill: started the sidecar (pid {})", child.pid());
