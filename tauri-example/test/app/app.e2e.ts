@@ -224,10 +224,10 @@ describe('the real Tauri app under Xvfb (tauri-driver + WebKitWebDriver)', () =>
       expect(statSync(copy).size).toBe(statSync(f).size);
     }
     // Long work in flight: its progress moves.
-    await s.execute(`document.getElementById('sim-count').value = '3'; document.getElementById('sim-seconds').value = '120';
+    await s.execute(`document.getElementById('sim-count').value = '3'; document.getElementById('sim-seconds').value = '40';
       document.getElementById('btn-simulate').click()`);
-    await s.waitFor('three simulated tasks running with progress', `return document.querySelectorAll(
-      'tr[data-state="running"] .fill[data-progress]:not([data-progress="0.0000"])').length >= 3`, [], 30_000);
+    await s.waitFor('three simulated tasks running with progress', `return [...document.querySelectorAll(
+      'tr[data-state="running"] .fill[data-progress]')].filter((f) => Number(f.dataset.progress) >= 0.05).length >= 3`, [], 30_000);
     const runningIds = await s.execute<number[]>(`return [...document.querySelectorAll('tr[data-state="running"]')]
       .map((tr) => Number(tr.dataset.taskId))`);
     expect(runningIds.length).toBeGreaterThanOrEqual(3);
