@@ -22,8 +22,8 @@ import { REPO_ROOT, sidecarArgv } from '../helpers/sidecar.js';
 
 const PKG = resolve(import.meta.dirname, '..', '..');
 const DIST = join(PKG, 'dist');
-/** The committed screenshot; TASKMILL_SCREENSHOT writes it elsewhere (e.g. in CI). */
-const SCREENSHOT = process.env.TASKMILL_SCREENSHOT ?? join(PKG, 'screenshots', 'app.png');
+/** Where the screenshot goes (the committed screenshots/app.png is the real app's, test/app). */
+const SCREENSHOT = process.env.TASKMILL_SCREENSHOT ?? join(tmpdir(), 'taskmill-browser-app.png');
 const CHROMIUM = process.env.CHROMIUM_PATH ?? '/usr/bin/chromium';
 const SAMPLE_FILES = 18;
 const SIM_SECONDS = 12;
