@@ -48,6 +48,16 @@ fn main() {
         .plugin(tauri_plugin_shell::init())
         .plugin(tauri_plugin_taskmill::Builder::new(sidecar_options).build())
         .invoke_handler(tauri::generate_handler![example_folder])
+        .setup(|app| {
+            // A second window on the same sidecar, on request (the end-to-end test uses it).
+            if std::env::var_os("TASKMILL_EXAMPLE_SECOND_WINDOW").is_some() {
+                tauri::WebviewWindowBuilder::new(app, "second", tauri::WebviewUrl::default())
+                    .title("Taskmill (second window)")
+                    .inner_size(1280.0, 800.0)
+                    .build()?;
+            }
+            Ok(())
+        })
         .run(tauri::generate_context!())
         .expect("error while running the Taskmill example app");
 }

@@ -90,6 +90,8 @@ function appEnv(home: string): Record<string, string> {
     XDG_DATA_HOME: join(home, '.local', 'share'),
     XDG_CONFIG_HOME: join(home, '.config'),
     XDG_CACHE_HOME: join(home, '.cache'),
+    // The example app opens a second window on the same sidecar.
+    TASKMILL_EXAMPLE_SECOND_WINDOW: '1',
   };
 }
 
@@ -161,6 +163,7 @@ describe('the real Tauri app under Xvfb (tauri-driver + WebKitWebDriver)', () =>
   async function launch(): Promise<{ s: Session; state: PluginState; app: number; sidecar: number[] }> {
     const s = await Session.create(base, APP);
     sessions.push(s);
+    await s.switchToLabel('main');
     await s.waitFor('the sidecar ready in the page', `return !!document.querySelector('[data-testid="sidecar-status"][data-state="ready"]')`, [], 60_000);
     const answer = await s.executeAsync<Invoked>(INVOKE, ['plugin:taskmill|state', {}]);
     if (!answer.ok) throw new Error(answer.why);
@@ -217,12 +220,42 @@ describe('the real Tauri app under Xvfb (tauri-driver + WebKitWebDriver)', () =>
       .filter((e) => e.textContent.startsWith('${type}')).length >= arguments[0]`;
     await s.waitFor('every file hashed', doneOf('fs.hash'), [SAMPLE_FILES], 60_000);
     await s.execute(`document.getElementById('btn-copy').click()`);
+    const runningOrAny = await s.execute<number>(`return Number(document.querySelector('tr[data-task-id]').dataset.taskId)`);
     await s.waitFor('every file copied', doneOf('fs.copy'), [SAMPLE_FILES], 90_000);
     for (const f of files) {
       const copy = join(library, 'taskmill-backup', f.slice(library.length + 1));
       expect(existsSync(copy), copy).toBe(true);
       expect(statSync(copy).size).toBe(statSync(f).size);
     }
+    // Two windows, one sidecar: the second window shows the same sidecar and, since
+    // notifications go to every window, the work the first one submitted. An answer goes only
+    // to the window that asked, under its own id.
+    await s.switchToLabel('second');
+    await s.waitFor('the second window on the same sidecar', `return document.querySelector(
+      '[data-testid="sidecar-status"][data-state="ready"]')?.textContent.includes(String(arguments[0]))`, [sidecarPid], 30_000);
+    await s.waitFor('the copies seen in the second window', doneOf('fs.copy'), [SAMPLE_FILES], 30_000);
+    const LISTEN = `
+      const [label, name] = arguments;
+      const internals = window.__TAURI_INTERNALS__;
+      window[name] = [];
+      const handler = internals.transformCallback((e) => window[name].push(JSON.parse(e.payload)));
+      return internals.invoke('plugin:event|listen', {
+        event: 'taskmill://message', target: { kind: 'WebviewWindow', label }, handler }).then(() => true);`;
+    await s.execute(LISTEN, ['second', '__probe']);
+    await s.switchToLabel('main');
+    await s.execute(LISTEN, ['main', '__probe']);
+    await s.switchToLabel('second');
+    const probe = { jsonrpc: '2.0', id: 1, method: 'task.get', params: { id: runningOrAny } };
+    const sent = await s.executeAsync<Invoked>(INVOKE, ['plugin:taskmill|send', { message: JSON.stringify(probe) }]);
+    expect(sent).toEqual({ ok: true, value: null });
+    const answer = await s.waitFor<{ id: unknown; result: { id: number } }>('the answer in the second window',
+      `return window.__probe.find((m) => m.id === 1 && m.result && m.result.id === arguments[0])`, [runningOrAny], 10_000);
+    expect(answer.id).toBe(1); // its own id, restored
+    await s.switchToLabel('main');
+    await sleep(300);
+    const mainSaw = await s.execute<{ id: unknown; result?: { id: number } }[]>(`return window.__probe`);
+    expect(mainSaw.filter((m) => m.id === 1)).toEqual([]); // (main's own client is far past id 1)
+
     // Long work in flight: its progress moves.
     await s.execute(`document.getElementById('sim-count').value = '3'; document.getElementById('sim-seconds').value = '40';
       document.getElementById('btn-simulate').click()`);

@@ -33,6 +33,31 @@ export class Session {
     return Buffer.from(b64, 'base64');
   }
 
+  windowHandles(): Promise<string[]> {
+    return call(this.base, 'GET', `/session/${this.id}/window/handles`);
+  }
+
+  /** Makes the window with this handle the one the next commands go to. */
+  async switchTo(handle: string): Promise<void> {
+    await call(this.base, 'POST', `/session/${this.id}/window`, { handle });
+  }
+
+  /** Switches to the window whose Tauri label is `label` (waits for it to exist). */
+  async switchToLabel(label: string, timeoutMs = 20_000): Promise<void> {
+    const deadline = Date.now() + timeoutMs;
+    for (;;) {
+      for (const handle of await this.windowHandles()) {
+        await this.switchTo(handle);
+        const current = await this.execute<string | null>(
+          'return window.__TAURI_INTERNALS__?.metadata?.currentWebview?.label ?? null',
+        ).catch(() => null);
+        if (current === label) return;
+      }
+      if (Date.now() > deadline) throw new WebDriverError(`no window labelled ${label}`);
+      await sleep(250);
+    }
+  }
+
   /** Closes the current window (the app's only one: the app then exits). */
   closeWindow(): Promise<unknown> {
     return call(this.base, 'DELETE', `/session/${this.id}/window`);
