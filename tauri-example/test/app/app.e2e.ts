@@ -109,6 +109,12 @@ const INVOKE = `
     (value) => done({ ok: true, value }),
     (error) => done({ ok: false, why: String(error && error.message ? error.message : error) }));`;
 
+const started = Date.now();
+/** Marks the test's progress in its output (a hang then names its step). */
+function step(name: string): void {
+  console.log(`step ${name} at ${((Date.now() - started) / 1000).toFixed(1)} s`);
+}
+
 type Invoked = { ok: true; value: unknown } | { ok: false; why: string };
 
 describe('the real Tauri app under Xvfb (tauri-driver + WebKitWebDriver)', () => {
@@ -182,6 +188,7 @@ describe('the real Tauri app under Xvfb (tauri-driver + WebKitWebDriver)', () =>
     const t0 = Date.now();
     // 1. The app starts and its Rust side spawns the real frozen sidecar with arguments it
     // computed: --parent-pid is the app, --db in its data dir, --allow-path the chosen root.
+    step('1');
     const first = await launch();
     const { s } = first;
     expect(realpathSync(`/proc/${first.app}/exe`)).toBe(realpathSync(APP));
@@ -193,6 +200,7 @@ describe('the real Tauri app under Xvfb (tauri-driver + WebKitWebDriver)', () =>
     expect(await s.execute<string>(`return document.getElementById('folder').value`)).toBe(home);
 
     // 2. A page script cannot reach the shell plugin or name a pid: Tauri refuses it.
+    step('2');
     const sidecarPid = first.state.ready!.pid;
     const spawnTry = await s.executeAsync<Invoked>(INVOKE, ['plugin:shell|spawn', {
       program: 'binaries/taskmill-sidecar', args: ['--db', '/tmp/x.db'], options: { sidecar: true }, onEvent: '__CHANNEL__:1',
@@ -212,6 +220,7 @@ describe('the real Tauri app under Xvfb (tauri-driver + WebKitWebDriver)', () =>
     expect(running(sidecarPid)).toBe(true);
 
     // 3. The page submits a scan and a copy and sees progress and completion.
+    step('3');
     await s.execute(`const f = document.getElementById('folder'); f.value = arguments[0]; f.dispatchEvent(new Event('input'));
       const b = document.getElementById('backup'); b.value = arguments[1]; b.dispatchEvent(new Event('input'));`,
       [library, join(library, 'taskmill-backup')]);
@@ -230,6 +239,7 @@ describe('the real Tauri app under Xvfb (tauri-driver + WebKitWebDriver)', () =>
     // Two windows, one sidecar: the second window shows the same sidecar and, since
     // notifications go to every window, the work the first one submitted. An answer goes only
     // to the window that asked, under its own id.
+    step('3: second window');
     await s.switchToLabel('second');
     await s.waitFor('the second window on the same sidecar', `return document.querySelector(
       '[data-testid="sidecar-status"][data-state="ready"]')?.textContent.includes(String(arguments[0]))`, [sidecarPid], 30_000);
@@ -256,6 +266,7 @@ describe('the real Tauri app under Xvfb (tauri-driver + WebKitWebDriver)', () =>
     const mainSaw = await s.execute<{ id: unknown; result?: { id: number } }[]>(`return window.__probe`);
     expect(mainSaw.filter((m) => m.id === 1)).toEqual([]); // (main's own client is far past id 1)
 
+    step('3: long work');
     // Long work in flight: its progress moves.
     await s.execute(`document.getElementById('sim-count').value = '3'; document.getElementById('sim-seconds').value = '40';
       document.getElementById('btn-simulate').click()`);
@@ -270,6 +281,7 @@ describe('the real Tauri app under Xvfb (tauri-driver + WebKitWebDriver)', () =>
 
     // 4. The window closes: the Rust side sends `shutdown`, the sidecar exits 0, the app exits
     // after it; running work is back to pending.
+    step('4');
     const closedAt = Date.now();
     // As a user's click on the close button does (WebDriver's "close window" would make
     // WebKitWebDriver end the app's process itself).
@@ -288,6 +300,7 @@ describe('the real Tauri app under Xvfb (tauri-driver + WebKitWebDriver)', () =>
     for (const id of runningIds) expect(states.get(id), `task ${id}`).toBe('pending');
 
     // 5. The next launch resumes that work.
+    step('5');
     await s.delete(); // WebKitWebDriver serves one session at a time
     const second = await launch();
     await second.s.waitFor('the interrupted tasks running again', `return arguments[0].every((id) =>
@@ -295,6 +308,7 @@ describe('the real Tauri app under Xvfb (tauri-driver + WebKitWebDriver)', () =>
 
     // 6. The sidecar dies (SIGKILL to its process group): the Rust side starts a new one and
     // the page carries on with it.
+    step('6');
     process.kill(-second.sidecar.at(-1)!, 'SIGKILL');
     await until('the killed sidecar to be gone', () => second.sidecar.every((pid) => !running(pid)), 5000);
     const restarted = await second.s.waitFor<PluginState>('a restarted sidecar', `
@@ -309,6 +323,7 @@ describe('the real Tauri app under Xvfb (tauri-driver + WebKitWebDriver)', () =>
 
     // 7. A second instance of the app finds the database held: its sidecar exits 3, which a
     // restart cannot cure, so it is not restarted.
+    step('7');
     const other = spawn(APP, [], { env: { ...process.env, ...appEnv(home) }, stdio: ['ignore', 'ignore', 'pipe'] });
     let otherLog = '';
     other.stderr.on('data', (chunk: Buffer) => (otherLog += chunk.toString('utf8')));
@@ -322,6 +337,7 @@ describe('the real Tauri app under Xvfb (tauri-driver + WebKitWebDriver)', () =>
     }
 
     // 8. The app killed outright: no sidecar left within 2 s (its --parent-pid watch).
+    step('8');
     process.kill(second.app, 'SIGKILL');
     const gone = await until('the sidecar to exit after the app was killed',
       () => thirdGroup.every((pid) => !running(pid)), 2000);

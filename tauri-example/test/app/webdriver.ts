@@ -89,6 +89,8 @@ export const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 export async function call(base: string, method: string, path: string, body?: unknown): Promise<any> {
   const res = await fetch(base + path, {
+    // A command that hangs fails the test with its name instead of stalling it.
+    signal: AbortSignal.timeout(60_000),
     method,
     headers: body === undefined ? {} : { 'content-type': 'application/json' },
     body: body === undefined ? undefined : JSON.stringify(body),
