@@ -61,8 +61,13 @@ cargo clippy "${features[@]}" --all-targets -- -D warnings
 stage "cargo fmt + clippy"
 
 t=$SECONDS
-TASKMILL_APP_BIN="$CARGO_TARGET_DIR/debug/taskmill-example" \
-TASKMILL_SCREENSHOT="${TMPDIR:-/tmp}/taskmill-app-real.png" \
-    xvfb-run -a -s "-screen 0 1280x800x24" npm run test:app
+# Seen once in 23 local runs: the test stalled (before the step marks and the per-command
+# timeout existed) and was not reproduced since. One fresh retry; the log names the step.
+app_e2e() {
+    TASKMILL_APP_BIN="$CARGO_TARGET_DIR/debug/taskmill-example" \
+    TASKMILL_SCREENSHOT="${TMPDIR:-/tmp}/taskmill-app-real.png" \
+        xvfb-run -a -s "-screen 0 1280x800x24" npm run test:app
+}
+app_e2e || { echo "ci/tauri: real-app e2e failed once; retrying from scratch"; app_e2e; }
 stage "real-app e2e"
 echo "ci/tauri: all took $((SECONDS - total)) s"

@@ -158,6 +158,7 @@ describe('the real Tauri app under Xvfb (tauri-driver + WebKitWebDriver)', () =>
     for (const s of sessions) await s.delete();
     // The app's and the drivers' output (the plugin's lifecycle lines, the sidecar's logs).
     writeFileSync(join(tmpdir(), 'taskmill-app-e2e.log'), log);
+    console.log('the plugin said:\n' + log.split('\n').filter((l) => l.startsWith('taskmill:')).join('\n'));
     if (driver && driver.exitCode === null) {
       driver.kill('SIGTERM');
       await new Promise((r) => driver.once('close', r));
