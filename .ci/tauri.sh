@@ -61,7 +61,7 @@ cargo clippy "${features[@]}" --all-targets -- -D warnings
 stage "cargo fmt + clippy"
 
 t=$SECONDS
-# Seen once in 23 local runs: the test stalled (before the step marks and the per-command
+# Seen once in ~28 local runs: the test stalled (before the step marks and the per-command
 # timeout existed) and was not reproduced since. One fresh retry; the log names the step.
 app_e2e() {
     TASKMILL_APP_BIN="$CARGO_TARGET_DIR/debug/taskmill-example" \
