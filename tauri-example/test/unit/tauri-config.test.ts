@@ -1,14 +1,15 @@
-// src-tauri cannot be compiled here (no crates.io), so its configuration is checked instead:
-// tauri.conf.json against the config schema that the @tauri-apps/cli npm package ships, the
-// capability against that schema's `Capability` definition plus the shell plugin's scope
-// shape, the argument validators against the arguments main.rs builds.
+// src-tauri's configuration, checked without compiling it (the compiled app is tested by
+// test/app/app.e2e.ts in .ci/tauri.sh): tauri.conf.json against the config schema that the
+// @tauri-apps/cli npm package ships, the capability against that schema's `Capability`
+// definition, and the least-privilege rules: no shell permission for the page, no command that
+// takes a pid or a path.
 import { execFileSync } from 'node:child_process';
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, renameSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { Ajv } from 'ajv';
 import { describe, expect, it } from 'vitest';
-import { checkSidecarArgs, readCapability, spawnScope, SRC_TAURI } from '../helpers/shell-scope.js';
+import { readCapability, SRC_TAURI } from '../helpers/shell-scope.js';
 
 /** The CLI whose schema is used; keep it at the minor of @tauri-apps/api. */
 const TAURI_CLI_VERSION = '2.12.5';
@@ -64,32 +65,6 @@ function ajv(): Ajv {
 const json = (rel: string) => JSON.parse(readFileSync(resolve(SRC_TAURI, rel), 'utf8'));
 const errors = (v: { errors?: unknown }) => JSON.stringify(v.errors, null, 1);
 
-/** The shell plugin's scope entry (scope_entry.rs: `name`, `cmd` unless sidecar, `args`). */
-const SHELL_SCOPE_ENTRY = {
-  type: 'object',
-  required: ['name', 'sidecar', 'args'],
-  additionalProperties: false,
-  properties: {
-    name: { type: 'string', minLength: 1 },
-    cmd: { type: 'string' },
-    sidecar: { const: true },
-    args: {
-      type: 'array',
-      items: {
-        anyOf: [
-          { type: 'string' },
-          {
-            type: 'object',
-            required: ['validator'],
-            additionalProperties: false,
-            properties: { validator: { type: 'string' }, raw: { type: 'boolean' } },
-          },
-        ],
-      },
-    },
-  },
-};
-
 describe('src-tauri configuration', () => {
   it('tauri.conf.json is valid against the @tauri-apps/cli config schema', () => {
     const schema = configSchema();
@@ -110,74 +85,51 @@ describe('src-tauri configuration', () => {
     const validate = ajv().compile({ $ref: '#/definitions/Capability', definitions: schema.definitions });
     const { $schema: _editorHint, ...capability } = json('capabilities/default.json');
     expect(validate(capability), errors(validate)).toBe(true);
-    expect(capability.windows).toEqual(['main']);
+    expect(capability.windows).toEqual(['*']); // every window talks to the one sidecar
   }, 60_000);
 
-  it('grants spawn for the sidecar only, with validated arguments, plus stdin-write and kill', () => {
+  it('grants the page core:default and taskmill:default only: no shell permission at all', () => {
     const capability = readCapability();
     const ids = capability.permissions.map((p) => (typeof p === 'string' ? p : p.identifier));
-    expect(ids.sort()).toEqual(['core:default', 'shell:allow-kill', 'shell:allow-spawn', 'shell:allow-stdin-write']);
-    const scope = spawnScope(capability);
-    const validate = ajv().compile(SHELL_SCOPE_ENTRY);
-    expect(scope).toHaveLength(1);
-    expect(validate(scope[0]), errors(validate)).toBe(true);
-    expect(scope[0]).toMatchObject({ name: 'binaries/taskmill-sidecar', sidecar: true });
-    // Every value is validated: no `args: true`, no raw (unanchored) validator.
-    for (const arg of scope[0]!.args as unknown[]) {
-      if (typeof arg !== 'string') expect(arg).not.toHaveProperty('raw');
-    }
+    expect(ids.sort()).toEqual(['core:default', 'taskmill:default']);
   });
 
-  it('the validators accept what main.rs passes and refuse anything else', () => {
-    const ok = (args: string[]) => expect(checkSidecarArgs('binaries/taskmill-sidecar', args)).toBeNull();
-    const refused = (args: string[]) =>
-      expect(checkSidecarArgs('binaries/taskmill-sidecar', args)).not.toBeNull();
-    const linux = ['--parent-pid', '4242', '--db', '/home/ann/.local/share/dev.taskmill.example/tasks.db',
-      '--allow-path', '/home/ann/Pictures', '--log-level', 'info',
-      '--log-file', '/home/ann/.local/share/dev.taskmill.example/logs/sidecar.log'];
-    const windows = ['--parent-pid', '17', '--db', 'C:\\Users\\Ann Lee\\AppData\\Roaming\\dev.taskmill.example\\tasks.db',
-      '--allow-path', 'C:\\Users\\Ann Lee\\Pictures', '--log-level', 'info',
-      '--log-file', 'C:\\Users\\Ann Lee\\AppData\\Local\\dev.taskmill.example\\logs\\sidecar.log'];
-    const macos = ['--parent-pid', '901', '--db', '/Users/ann/Library/Application Support/dev.taskmill.example/tasks.db',
-      '--allow-path', '/Users/ann/Pictures', '--log-level', 'warning',
-      '--log-file', '/Users/ann/Library/Logs/dev.taskmill.example/sidecar.log'];
-    ok(linux);
-    ok(windows);
-    ok(macos);
-    const swap = (i: number, v: string) => linux.map((a, j) => (j === i ? v : a));
-    refused(swap(1, '42 --allow-program sh'));
-    refused(swap(1, ''));
-    refused(swap(3, 'tasks.db')); // relative
-    refused(swap(3, '/etc/passwd'));
-    refused(swap(5, 'Pictures')); // relative
-    refused(swap(5, '/')); // the whole disk
-    refused(swap(5, '/home/ann\n--allow-program'));
-    refused(swap(7, 'trace'));
-    refused(swap(9, 'sidecar.log')); // relative
-    refused(swap(9, '/home/ann/.bashrc')); // not a .log file
-    refused(swap(6, '--allow-program'));
-    refused([...linux, '--allow-program', '/bin/sh']);
-    refused(linux.slice(0, 6));
-    expect(checkSidecarArgs('binaries/other', linux)).toMatch(/not found/);
+  it("the plugin's default permission set is exactly allow-send and allow-state", () => {
+    const toml = readFileSync(resolve(SRC_TAURI, '..', 'taskmill-tauri', 'permissions', 'default.toml'), 'utf8');
+    const list = /^permissions\s*=\s*\[([^\]]*)\]/m.exec(toml)![1]!;
+    expect([...list.matchAll(/"([^"]+)"/g)].map((m) => m[1]).sort()).toEqual(['allow-send', 'allow-state']);
+    const build = readFileSync(resolve(SRC_TAURI, '..', 'taskmill-tauri', 'build.rs'), 'utf8');
+    expect(build).toMatch(/const COMMANDS: &\[&str\] = &\["send", "state"\];/);
   });
 
-  it('main.rs builds the flags in the order of the capability', () => {
+  it("the app's own commands take nothing from the page (no pid, no path)", () => {
     const main = readFileSync(resolve(SRC_TAURI, 'src', 'main.rs'), 'utf8');
-    const body = main.slice(main.indexOf('fn sidecar_args'), main.indexOf('fn register_sidecar_pid'));
-    const flags = [...body.matchAll(/"(--[a-z-]+)"\.into\(\)/g)].map((m) => m[1]);
-    const fixed = (spawnScope()[0]!.args as unknown[]).filter((a) => typeof a === 'string');
-    expect(flags).toEqual(fixed);
+    expect(main).toMatch(/generate_handler!\[example_folder\]/);
+    expect(main).toMatch(/fn example_folder\(app: AppHandle\)/);
+    expect(main).not.toMatch(/register_sidecar_pid|sidecar_args/);
     expect(main).toMatch(/#!\[cfg_attr\(not\(debug_assertions\), windows_subsystem = "windows"\)\]/);
     expect(main).toMatch(/\.plugin\(tauri_plugin_shell::init\(\)\)/);
-    expect(main).toMatch(/RunEvent::Exit/);
-    expect(main).toMatch(/generate_handler!\[sidecar_args, register_sidecar_pid\]/);
+    expect(main).toMatch(/\.plugin\(tauri_plugin_taskmill::Builder::new\(sidecar_options\)\.build\(\)\)/);
   });
 
   it('the README\'s capability snippet is the capability file', () => {
     const readme = readFileSync(resolve(SRC_TAURI, '..', 'README.md'), 'utf8');
-    const snippet = readme.slice(readme.indexOf('3. **The capability**'));
+    const snippet = readme.slice(readme.indexOf('The capability (`src-tauri/capabilities/default.json`)'));
     const block = /```json\n([\s\S]*?)```/.exec(snippet)![1]!;
     const { $schema: _s, description: _d, ...capability } = readCapability() as any;
     expect(JSON.parse(block)).toEqual(capability);
+  });
+
+  it("the README's Rust and Cargo.toml snippets are lines of the example's files", () => {
+    const readme = readFileSync(resolve(SRC_TAURI, '..', 'README.md'), 'utf8');
+    const lines = (text: string) => new Set(text.split('\n').map((l) => l.trim()).filter(Boolean));
+    const snippet = (lang: string, after: string) =>
+      new RegExp('```' + lang + '\\n([\\s\\S]*?)```').exec(readme.slice(readme.indexOf(after)))![1]!;
+    const main = lines(readFileSync(resolve(SRC_TAURI, 'src', 'main.rs'), 'utf8'));
+    const rust = [...lines(snippet('rust', '2. **The Rust plugin.**'))];
+    expect(rust.length).toBeGreaterThan(20);
+    for (const line of rust) expect(main.has(line), line).toBe(true);
+    const cargo = lines(readFileSync(resolve(SRC_TAURI, 'Cargo.toml'), 'utf8'));
+    for (const line of lines(snippet('toml', '2. **The Rust plugin.**'))) expect(cargo.has(line), line).toBe(true);
   });
 });
