@@ -616,22 +616,13 @@ def _settle_dependents(tx: Tx, task_id: int, state: str, now: int, follow: Follo
         (task_id,),
     ).fetchall()
     for dep_id, dep_type, on_failure in dependents:
-        if on_failure == "ignore":
+        if on_failure == "ignore" or state == "completed":
+            # Still waiting on: any active dependency ("ignore": however the others ended),
+            # else any that has not completed.
+            waiting = f"IN {ACTIVE_SQL}" if on_failure == "ignore" else "!= 'completed'"
             left = tx.execute(
                 "SELECT count(*) FROM task_deps d JOIN tasks t ON t.id = d.dep_id "
-                f"WHERE d.task_id=? AND t.state IN {ACTIVE_SQL}",
-                (dep_id,),
-            ).fetchone()[0]
-            if not left:
-                tx.execute(
-                    "UPDATE tasks SET state='pending', due_since=? WHERE id=?", (now, dep_id)
-                )
-                tx.counts.move("blocked", "pending")
-                follow.unblocked.append(int(dep_id))
-        elif state == "completed":
-            left = tx.execute(
-                "SELECT count(*) FROM task_deps d JOIN tasks t ON t.id = d.dep_id "
-                "WHERE d.task_id=? AND t.state != 'completed'",
+                f"WHERE d.task_id=? AND t.state {waiting}",
                 (dep_id,),
             ).fetchone()[0]
             if not left:

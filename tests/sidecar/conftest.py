@@ -1,13 +1,17 @@
-"""Fixtures for the sidecar tests: anyio on asyncio, and OS pipes that are always closed."""
+"""Fixtures for the sidecar tests: anyio on asyncio, OS pipes that are always closed, and a
+real sidecar process on a fresh database (``sidecar``; its stdout must carry only JSON)."""
 
 from __future__ import annotations
 
 import io
 import os
 from collections.abc import Iterator
+from pathlib import Path
 from typing import BinaryIO
 
 import pytest
+
+from .client import Sidecar
 
 
 @pytest.fixture
@@ -44,3 +48,17 @@ def make_pipe() -> Iterator[type[Pipe]]:
     yield _Tracked
     for pipe in pipes:
         pipe.close()
+
+
+@pytest.fixture
+def db(tmp_path: Path) -> Path:
+    return tmp_path / "tasks.db"
+
+
+@pytest.fixture
+def sidecar(db: Path) -> Iterator[Sidecar]:
+    sc = Sidecar(db=db)
+    sc.ready()
+    yield sc
+    sc.close()
+    assert sc.bad_lines == [], "stdout carried something that is not a JSON message"

@@ -12,7 +12,6 @@ import sqlite3
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,20 +20,6 @@ import pytest
 from .client import Sidecar
 
 pytestmark = pytest.mark.timeout(60)
-
-
-@pytest.fixture
-def db(tmp_path: Path) -> Path:
-    return tmp_path / "tasks.db"
-
-
-@pytest.fixture
-def sidecar(db: Path) -> Iterator[Sidecar]:
-    sc = Sidecar(db=db)
-    sc.ready()
-    yield sc
-    sc.close()
-    assert sc.bad_lines == [], "stdout carried something that is not a JSON message"
 
 
 def submit(sc: Sidecar, **params: Any) -> dict[str, Any]:

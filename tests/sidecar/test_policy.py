@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import itertools
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -14,20 +13,6 @@ import pytest
 from .client import Sidecar
 
 pytestmark = pytest.mark.timeout(60)
-
-
-@pytest.fixture
-def db(tmp_path: Path) -> Path:
-    return tmp_path / "tasks.db"
-
-
-@pytest.fixture
-def sidecar(db: Path) -> Iterator[Sidecar]:
-    sc = Sidecar(db=db)
-    sc.ready()
-    yield sc
-    sc.close()
-    assert sc.bad_lines == [], "stdout carried something that is not a JSON message"
 
 
 def submit(sc: Sidecar, **params: Any) -> int:

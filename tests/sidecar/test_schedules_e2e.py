@@ -6,7 +6,6 @@ Set ``TASKMILL_SIDECAR_CMD`` to run this suite against another build (the frozen
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -15,20 +14,6 @@ import pytest
 from .client import Sidecar
 
 pytestmark = pytest.mark.timeout(60)
-
-
-@pytest.fixture
-def db(tmp_path: Path) -> Path:
-    return tmp_path / "tasks.db"
-
-
-@pytest.fixture
-def sidecar(db: Path) -> Iterator[Sidecar]:
-    sc = Sidecar(db=db)
-    sc.ready()
-    yield sc
-    sc.close()
-    assert sc.bad_lines == [], "stdout carried something that is not a JSON message"
 
 
 def error_of(response: dict[str, Any]) -> tuple[int, str, dict[str, Any]]:
