@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import os
+import signal
+import subprocess
+import sys
+import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -10,6 +14,7 @@ from typing import Any
 
 import anyio
 import anyio.lowlevel
+import pytest
 
 from taskmill_core import FakeClock, Scheduler, SchedulerConfig, TaskContext
 from taskmill_core.events import Subscription
@@ -118,3 +123,34 @@ class FaultyStore(SqliteStore):
         if self.on_first_run_of_type is not None:
             self.on_first_run_of_type(task_type)
         return super().recent_durations(task_type, n)
+
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def sigkill_when_ready(args: list[str], marker: Path, out: Path, *, then_wait: float = 0.0) -> int:
+    """Run ``python *args`` (a child scheduler, this repo importable) until it creates
+    ``marker``, wait ``then_wait`` seconds more, then SIGKILL it: a real crash, at a known
+    point. Its output goes to ``out`` (shown if it exits early). Returns its pid."""
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    with open(out, "wb") as sink:
+        proc = subprocess.Popen(
+            [sys.executable, *args], cwd=REPO, env=env, stdout=sink, stderr=subprocess.STDOUT
+        )
+    try:
+        deadline = time.monotonic() + 30
+        while not marker.exists():
+            if proc.poll() is not None:
+                pytest.fail(f"child exited early ({proc.returncode}):\n{out.read_text()}")
+            if time.monotonic() > deadline:
+                pytest.fail(f"child never became ready:\n{out.read_text()}")
+            time.sleep(0.005)
+        if then_wait:
+            time.sleep(then_wait)
+        os.kill(proc.pid, signal.SIGKILL)
+        assert proc.wait(timeout=10) == -signal.SIGKILL
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    return proc.pid

@@ -13,11 +13,8 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
 import sqlite3
-import subprocess
 import sys
-import time
 from collections import Counter
 from contextlib import closing
 from dataclasses import dataclass
@@ -38,9 +35,10 @@ from taskmill_core import (
 from taskmill_core.events import Subscription
 from taskmill_core.types import Event, TaskCompleted, TaskFailed, TaskStarted
 
+from .helpers import sigkill_when_ready
+
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="needs SIGKILL")
 
-REPO = Path(__file__).resolve().parent.parent
 
 # The child: argv = db path, effects log, readiness marker.
 CHILD = r"""
@@ -183,33 +181,12 @@ def crashed(tmp_path: Path) -> Crashed:
     marker = tmp_path / "ready.marker"
     script = tmp_path / "child.py"
     script.write_text(CHILD)
-    out = tmp_path / "child.out"
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    with open(out, "wb") as sink:
-        proc = subprocess.Popen(
-            [sys.executable, str(script), str(db), str(log), str(marker)],
-            cwd=REPO,
-            env=env,
-            stdout=sink,
-            stderr=subprocess.STDOUT,
-        )
-    try:
-        deadline = time.monotonic() + 30
-        while not marker.exists():
-            if proc.poll() is not None:
-                pytest.fail(f"child exited early ({proc.returncode}):\n{out.read_text()}")
-            if time.monotonic() > deadline:
-                pytest.fail(f"child never became ready:\n{out.read_text()}")
-            time.sleep(0.01)
-        os.kill(proc.pid, signal.SIGKILL)
-        assert proc.wait(timeout=10) == -signal.SIGKILL
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+    pid = sigkill_when_ready(
+        [str(script), str(db), str(log), str(marker)], marker, tmp_path / "child.out"
+    )
     records = [json.loads(line) for line in log.read_text().splitlines()]
     assert records[-1]["ev"] == "crashpoint"  # nothing ran between readiness and the kill
-    return Crashed(db, records, proc.pid, _snapshot(db, tmp_path / "snapshot"))
+    return Crashed(db, records, pid, _snapshot(db, tmp_path / "snapshot"))
 
 
 def _drain(sub: Subscription) -> list[Event]:

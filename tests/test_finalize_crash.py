@@ -10,11 +10,7 @@ which runs exactly once, to completion, with the counts of its children.
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -22,12 +18,13 @@ import pytest
 
 from taskmill_core import Scheduler, TaskContext
 
+from .helpers import sigkill_when_ready
+
 pytestmark = [
     pytest.mark.skipif(sys.platform == "win32", reason="needs SIGKILL"),
     pytest.mark.anyio,
 ]
 
-REPO = Path(__file__).resolve().parent.parent
 
 CHILD = r"""
 import json
@@ -92,30 +89,9 @@ def _crash(tmp_path: Path) -> tuple[Path, list[dict[str, Any]]]:
     db, log, marker = tmp_path / "tasks.db", tmp_path / "effects.jsonl", tmp_path / "ready"
     script = tmp_path / "child.py"
     script.write_text(CHILD)
-    out = tmp_path / "child.out"
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    with open(out, "wb") as sink:
-        proc = subprocess.Popen(
-            [sys.executable, str(script), str(db), str(log), str(marker)],
-            cwd=REPO,
-            env=env,
-            stdout=sink,
-            stderr=subprocess.STDOUT,
-        )
-    try:
-        deadline = time.monotonic() + 30
-        while not marker.exists():
-            if proc.poll() is not None:
-                pytest.fail(f"child exited early ({proc.returncode}):\n{out.read_text()}")
-            if time.monotonic() > deadline:
-                pytest.fail(f"child never became ready:\n{out.read_text()}")
-            time.sleep(0.01)
-        os.kill(proc.pid, signal.SIGKILL)
-        assert proc.wait(timeout=10) == -signal.SIGKILL
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+    sigkill_when_ready(
+        [str(script), str(db), str(log), str(marker)], marker, tmp_path / "child.out"
+    )
     return db, [json.loads(line) for line in log.read_text().splitlines()]
 
 

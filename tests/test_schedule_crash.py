@@ -9,20 +9,18 @@ submits are one transaction: after each kill the schedule's counters and its tas
 
 from __future__ import annotations
 
-import os
 import random
-import signal
 import sqlite3
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 import pytest
 
+from .helpers import sigkill_when_ready
+
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="needs SIGKILL")
 
-REPO = Path(__file__).resolve().parent.parent
 EVERY_MS = 1000
 SPEED = 100
 
@@ -75,33 +73,10 @@ anyio.run(main)
 
 def _run_and_kill(script: Path, db: Path, marker: Path, base_ms: int, base_s: float) -> None:
     marker.unlink(missing_ok=True)
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
     args = [str(db), str(marker), str(base_ms), str(base_s), str(SPEED), str(EVERY_MS)]
-    proc = subprocess.Popen(
-        [sys.executable, str(script), *args],
-        cwd=REPO,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
-    try:
-        deadline = time.monotonic() + 30
-        while not marker.exists():
-            if proc.poll() is not None:
-                assert proc.stderr is not None
-                pytest.fail(f"child exited early: {proc.stderr.read().decode()}")
-            if time.monotonic() > deadline:
-                pytest.fail("child never became ready")
-            time.sleep(0.005)
-        time.sleep(random.uniform(0.05, 0.4))  # some firings, then a kill anywhere
-        os.kill(proc.pid, signal.SIGKILL)
-        assert proc.wait(timeout=10) == -signal.SIGKILL
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        if proc.stderr is not None:
-            proc.stderr.close()
+    # some firings, then a kill anywhere
+    then = random.uniform(0.05, 0.4)
+    sigkill_when_ready([str(script), *args], marker, db.with_suffix(".out"), then_wait=then)
 
 
 def _check(db: Path) -> int:
