@@ -21,13 +21,12 @@ Times are epoch milliseconds, as everywhere in the core.
 from __future__ import annotations
 
 import contextlib
-import os
 import re
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+import tzlocal
 from cronsim import CronSim, CronSimError
 
 from taskmill_core.errors import InvalidParams
@@ -62,24 +61,14 @@ def zone(name: str, path: str = "$.timezone") -> ZoneInfo:
 
 
 def local_zone_name() -> str:
-    """The machine's IANA zone name: ``TZ``, else the target of ``/etc/localtime``, else
-    ``/etc/timezone``; ``UTC`` when none names a zone (e.g. on Windows without ``TZ``)."""
-    candidates = [os.environ.get("TZ", "").lstrip(":")]
-    try:
-        target = str(Path("/etc/localtime").resolve())
-        if "zoneinfo/" in target:
-            candidates.append(target.split("zoneinfo/", 1)[1])
-    except OSError:
-        pass
-    with contextlib.suppress(OSError):
-        candidates.append(Path("/etc/timezone").read_text(encoding="utf-8").strip())
-    for name in candidates:
+    """The machine's IANA zone name (``TZ``, else what the OS says: ``/etc/localtime``, the
+    Windows registry, ... — read by ``tzlocal``); ``UTC`` when none names a zone we know."""
+    with contextlib.suppress(Exception):  # tzlocal raises its own errors for odd setups
+        tzlocal.reload_localzone()  # read anew: a laptop may have changed zones since
+        name = tzlocal.get_localzone_name()
         if name:
-            try:
-                ZoneInfo(name)
-            except (ZoneInfoNotFoundError, ValueError, OSError):
-                continue
-            return name
+            ZoneInfo(name)
+            return str(name)
     return "UTC"
 
 

@@ -8,7 +8,7 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from taskmill_core import InvalidParams
-from taskmill_core.recurrence import Cron, next_on_grid, zone
+from taskmill_core.recurrence import Cron, local_zone_name, next_on_grid, zone
 
 BERLIN = ZoneInfo("Europe/Berlin")
 
@@ -90,3 +90,12 @@ def test_an_unknown_zone_is_refused() -> None:
         with pytest.raises(InvalidParams) as err:
             zone(name)
         assert err.value.data["path"] == "$.timezone"
+
+
+def test_the_machine_zone_comes_from_tz_and_unknown_names_fall_back_to_utc(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("TZ", "America/New_York")
+    assert local_zone_name() == "America/New_York"
+    monkeypatch.setenv("TZ", "Not/AZone")
+    assert local_zone_name() == "UTC"
