@@ -228,7 +228,11 @@ describe('the real Tauri app under Xvfb (tauri-driver + WebKitWebDriver)', () =>
     await s.execute(`document.getElementById('btn-scan').click()`);
     const doneOf = (type: string) => `return [...document.querySelectorAll('tr[data-state="completed"] .c-task .sub')]
       .filter((e) => e.textContent.startsWith('${type}')).length >= arguments[0]`;
-    await s.waitFor('every file hashed', doneOf('fs.hash'), [SAMPLE_FILES], 60_000);
+    // The hashes are the scan's children: they collapse into its row ("n of n parts done").
+    await s.waitFor('every file hashed', `return [...document.querySelectorAll('tr[data-state="completed"]')]
+      .some((r) => r.querySelector('.c-task .title')?.textContent?.includes('Scan & hash library') &&
+        r.querySelector('.meta')?.textContent === arguments[0] + ' of ' + arguments[0] + ' parts done')`,
+    [SAMPLE_FILES], 60_000);
     await s.execute(`document.getElementById('btn-copy').click()`);
     const runningOrAny = await s.execute<number>(`return Number(document.querySelector('tr[data-task-id]').dataset.taskId)`);
     await s.waitFor('every file copied', doneOf('fs.copy'), [SAMPLE_FILES], 90_000);
