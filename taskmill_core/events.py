@@ -10,7 +10,7 @@ lifecycle events bounded too.
 
 from __future__ import annotations
 
-from collections import deque
+from collections import defaultdict, deque
 from collections.abc import AsyncIterator, Callable
 
 import anyio
@@ -114,11 +114,17 @@ class EventBus:
         high_water: int = 10_000,
         on_drained: Callable[[], None] | None = None,
         observe: Callable[[Event], None] | None = None,
+        observe_types: frozenset[type] = frozenset(),
     ):
         self._subs: list[Subscription] = []
         self.high_water = high_water
         self._on_drained = on_drained
-        self._observe = observe  # sees every event first (the scheduler's metrics)
+        # The scheduler's metrics: every event is tallied by its type (a dict increment, no
+        # call), and ``observe`` sees the events of ``observe_types`` (those a tally by type
+        # cannot count, e.g. task.failed: a retry, a failure or a dead letter).
+        self.tally: defaultdict[type, int] = defaultdict(int)
+        self._observe = observe
+        self._observe_types = observe_types if observe is not None else frozenset()
         self.published = 0
 
     def subscribe(self) -> Subscription:
@@ -128,7 +134,9 @@ class EventBus:
 
     def publish(self, event: Event) -> None:
         self.published += 1
-        if self._observe is not None:
+        kind = type(event)
+        self.tally[kind] += 1
+        if kind in self._observe_types and self._observe is not None:
             self._observe(event)
         for sub in self._subs:
             sub._push(event)

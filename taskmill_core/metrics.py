@@ -31,7 +31,7 @@ from taskmill_core.types import (
     TaskSuperseded,
 )
 
-__all__ = ["COUNTERS", "HOLD_COUNTERS", "HoldCounter", "Metrics"]
+__all__ = ["COUNTERS", "HOLD_COUNTERS", "OBSERVED", "HoldCounter", "Metrics"]
 
 COUNTERS: tuple[str, ...] = tuple(f.encode_name for f in msgspec.structs.fields(MetricCounters))
 """The counter names, as on the wire (camelCase)."""
@@ -51,28 +51,41 @@ _BY_EVENT: dict[type, str] = {
 _FAILED = {"failed": "failed", "deadLetter": "deadLettered"}
 
 
+OBSERVED: frozenset[type] = frozenset((TaskFailed,))
+"""The events :meth:`Metrics.observe` must see one by one; the others are tallied by type."""
+
+
 class Metrics:
-    """The counters, and the seam that feeds them: :meth:`count` and :meth:`observe`."""
+    """The counters, and the seams that feed them: :meth:`count`, :meth:`observe` and the
+    event bus's tally of events by type (``tally``; read when the counters are)."""
 
-    __slots__ = ("counters", "since_at")
+    __slots__ = ("_counted", "since_at", "tally")
 
-    def __init__(self, since_at: int) -> None:
+    def __init__(self, since_at: int, tally: Mapping[type, int] | None = None) -> None:
         self.since_at = since_at
-        self.counters: dict[str, int] = dict.fromkeys(COUNTERS, 0)
+        self._counted: dict[str, int] = dict.fromkeys(COUNTERS, 0)
+        self.tally: Mapping[type, int] = tally if tally is not None else {}
+
+    @property
+    def counters(self) -> dict[str, int]:
+        """Every counter by its wire name: those counted here plus the tallied events."""
+        out = dict(self._counted)
+        tally = self.tally
+        for kind, name in _BY_EVENT.items():
+            out[name] += tally.get(kind, 0)
+        return out
 
     def count(self, name: str, n: int = 1) -> None:
         """Add ``n`` to the counter ``name`` (a wire name, e.g. ``"ioDeferred"``)."""
-        if name not in self.counters:
+        if name not in self._counted:
             raise KeyError(f"no counter named {name!r}")
-        self.counters[name] += n
+        self._counted[name] += n
 
     def observe(self, event: Event) -> None:
-        """Count a published event (the event bus calls this for each one)."""
-        name = _BY_EVENT.get(type(event))
-        if name is not None:
-            self.counters[name] += 1
-        elif isinstance(event, TaskFailed):
-            self.counters["retried" if event.will_retry else _FAILED[event.state]] += 1
+        """Count a published event of the :data:`OBSERVED` types (the bus calls this for
+        them; the events of ``_BY_EVENT`` are counted from the bus's tally instead)."""
+        if isinstance(event, TaskFailed):
+            self._counted["retried" if event.will_retry else _FAILED[event.state]] += 1
 
     def report(self, counts: Mapping[str, int]) -> MetricsReport:
         """The counters, with gauges from the status ``counts`` per state."""

@@ -37,7 +37,7 @@ from taskmill_core.executors import ExecutorFn, Registration, Registry
 from taskmill_core.executors.builtin import BUILTINS
 from taskmill_core.iogovernor import GovernorSettings, IoGovernor
 from taskmill_core.iomonitor import Sampler
-from taskmill_core.metrics import HoldCounter, Metrics
+from taskmill_core.metrics import OBSERVED, HoldCounter, Metrics
 from taskmill_core.progress import DurationModel
 from taskmill_core.scheduler.dispatcher import Dispatcher
 from taskmill_core.scheduler.durability import Durability
@@ -113,8 +113,12 @@ class Scheduler:
         self._wake = Wakeup()
         self._metrics = Metrics(self.clock.now_ms())
         self._bus = EventBus(
-            event_backlog_limit, on_drained=self._wake, observe=self._metrics.observe
+            event_backlog_limit,
+            on_drained=self._wake,
+            observe=self._metrics.observe,
+            observe_types=OBSERVED,
         )
+        self._metrics.tally = self._bus.tally
         self._settings = Settings(self._store, config)
         self._lifecycle = Lifecycle()
         self._gate = WriteGate(self._wake)
