@@ -212,7 +212,7 @@ def insert_params(p: Prepared, state: str, now: int) -> InsertRow:
 def new_info(p: Prepared, task_id: int, state: str, now: int) -> TaskInfo:
     """The :class:`TaskInfo` of a row just inserted, without reading it back."""
     spec = p.spec
-    return TaskInfo(
+    info = TaskInfo(
         id=task_id,
         type=spec.type,
         state=state,  # type: ignore[arg-type]
@@ -228,10 +228,13 @@ def new_info(p: Prepared, task_id: int, state: str, now: int) -> TaskInfo:
         label=spec.label,
         run_at=p.run_at,
         parent_id=spec.parent_id,
-        finalize=spec.finalize,
-        on_child_failure=spec.on_child_failure,
-        on_dependency_failure=spec.on_dependency_failure,
     )
+    if spec.finalize or spec.on_child_failure != "ignore" or spec.on_dependency_failure != "fail":
+        # (a workflow's options; left to their defaults above, which most tasks keep)
+        info.finalize = spec.finalize
+        info.on_child_failure = spec.on_child_failure
+        info.on_dependency_failure = spec.on_dependency_failure
+    return info
 
 
 # --- applying it ---------------------------------------------------------------------------
