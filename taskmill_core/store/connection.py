@@ -7,6 +7,11 @@ WAL checkpoints — goes through a second, aiosqlite connection (the *reader*), 
 WAL mode lets those readers run beside the writer; automatic checkpoints are disabled on the
 writer so a checkpoint never stalls the loop.
 
+Every statement on the reader goes through :func:`read_all`: it runs to its end in one hop to
+the reader's thread. The reader is shared by every coroutine, and a statement left open between
+hops (``execute``, ``fetchone``, ``close``) holds a read transaction open: a read of another
+coroutine that runs in between reads that old snapshot, without the writes committed since.
+
 The transaction contract: every write runs in a transaction that its caller opened with
 :meth:`Connection.transaction` and passes in as a :data:`Tx`. ``Tx`` is the writer connection
 under another static type (``NewType``): proof, for the type checker, that a ``BEGIN
@@ -21,10 +26,10 @@ from __future__ import annotations
 
 import os
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, suppress
 from pathlib import Path
-from typing import NewType
+from typing import Any, NewType
 
 import aiosqlite
 import anyio.to_thread
@@ -33,7 +38,7 @@ from taskmill_core.errors import DamagedDatabase, NotATaskmillDatabase, StorageE
 from taskmill_core.store.counts import StateCounts, Writer
 from taskmill_core.store.schema import check_existing, migrate
 
-__all__ = ["WAL_SIZE_LIMIT", "Connection", "Tx", "storage_error"]
+__all__ = ["WAL_SIZE_LIMIT", "Connection", "Tx", "read_all", "storage_error"]
 
 WAL_SIZE_LIMIT = 64 * 1024 * 1024  # bytes the WAL file keeps when it starts over
 
@@ -69,6 +74,20 @@ def storage_error(exc: sqlite3.Error, doing: str) -> StorageError | None:
     return None
 
 
+async def read_all(rd: aiosqlite.Connection, sql: str, args: Sequence[Any] = ()) -> list[Any]:
+    """Every row of one statement on a reader, in one hop to its thread.
+
+    The statement runs to its end there, and SQLite ends the read transaction it began before
+    this returns — also when the awaiting task is cancelled, since the hop runs whole anyway.
+    So the next read on the reader starts a fresh one and sees every commit made before it
+    was asked for. (``execute`` then ``fetchone`` then ``close`` are three hops, and a
+    statement stepped once keeps its transaction, and the snapshot it read, open between
+    them: any other coroutine's read that ran in between saw that snapshot — ``prune`` then
+    ``list`` listed the tasks just pruned while the amortized pruning was under way.)
+    """
+    return list(await rd.execute_fetchall(sql, args))
+
+
 class Connection:
     """The writer and the reader of one database file, with the transaction contract."""
 
@@ -88,8 +107,7 @@ class Connection:
         try:
             await anyio.to_thread.run_sync(self._open_writer)
             self._reader = await aiosqlite.connect(self.path, isolation_level=None)
-            async with self._reader.execute("PRAGMA busy_timeout=5000") as cur:
-                await cur.fetchall()
+            await read_all(self._reader, "PRAGMA busy_timeout=5000")
         except sqlite3.DatabaseError as exc:
             await self.close()
             error = DamagedDatabase if is_damage(exc) else NotATaskmillDatabase
@@ -129,8 +147,7 @@ class Connection:
         if self._reader is not None:
             # Fold the WAL in and empty it, off the loop (tens of milliseconds after a burst).
             with suppress(sqlite3.Error):
-                async with self._reader.execute("PRAGMA wal_checkpoint(TRUNCATE)") as cur:
-                    await cur.fetchall()
+                await read_all(self._reader, "PRAGMA wal_checkpoint(TRUNCATE)")
             await self._reader.close()
             self._reader = None
         if self._db is not None:
@@ -257,7 +274,5 @@ class Connection:
     async def checkpoint(self) -> None:
         """Fold the WAL back into the database file, off the event loop; ``wal_pages`` is
         then how long the WAL was when it began (what it wrote while it ran is left)."""
-        async with self.reader.execute("PRAGMA wal_checkpoint(PASSIVE)") as cur:
-            row = await cur.fetchone()
-        assert row is not None
+        (row,) = await read_all(self.reader, "PRAGMA wal_checkpoint(PASSIVE)")
         self.wal_pages = row[1]

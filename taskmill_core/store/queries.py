@@ -4,6 +4,13 @@ Short reads (a task by id, the ready index, the next timer) run on the event loo
 writer connection, and inside an open transaction see its writes. Reads that may scan
 (listing, counts, statistics, pruning candidates) go through the aiosqlite reader, off the
 loop. None of them writes.
+
+Every statement on the reader runs to its end in one hop to the reader's thread
+(:func:`.connection.read_all`). A statement stepped and left open between hops (``execute``,
+then ``fetchone``, then ``close``: three hops) holds the reader's read transaction open, and the
+reader is shared: any other read that ran in between read that transaction's snapshot, from
+before writes that had committed since (``prune`` then ``list`` listed the pruned tasks while
+the amortized pruning was under way).
 """
 
 from __future__ import annotations
@@ -18,6 +25,7 @@ import aiosqlite
 import msgspec
 
 from taskmill_core.errors import TaskNotFound
+from taskmill_core.store.connection import read_all
 from taskmill_core.store.schema import ACTIVE_SQL, DUE_SQL, FINAL_SQL
 from taskmill_core.types import ACTIVE_STATES, FINAL_STATES, ErrorInfo, IoBytes, TaskInfo
 
@@ -358,16 +366,13 @@ async def list_tasks(
         sql += " WHERE " + " AND ".join(where)
     sql += " ORDER BY id DESC LIMIT ?"
     args.append(limit)
-    async with rd.execute(sql, args) as cur:
-        rows = await cur.fetchall()
-    return [row_to_info(r) for r in rows]
+    return [row_to_info(r) for r in await read_all(rd, sql, args)]
 
 
 async def counts(rd: aiosqlite.Connection) -> dict[str, int]:
-    async with rd.execute("SELECT state, count(*) FROM tasks GROUP BY state") as cur:
-        rows = await cur.fetchall()
+    found = await read_all(rd, "SELECT state, count(*) FROM tasks GROUP BY state")
     out = {s: 0 for s in (*ACTIVE_STATES, *FINAL_STATES)}
-    out.update({str(r[0]): int(r[1]) for r in rows})
+    out.update({str(r[0]): int(r[1]) for r in found})
     return out
 
 
@@ -380,9 +385,7 @@ async def history(
     if task_type is not None:
         sql += " AND type=?"
         args = (task_type,)
-    async with rd.execute(sql, args) as cur:
-        rows = await cur.fetchall()
-    return [(str(r[0]), str(r[1]), r[2], r[3]) for r in rows]
+    return [(str(r[0]), str(r[1]), r[2], r[3]) for r in await read_all(rd, sql, args)]
 
 
 async def find_ids(
@@ -397,9 +400,7 @@ async def find_ids(
     args: list[Any] = []
     _match(where, args, task_type, group, tags)
     sql = "SELECT id FROM tasks WHERE " + " AND ".join(where) + " ORDER BY id"
-    async with rd.execute(sql, args) as cur:
-        rows = await cur.fetchall()
-    return [int(r[0]) for r in rows]
+    return [int(r[0]) for r in await read_all(rd, sql, args)]
 
 
 async def prunable(
@@ -412,28 +413,30 @@ async def prunable(
         # states older than the cut.
         task_type = ""
         while len(ids) < limit:
-            async with rd.execute(
+            found = await read_all(
+                rd,
                 "SELECT type FROM tasks INDEXED BY tasks_final "
                 "WHERE finished_at IS NOT NULL AND type > ? ORDER BY type LIMIT 1",
                 (task_type,),
-            ) as cur:
-                row = await cur.fetchone()
-            if row is None:
+            )
+            if not found:
                 break
-            task_type = row[0]
-            async with rd.execute(
+            task_type = found[0][0]
+            found = await read_all(
+                rd,
                 "SELECT id FROM tasks INDEXED BY tasks_final "
                 f"WHERE type=? AND state IN {FINAL_SQL} AND finished_at IS NOT NULL "
                 "AND finished_at < ? LIMIT ?",
                 (task_type, now - max_age_ms, limit - len(ids)),
-            ) as cur:
-                ids.extend(int(r[0]) for r in await cur.fetchall())
+            )
+            ids.extend(int(r[0]) for r in found)
     if max_count is not None and len(ids) < limit:
-        async with rd.execute(
+        found = await read_all(
+            rd,
             f"SELECT id FROM tasks WHERE state IN {FINAL_SQL} ORDER BY id DESC LIMIT ? OFFSET ?",
             (limit - len(ids), max_count),
-        ) as cur:
-            ids.extend(int(r[0]) for r in await cur.fetchall())
+        )
+        ids.extend(int(r[0]) for r in found)
     return sorted(set(ids))
 
 

@@ -22,7 +22,7 @@ import anyio
 
 from taskmill_core.errors import NotATaskmillDatabase, StorageError
 from taskmill_core.store import queries, schedules, transitions
-from taskmill_core.store.connection import Connection, Tx, storage_error
+from taskmill_core.store.connection import Connection, Tx, read_all, storage_error
 from taskmill_core.store.history import Aggregate
 from taskmill_core.store.ids import IdFloor
 from taskmill_core.store.queries import Ready
@@ -422,8 +422,7 @@ class ReadOnlyStore:
             self._db = sqlite3.connect(uri, uri=True)
             self._db.execute("PRAGMA busy_timeout=5000")
             self._reader = await aiosqlite.connect(uri, uri=True)
-            async with self._reader.execute("PRAGMA busy_timeout=5000") as cur:
-                await cur.fetchall()
+            await read_all(self._reader, "PRAGMA busy_timeout=5000")
         except sqlite3.DatabaseError as exc:
             await self.close()
             raise NotATaskmillDatabase(f"{self.path} cannot be read: {exc}") from None

@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import os
 import sqlite3
+import threading
 from pathlib import Path
 from typing import Any
 
+import anyio
 import pytest
 
 from taskmill_core.errors import (
@@ -703,6 +705,61 @@ async def test_only_final_tasks_are_pruned_by_count_and_age(store: SqliteStore) 
     with store.transaction() as tx:
         assert store.delete_final(tx, [old, live]) == 1
     assert state(store, live) == "pending"
+
+
+async def test_a_read_sees_the_commits_before_it_while_another_read_is_under_way(
+    store: SqliteStore,
+) -> None:
+    """Every statement on the reader runs to its end in one hop to the reader's thread.
+
+    A statement stepped once and left open (execute, then fetchone, then close: three hops)
+    keeps the reader's read transaction open between the hops, and any other read that runs
+    on the reader meanwhile reads that transaction's old snapshot. The scheduler's amortized
+    pruning (``prunable`` by age) beside ``prune`` then ``list`` made a list show the tasks
+    just pruned. Here pruning's first statement is held inside its first step (its read
+    transaction open) while rows are deleted and a list is queued behind it: deterministic,
+    with no load needed.
+    """
+    ids = [submit(store, type=t).id for t in ("a", "a", "b")]
+    claim(store, ids)
+    for i in ids:
+        complete(store, i, T0 + 1)
+    reader = store._conn.reader
+    armed = False
+    stepping, release = threading.Event(), threading.Event()
+
+    def trace(sql: str) -> None:  # on the reader's thread, as each statement starts
+        nonlocal armed
+        if sql.startswith("SELECT type FROM tasks") and not stepping.is_set():
+            armed = True
+
+    def progress() -> int:  # on the reader's thread, inside a step (past its read lock)
+        nonlocal armed
+        if armed:
+            armed = False
+            stepping.set()
+            release.wait(10)
+        return 0
+
+    await reader.set_trace_callback(trace)
+    await reader.set_progress_handler(progress, 1)
+    listed: list[int] = []
+
+    async def list_ids() -> None:
+        listed.extend(t.id for t in await store.list_tasks())
+
+    with anyio.fail_after(20):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(store.prunable, T0 + 10, None, 5, 100)  # by age: type by type
+            assert await anyio.to_thread.run_sync(stepping.wait, 10)
+            with store.transaction() as tx:
+                assert store.delete_final(tx, ids[:2]) == 2
+            tg.start_soon(list_ids)  # asked for after the commit
+            await anyio.wait_all_tasks_blocked()
+            release.set()
+    await reader.set_progress_handler(None, 1)
+    await reader.set_trace_callback(None)
+    assert listed == [ids[2]]
 
 
 async def test_settings_are_kept(store: SqliteStore) -> None:
