@@ -138,6 +138,22 @@ impl Router {
             // The page's answer to a request from the sidecar: unchanged.
             return Ok(Some(Value::Object(message)));
         };
+        if method == "shutdown" {
+            // The app owns the sidecar's lifecycle (it shuts it down on exit); a page may not
+            // stop it for every window. Refused here, as the sidecar refuses a forbidden call.
+            if let Some(id) = message.get("id").cloned() {
+                routed.to_pages.push(Delivery {
+                    target: Target::Window(window.to_string()),
+                    message: json!({"jsonrpc": "2.0", "id": id, "error": {
+                        "code": -32007,
+                        "message": "the app shuts the sidecar down; a page may not",
+                        "data": {"kind": "forbidden", "retryable": false},
+                    }})
+                    .to_string(),
+                });
+            }
+            return Ok(None);
+        }
         let Some(id) = message.get("id").cloned() else {
             return Ok(Some(Value::Object(message))); // a notification
         };
@@ -497,6 +513,39 @@ mod tests {
             parse(&late.to_pages[0].message),
             json!({"jsonrpc": "2.0", "id": 5, "result": {"protocolVersion": 1}})
         );
+    }
+
+    #[test]
+    fn a_page_may_not_shut_the_sidecar_down() {
+        let mut r = Router::new();
+        let routed = r
+            .from_page(
+                "a",
+                r#"{"jsonrpc":"2.0","id":3,"method":"shutdown","params":{"graceMs":0}}"#,
+            )
+            .unwrap();
+        assert!(routed.to_sidecar.is_none());
+        assert_eq!(routed.to_pages.len(), 1);
+        assert!(matches!(&routed.to_pages[0].target, Target::Window(w) if w == "a"));
+        let answer: Value = serde_json::from_str(&routed.to_pages[0].message).unwrap();
+        assert_eq!(answer["id"], 3);
+        assert_eq!(answer["error"]["code"], -32007);
+        assert_eq!(answer["error"]["data"]["kind"], "forbidden");
+        // As a notification, or inside a batch beside other requests, it is dropped alone.
+        let note = r
+            .from_page("a", r#"{"jsonrpc":"2.0","method":"shutdown"}"#)
+            .unwrap();
+        assert!(note.to_sidecar.is_none() && note.to_pages.is_empty());
+        let batch = r
+            .from_page(
+                "a",
+                r#"[{"jsonrpc":"2.0","id":1,"method":"shutdown"},{"jsonrpc":"2.0","id":2,"method":"task.list"}]"#,
+            )
+            .unwrap();
+        let sent: Value = serde_json::from_str(batch.to_sidecar.as_deref().unwrap()).unwrap();
+        assert_eq!(sent.as_array().unwrap().len(), 1);
+        assert_eq!(sent[0]["method"], "task.list");
+        assert_eq!(r.pending(), 1);
     }
 
     #[test]
